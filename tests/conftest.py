@@ -1,0 +1,121 @@
+"""Shared fixtures: everything is built locally (no hub): a character vocab tokenizer, a tiny BERT,
+small data files in each supported format."""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = Path(os.environ.get("TFT_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
+
+CJK = "花呗借呗怎么还款可以提前吗为什么不能用开通了我的额度是多少蚂蚁支付宝银行卡账单分期利息取消关闭北京上海广州张三李四王五公司大学医院中国人民在去年成立"
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def write(path: Path, content, mode: str = "text") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif isinstance(content, list):
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in content), encoding="utf-8")
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+def build_vocab() -> list[str]:
+    words = ["good", "bad", "movie", "film", "great", "awful", "the", "a", "is", "was", "not", "john", "smith",
+             "lives", "in", "paris", "london", "works", "at", "acme", "google", "and", "very", "plot", "fun"]
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+    subwords = [f"##{c}" for c in string.ascii_lowercase + string.digits]
+    return list(dict.fromkeys(SPECIALS + words + chars + subwords + list(CJK)))
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    from transformers import BertTokenizerFast
+
+    out = tmp_path_factory.mktemp("tokenizer")
+    vocab = build_vocab()
+    (out / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    # transformers 5: `vocab_file=` is silently ignored; `vocab=` with a path is what loads the file.
+    tok = BertTokenizerFast(vocab=str(out / "vocab.txt"), model_max_length=128)
+    assert tok.vocab_size == len(vocab)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, tokenizer_dir) -> Path:
+    """A tiny randomly initialised BERT saved with save_pretrained, with the tokenizer beside it."""
+    import shutil
+
+    from transformers import BertConfig
+
+    out = tmp_path_factory.mktemp("tiny-bert")
+    vocab_size = len((tokenizer_dir / "vocab.txt").read_text(encoding="utf-8").split("\n")) - 1
+    config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    config.save_pretrained(out)
+    for f in tokenizer_dir.iterdir():
+        shutil.copy(f, out / f.name)
+    return out
+
+
+@pytest.fixture
+def afqmc_dir(tmp_path) -> Path:
+    d = tmp_path / "afqmc"
+    write(d / "train.json", [
+        {"sentence1": "花呗怎么还款", "sentence2": "花呗如何还款", "label": "1"},
+        {"sentence1": "借呗可以提前还款吗", "sentence2": "为什么不能用花呗", "label": "0"},
+        {"sentence1": "我的额度是多少", "sentence2": "额度是多少", "label": "1"},
+    ])
+    write(d / "dev.json", [
+        {"sentence1": "花呗怎么开通", "sentence2": "开通花呗", "label": "1"},
+        {"sentence1": "支付宝银行卡", "sentence2": "账单分期利息", "label": "0"},
+    ])
+    write(d / "test.json", [
+        {"id": 0, "sentence1": "借呗取消", "sentence2": "关闭借呗"},
+        {"id": 1, "sentence1": "花呗分期", "sentence2": "分期利息"},
+    ])
+    return d
+
+
+@pytest.fixture
+def cluener_dir(tmp_path) -> Path:
+    d = tmp_path / "cluener"
+    write(d / "train.json", [
+        {"text": "张三在北京大学", "label": {"name": {"张三": [[0, 1]]}, "organization": {"北京大学": [[3, 6]]}}},
+        {"text": "李四去年在上海", "label": {"name": {"李四": [[0, 1]]}, "address": {"上海": [[5, 6]]}}},
+    ])
+    write(d / "dev.json", [
+        {"text": "王五在广州医院", "label": {"name": {"王五": [[0, 1]]}, "address": {"广州": [[3, 4]]}}},
+    ])
+    write(d / "test.json", [{"id": 0, "text": "张三去上海"}])
+    return d
+
+
+CONLL_TRAIN = """-DOCSTART- -X- -X- O
+
+John NNP B-NP I-PER
+Smith NNP I-NP I-PER
+lives VBZ B-VP O
+in IN B-PP O
+Paris NNP B-NP I-LOC
+. . O O
+
+Acme NNP B-NP I-ORG
+works VBZ B-VP O
+"""

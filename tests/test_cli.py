@@ -1,0 +1,76 @@
+"""The command line: help texts, version, unbuilt stages, one-line errors with nothing written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import REPO, write
+from tft import __version__
+from tft.cli import cli
+
+STAGES = ["train", "eval", "predict", "export", "serve", "infer", "bench"]
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_help_lists_every_stage():
+    result = run("--help")
+    assert result.exit_code == 0
+    for name in STAGES + ["tasks", "data"]:
+        assert f"  {name} " in result.output
+
+
+@pytest.mark.parametrize("name", STAGES + ["tasks", "data", "data check"])
+def test_each_subcommand_help_explains_itself(name):
+    result = run(*name.split(), "--help")
+    assert result.exit_code == 0
+    assert "Usage: " in result.output and len(result.output.splitlines()) >= 3
+
+
+def test_version():
+    assert run("--version").output.strip() == f"tft, version {__version__}"
+
+
+def test_tasks_lists_catalog():
+    out = run("tasks").output
+    for name in ("afqmc", "tnews", "iflytek", "cmnli", "sst2", "mrpc", "qnli", "rte", "stsb", "thucnews",
+                 "csv", "jsonl", "conll2003", "peoples_daily", "msra", "cluener", "bio"):
+        assert f"\n{name} " in "\n" + out
+
+
+def test_data_check_reports_counts(afqmc_dir):
+    result = run("data", "check", "--task", "afqmc", "--data-dir", str(afqmc_dir))
+    assert result.exit_code == 0
+    assert "train: 3 examples (labelled)" in result.output
+    assert "test: 2 examples (unlabelled)" in result.output
+
+
+def test_bad_data_is_one_line_error_without_traceback(tmp_path):
+    d = tmp_path / "afqmc"
+    write(d / "train.json", '{"sentence1": "a", "sentence2": "b", "label": "9"}\n')
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    proc = subprocess.run([sys.executable, "-m", "tft", "data", "check", "--task", "afqmc", "--data-dir", str(d)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [f"Error: {d / 'train.json'}:1: unknown label '9'; expected one of 0, 1"]
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_unknown_task_lists_known_ones():
+    proc = subprocess.run([sys.executable, "-m", "tft", "data", "check", "--task", "nope", "--data-dir", "."],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "unknown task 'nope'; known tasks: afqmc" in proc.stderr
+
+
+def test_console_script_installed():
+    exe = os.path.join(os.path.dirname(sys.executable), "tft")
+    proc = subprocess.run([exe, "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and __version__ in proc.stdout

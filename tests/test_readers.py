@@ -1,0 +1,274 @@
+"""Each reader on well-formed input (counts, labels, pair fields, BIO) and on bad input
+(one error naming the file and line)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import CONLL_TRAIN, write
+from tft.data.dataset import load_dataset
+from tft.errors import DataError
+from tft.tasks import get_task
+
+
+# --- well-formed input ------------------------------------------------------------------------------
+
+def test_afqmc_pairs_labels_and_unlabelled_test(afqmc_dir):
+    ds = load_dataset(get_task("afqmc"), afqmc_dir, ("train", "dev", "test"))
+    assert [len(ds[s].examples) for s in ("train", "dev", "test")] == [3, 2, 2]
+    first = ds["train"].examples[0]
+    assert (first.text, first.text_pair, first.label) == ("花呗怎么还款", "花呗如何还款", "1")
+    assert ds.labels == ("0", "1")
+    assert ds["test"].examples[1].guid == "1" and ds["test"].examples[1].label is None
+    assert not ds["test"].labeled and ds["dev"].labeled
+
+
+def test_integer_labels_equal_string_labels(tmp_path):
+    d = tmp_path / "d"
+    write(d / "train.json", [{"sentence1": "a", "sentence2": "b", "label": 1},
+                             {"sentence1": "c", "sentence2": "d", "label": "0"}])
+    ds = load_dataset(get_task("afqmc"), d, ("train",))
+    assert [ex.label for ex in ds["train"].examples] == ["1", "0"]
+
+
+def test_tnews_uses_label_desc(tmp_path):
+    d = tmp_path / "tnews"
+    write(d / "train.json", [{"label": "104", "label_desc": "news_finance", "sentence": "股市", "keywords": ""}])
+    ds = load_dataset(get_task("tnews"), d, ("train",))
+    assert ds["train"].examples[0].label == "news_finance"
+    assert len(ds.labels) == 15
+
+
+def test_iflytek_labels_read_from_train_in_numeric_order(tmp_path):
+    d = tmp_path / "iflytek"
+    write(d / "train.json", [{"label": str(i), "label_des": "x", "sentence": f"s{i}"} for i in (10, 2, 1)])
+    write(d / "dev.json", [{"label": "2", "label_des": "x", "sentence": "t"}])
+    ds = load_dataset(get_task("iflytek"), d, ("train", "dev"))
+    assert ds.labels == ("1", "2", "10")
+    assert ds["dev"].warnings["label '1' never occurs in dev"] == 1
+
+
+def test_cmnli_skips_examples_without_gold_label(tmp_path):
+    d = tmp_path / "cmnli"
+    write(d / "dev.json", [{"sentence1": "a", "sentence2": "b", "label": "neutral"},
+                           {"sentence1": "c", "sentence2": "d", "label": "-"}])
+    ds = load_dataset(get_task("cmnli"), d, ("dev",))
+    assert len(ds["dev"].examples) == 1
+    assert sum(ds["dev"].warnings.values()) >= 1
+
+
+def test_glue_tsv_ignores_quotes_and_reads_header_columns(tmp_path):
+    d = tmp_path / "sst2"
+    write(d / "train.tsv", 'sentence\tlabel\nit \'s "great" , really \t1\n"unbalanced quote\t0\n')
+    write(d / "test.tsv", "index\tsentence\n0\tsome text\n1\tother\n")
+    ds = load_dataset(get_task("sst2"), d, ("train", "test"))
+    assert [ex.text for ex in ds["train"].examples] == ['it \'s "great" , really', '"unbalanced quote']
+    assert [ex.label for ex in ds["train"].examples] == ["1", "0"]
+    assert [ex.guid for ex in ds["test"].examples] == ["0", "1"]
+
+
+def test_mrpc_and_stsb_columns(tmp_path):
+    d = tmp_path / "mrpc"
+    write(d / "train.tsv", "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t1\t2\tHe said.\tHe stated.\n")
+    ex = load_dataset(get_task("mrpc"), d, ("train",))["train"].examples[0]
+    assert (ex.text, ex.text_pair, ex.label) == ("He said.", "He stated.", "1")
+    d = tmp_path / "stsb"
+    write(d / "train.tsv", "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+                           "0\tmain\tf\t2012\t1\tnone\tnone\tA plane.\tAn air plane.\t5.000\n")
+    ds = load_dataset(get_task("stsb"), d, ("train",))
+    assert ds["train"].examples[0].label == 5.0 and ds.labels == ()
+
+
+def test_thucnews_csv_with_quoted_commas(tmp_path):
+    d = tmp_path / "thucnews"
+    write(d / "train.csv", 'label,text\n体育,"北京, 上海"\n财经,股市\r\n')
+    ds = load_dataset(get_task("thucnews"), d, ("train",))
+    assert [(e.label, e.text) for e in ds["train"].examples] == [("体育", "北京, 上海"), ("财经", "股市")]
+    assert ds.labels == ("体育", "财经")
+
+
+def test_generic_csv_and_jsonl_field_options(tmp_path):
+    d = tmp_path / "gen"
+    write(d / "train.csv", "q,a,y\nhello,world,yes\nfoo,bar,no\n")
+    task = get_task("csv").with_fields("q", "a", "y")
+    ds = load_dataset(task, d, ("train",))
+    assert task.kind == "pair_classification"
+    assert (ds["train"].examples[0].text_pair, ds.labels) == ("world", ("no", "yes"))
+    write(d / "train.jsonl", [{"body": "x", "tag": "p"}, {"body": "y", "tag": "n"}])
+    ds = load_dataset(get_task("jsonl").with_fields("body", None, "tag"), d, ("train",))
+    assert [e.text for e in ds["train"].examples] == ["x", "y"]
+
+
+def test_fixed_task_refuses_field_options():
+    with pytest.raises(Exception, match="fixed fields"):
+        get_task("afqmc").with_fields("a")
+
+
+def test_conll2003_docstart_sentences_and_iob1_to_bio(tmp_path):
+    d = tmp_path / "conll"
+    write(d / "train.txt", CONLL_TRAIN)
+    ds = load_dataset(get_task("conll2003"), d, ("train",))
+    sents = ds["train"].examples
+    assert [s.tokens for s in sents] == [["John", "Smith", "lives", "in", "Paris", "."], ["Acme", "works"]]
+    assert sents[0].tags == ["B-PER", "I-PER", "O", "O", "B-LOC", "O"]
+    assert sents[1].tags == ["B-ORG", "O"]
+    assert not ds["train"].warnings  # IOB1 is the format, not a defect
+    assert ds.labels[0] == "O" and "B-MISC" in ds.labels
+
+
+def test_bio_orphan_i_repaired_with_warning(tmp_path):
+    d = tmp_path / "bio"
+    write(d / "train.txt", "a I-X\nb I-X\nc O\nd I-Y\n\ne B-X\n")
+    ds = load_dataset(get_task("bio"), d, ("train",))
+    assert ds["train"].examples[0].tags == ["B-X", "I-X", "O", "B-Y"]
+    assert ds["train"].warnings["orphan I- tags repaired to B-"] == 2
+    assert ds.labels == ("O", "B-X", "I-X", "B-Y", "I-Y")
+
+
+def test_peoples_daily_char_per_line(tmp_path):
+    d = tmp_path / "pd"
+    write(d / "example.train", "张 B-PER\n三 I-PER\n在 O\n北 B-LOC\n京 I-LOC\n\n中 B-ORG\n国 I-ORG\n")
+    ds = load_dataset(get_task("peoples_daily"), d, ("train",))
+    assert "".join(ds["train"].examples[0].tokens) == "张三在北京"
+    assert ds["train"].examples[0].tags == ["B-PER", "I-PER", "O", "B-LOC", "I-LOC"]
+
+
+def test_cluener_spans_to_bio_match_span_text(cluener_dir):
+    ds = load_dataset(get_task("cluener"), cluener_dir, ("train", "dev", "test"))
+    ex = ds["train"].examples[0]
+    assert ex.tags == ["B-name", "I-name", "O", "B-organization", "I-organization", "I-organization", "I-organization"]
+    # every B..I run reads back the entity text of its span
+    record = json.loads((cluener_dir / "train.json").read_text(encoding="utf-8").splitlines()[0])
+    for etype, entities in record["label"].items():
+        for entity, spans in entities.items():
+            for start, end in spans:
+                assert ex.text[start:end + 1] == entity
+                assert ex.tags[start] == f"B-{etype}" and all(t == f"I-{etype}" for t in ex.tags[start + 1:end + 1])
+    assert ds["test"].examples[0].tags is None and ds["test"].examples[0].guid == "0"
+
+
+def test_crlf_and_bom_are_tolerated(tmp_path):
+    d = tmp_path / "afqmc"
+    line = json.dumps({"sentence1": "a", "sentence2": "b", "label": "1"})
+    write(d / "train.json", ("\ufeff" + line + "\r\n" + line + "\r\n").encode("utf-8"))
+    assert len(load_dataset(get_task("afqmc"), d, ("train",))["train"].examples) == 2
+
+
+def test_duplicate_examples_warn(tmp_path):
+    d = tmp_path / "afqmc"
+    row = {"sentence1": "a", "sentence2": "b", "label": "1"}
+    write(d / "train.json", [row, row, row])
+    assert load_dataset(get_task("afqmc"), d, ("train",))["train"].warnings["duplicate examples"] == 2
+
+
+# --- bad input: one error naming file and line -------------------------------------------------------
+
+BAD_JSON_CASES = [
+    ("malformed", '{"sentence1": "a", "sentence2": "b", "label": "1"}\n{"sentence1": "a",\n', 2, "malformed JSON"),
+    ("missing field", '{"sentence1": "a", "sentence2": "b", "label": "1"}\n{"sentence1": "a", "label": "1"}\n', 2,
+     "missing field 'sentence2'"),
+    ("unknown label", '{"sentence1": "a", "sentence2": "b", "label": "7"}\n', 1, "unknown label '7'"),
+    ("not object", '[1, 2]\n', 1, "expected a JSON object"),
+    ("text not string", '{"sentence1": 5, "sentence2": "b", "label": "1"}\n', 1, "must be a string"),
+    ("bad label type", '{"sentence1": "a", "sentence2": "b", "label": [1]}\n', 1, "invalid label"),
+    ("deep nesting", '{"sentence1": ' + "[" * 200 + "]" * 200 + "}\n", 1, "nested deeper"),
+]
+
+
+@pytest.mark.parametrize("name,content,line,message", BAD_JSON_CASES, ids=[c[0] for c in BAD_JSON_CASES])
+def test_bad_json_lines(tmp_path, name, content, line, message):
+    d = tmp_path / "afqmc"
+    path = write(d / "train.json", content)
+    with pytest.raises(DataError) as err:
+        load_dataset(get_task("afqmc"), d, ("train",))
+    assert str(err.value.message).startswith(f"{path}:{line}: ")
+    assert message in err.value.message
+    assert "\n" not in err.value.message
+
+
+def test_empty_file_and_empty_split(tmp_path):
+    d = tmp_path / "afqmc"
+    path = write(d / "train.json", "")
+    with pytest.raises(DataError, match="file is empty") as err:
+        load_dataset(get_task("afqmc"), d, ("train",))
+    assert err.value.message.startswith(str(path))
+    write(d / "train.json", "-DOCSTART- O\n\n")
+    write(tmp_path / "c" / "train.txt", "-DOCSTART- -X- O\n\n\n")
+    with pytest.raises(DataError, match="no examples in the train split"):
+        load_dataset(get_task("conll2003"), tmp_path / "c", ("train",))
+
+
+def test_non_utf8_names_line(tmp_path):
+    d = tmp_path / "afqmc"
+    good = json.dumps({"sentence1": "a", "sentence2": "b", "label": "1"}).encode()
+    path = write(d / "train.json", good + b"\n" + '{"sentence1": "花"}'.encode("gbk") + b"\n")
+    with pytest.raises(DataError, match="not valid UTF-8") as err:
+        load_dataset(get_task("afqmc"), d, ("train",))
+    assert err.value.message.startswith(f"{path}:2:")
+
+
+def test_missing_split_file_names_expected_files(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="file not found.*train.json"):
+        load_dataset(get_task("afqmc"), tmp_path / "empty", ("train",))
+
+
+def test_duplicate_ids(tmp_path):
+    d = tmp_path / "afqmc"
+    path = write(d / "test.json", [{"id": 1, "sentence1": "a", "sentence2": "b"}, {"id": 1, "sentence1": "c", "sentence2": "d"}])
+    with pytest.raises(DataError, match=r"duplicate id 1 \(first seen at line 1\)") as err:
+        load_dataset(get_task("afqmc"), d, ("test",))
+    assert err.value.message.startswith(f"{path}:2:")
+
+
+def test_bio_wrong_column_count(tmp_path):
+    d = tmp_path / "conll"
+    path = write(d / "train.txt", "John NNP B-NP B-PER\nSmith NNP I-PER\n")
+    with pytest.raises(DataError, match="expected 4 columns as on the first line, found 3") as err:
+        load_dataset(get_task("conll2003"), d, ("train",))
+    assert err.value.message.startswith(f"{path}:2:")
+
+
+def test_bio_invalid_tag_and_unknown_type(tmp_path):
+    d = tmp_path / "conll"
+    path = write(d / "train.txt", "John B-PER\nSmith X-PER\n")
+    with pytest.raises(DataError, match="invalid tag 'X-PER'") as err:
+        load_dataset(get_task("conll2003"), d, ("train",))
+    assert err.value.message.startswith(f"{path}:2:")
+    write(d / "train.txt", "John B-PER\n\nAcme B-COMPANY\n")
+    with pytest.raises(DataError, match="unknown entity type in tag 'B-COMPANY'") as err:
+        load_dataset(get_task("conll2003"), d, ("train",))
+    assert err.value.message.startswith(f"{path}:3:")
+
+
+def test_tsv_column_mismatch(tmp_path):
+    d = tmp_path / "sst2"
+    path = write(d / "train.tsv", "sentence\tlabel\ngood\t1\nbad\t0\textra\n")
+    with pytest.raises(DataError, match="expected 2 tab-separated columns") as err:
+        load_dataset(get_task("sst2"), d, ("train",))
+    assert err.value.message.startswith(f"{path}:3:")
+
+
+@pytest.mark.parametrize("label,message", [
+    ({"name": {"张三": [[0, 9]]}}, "outside the text"),
+    ({"name": {"张三": [[-1, 1]]}}, "outside the text"),
+    ({"name": {"李四": [[0, 1]]}}, "reads '张三', not '李四'"),
+    ({"name": {"张三": [[0]]}}, "must be [start, end] integers"),
+    (["bad"], "must be an object"),
+])
+def test_cluener_bad_spans(tmp_path, label, message):
+    d = tmp_path / "cluener"
+    path = write(d / "train.json", [{"text": "张三在北京", "label": {}}, {"text": "张三在北京", "label": label}])
+    with pytest.raises(DataError) as err:
+        load_dataset(get_task("cluener"), d, ("train",))
+    assert message in err.value.message and err.value.message.startswith(f"{path}:2:")
+
+
+def test_regression_label_must_be_number(tmp_path):
+    d = tmp_path / "stsb"
+    path = write(d / "train.tsv", "sentence1\tsentence2\tscore\na\tb\thigh\n")
+    with pytest.raises(DataError, match="must be a number") as err:
+        load_dataset(get_task("stsb"), d, ("train",))
+    assert err.value.message.startswith(f"{path}:2:")

@@ -1,0 +1,112 @@
+"""Examples -> model inputs, one code path for training, export parity and serving.
+
+Tokenization goes through the Rust `tokenizers.Tokenizer` inside the Hugging Face fast tokenizer
+(the same `tokenizer.json` the Triton tokenizer model loads), so what is served is tokenized
+exactly as what was trained. Padding is dynamic (per batch, by the collator), never to a fixed length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokenizers import Tokenizer
+
+from tft.data.readers import TextExample, TokenExample
+from tft.errors import TftError
+from tft.tasks import REGRESSION
+
+IGNORE_INDEX = -100  # label of sub-tokens after the first, and of special tokens: not scored
+
+
+@dataclass
+class Encoded:
+    features: list[dict]
+    truncated: int  # examples cut at max_length
+
+    def __len__(self):
+        return len(self.features)
+
+
+def backend_tokenizer(tokenizer, max_length: int) -> Tokenizer:
+    """A private copy of the Rust tokenizer: no padding, truncation at max_length.
+
+    tokenizer.json files may carry their own padding/truncation settings; a copy keeps ours from
+    leaking into the caller's object and theirs from leaking into our features.
+    """
+    source = tokenizer if isinstance(tokenizer, Tokenizer) else getattr(tokenizer, "backend_tokenizer", None)
+    if source is None:
+        raise TftError("a fast (Rust) tokenizer with tokenizer.json is required; this model only has a slow tokenizer")
+    tok = Tokenizer.from_str(source.to_str())
+    tok.no_padding()
+    tok.enable_truncation(max_length=max_length, strategy="longest_first")
+    return tok
+
+
+def model_input_names(tokenizer) -> tuple[str, ...]:
+    names = getattr(tokenizer, "model_input_names", None) or ["input_ids", "token_type_ids", "attention_mask"]
+    return tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names)
+
+
+def _inputs(enc, names) -> dict:
+    out = {"input_ids": enc.ids, "attention_mask": enc.attention_mask}
+    if "token_type_ids" in names:
+        out["token_type_ids"] = enc.type_ids
+    return out
+
+
+def encode_texts(examples: list[TextExample], tokenizer, max_length: int, label2id: dict | None, kind: str) -> Encoded:
+    tok = backend_tokenizer(tokenizer, max_length)
+    names = model_input_names(tokenizer)
+    pairs = [ex.text if ex.text_pair is None else (ex.text, ex.text_pair) for ex in examples]
+    encodings = tok.encode_batch(pairs)
+    features, truncated = [], 0
+    for ex, enc in zip(examples, encodings):
+        feat = _inputs(enc, names)
+        truncated += bool(enc.overflowing)
+        if ex.label is not None and label2id is not None:
+            feat["labels"] = float(ex.label) if kind == REGRESSION else label2id[ex.label]
+        features.append(feat)
+    return Encoded(features, truncated)
+
+
+def align_labels(word_ids: list[int | None], word_tags: list[str], label2id: dict) -> list[int]:
+    """First sub-token of each word carries the word's tag; the rest and special tokens get -100."""
+    labels, previous = [], None
+    for wid in word_ids:
+        if wid is None or wid == previous:
+            labels.append(IGNORE_INDEX)
+        else:
+            labels.append(label2id[word_tags[wid]])
+        previous = wid
+    return labels
+
+
+def encode_tokens(examples: list[TokenExample], tokenizer, max_length: int, label2id: dict | None) -> Encoded:
+    tok = backend_tokenizer(tokenizer, max_length)
+    names = model_input_names(tokenizer)
+    encodings = tok.encode_batch([ex.tokens for ex in examples], is_pretokenized=True)
+    features, truncated = [], 0
+    for ex, enc in zip(examples, encodings):
+        feat = _inputs(enc, names)
+        truncated += bool(enc.overflowing)
+        if ex.tags is not None and label2id is not None:
+            feat["labels"] = align_labels(enc.word_ids, ex.tags, label2id)
+        features.append(feat)
+    return Encoded(features, truncated)
+
+
+def encode(examples: list, tokenizer, max_length: int, labels: tuple[str, ...], kind: str) -> Encoded:
+    """Turn examples of any task kind into features with labels (when the examples have them)."""
+    label2id = {label: i for i, label in enumerate(labels)} if labels else None
+    if examples and isinstance(examples[0], TokenExample):
+        return encode_tokens(examples, tokenizer, max_length, label2id)
+    return encode_texts(examples, tokenizer, max_length, label2id, kind)
+
+
+def make_collator(tokenizer, token_task: bool):
+    """Dynamic padding per batch with transformers' own collators."""
+    from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
+
+    if token_task:
+        return DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE_INDEX)
+    return DataCollatorWithPadding(tokenizer)

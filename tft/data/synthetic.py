@@ -1,0 +1,93 @@
+"""Deterministic, learnable synthetic data in the official formats, for the offline demo and tests.
+
+AFQMC-style: Chinese customer-service question pairs. A pair is a paraphrase (label "1") when both
+questions ask the same intent about the same product in different words; otherwise "0" (same product
+with another intent, or another product: hard and easy negatives).
+CLUENER-style: sentences from templates with person, company and address entities as spans.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from tft.fsutil import atomic_dir
+
+PRODUCTS = ["花呗", "借呗", "余额宝", "信用卡", "网商贷", "支付宝", "银行卡", "蚂蚁森林"]
+INTENTS = {
+    "repay": ["{p}怎么还款", "{p}如何还款", "怎样还{p}的钱", "{p}的还款方法是什么", "我想还{p}该怎么操作"],
+    "open": ["{p}怎么开通", "如何开通{p}", "{p}在哪里开通", "我要开通{p}", "开通{p}需要什么条件"],
+    "limit": ["{p}额度是多少", "{p}能用多少钱", "我的{p}额度怎么查", "查一下{p}的额度", "{p}可用额度在哪看"],
+    "close": ["{p}怎么关闭", "如何注销{p}", "我不想用{p}了怎么关掉", "{p}可以取消吗", "关闭{p}的方法"],
+    "fail": ["{p}为什么用不了", "{p}无法使用是什么原因", "{p}突然不能用了", "为啥我的{p}用不了", "{p}付款失败怎么回事"],
+    "raise": ["{p}怎么提额", "如何提高{p}额度", "{p}额度能不能提升", "怎样让{p}额度变高", "{p}提额的方法"],
+}
+PREFIXES = ["", "", "请问", "你好", "我想知道", "问一下"]
+SUFFIXES = ["", "", "？", "呢", "啊", "吗"]
+
+SURNAMES = "张王李赵刘陈杨黄周吴"
+GIVEN = ["伟", "芳", "娜", "敏", "静", "磊", "强", "军", "洋", "勇", "艳", "杰"]
+COMPANIES = ["华为", "阿里巴巴", "腾讯", "京东", "百度", "小米", "网易", "美团"]
+CITIES = ["北京", "上海", "广州", "深圳", "杭州", "成都", "南京", "武汉"]
+NER_TEMPLATES = [
+    "{name}在{company}工作", "{name}昨天去了{address}", "{company}总部位于{address}",
+    "据{company}消息，{name}将前往{address}", "{address}的{name}加入了{company}", "记者从{address}获悉，{company}发布新品",
+]
+
+
+def _question(rng, product, intent):
+    return rng.choice(PREFIXES) + rng.choice(INTENTS[intent]).format(p=product) + rng.choice(SUFFIXES)
+
+
+def afqmc_rows(n: int, rng: random.Random) -> list[dict]:
+    rows, intents = [], sorted(INTENTS)
+    for i in range(n):
+        product, intent = rng.choice(PRODUCTS), rng.choice(intents)
+        first = _question(rng, product, intent)
+        if i % 2 == 0:
+            second, label = _question(rng, product, intent), "1"
+            if second == first:
+                second = _question(rng, product, intent) + "？"
+        elif rng.random() < 0.6:
+            other = rng.choice([x for x in intents if x != intent])
+            second, label = _question(rng, product, other), "0"
+        else:
+            other = rng.choice([p for p in PRODUCTS if p != product])
+            second, label = _question(rng, other, intent), "0"
+        rows.append({"sentence1": first, "sentence2": second, "label": label})
+    return rows
+
+
+def cluener_rows(n: int, rng: random.Random) -> list[dict]:
+    rows = []
+    for _ in range(n):
+        template = rng.choice(NER_TEMPLATES)
+        values = {"name": rng.choice(SURNAMES) + "".join(rng.sample(GIVEN, rng.randint(1, 2))),
+                  "company": rng.choice(COMPANIES), "address": rng.choice(CITIES)}
+        text, label = "", {}
+        for chunk in template.replace("}", "{").split("{"):
+            if chunk in values:
+                entity = values[chunk]
+                label.setdefault(chunk, {}).setdefault(entity, []).append([len(text), len(text) + len(entity) - 1])
+                text += entity
+            else:
+                text += chunk
+        rows.append({"text": text, "label": label})
+    return rows
+
+
+def write_sample(task: str, out: str | Path, train: int = 3000, dev: int = 500, test: int = 200, seed: int = 0) -> Path:
+    """Write train/dev/test files for `task` ('afqmc' or 'cluener') into `out`, atomically."""
+    rng = random.Random(seed)
+    make = {"afqmc": afqmc_rows, "cluener": cluener_rows}[task]
+    splits = {"train": make(train, rng), "dev": make(dev, rng), "test": make(test, rng)}
+    for i, row in enumerate(splits["test"]):
+        row.pop("label")
+        splits["test"][i] = {"id": i, **row}
+    with atomic_dir(out, overwrite=True) as tmp:
+        for split, rows in splits.items():
+            with open(Path(tmp) / f"{split}.json", "w", encoding="utf-8") as f:
+                for row in rows:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return Path(out)

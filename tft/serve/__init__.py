@@ -1,0 +1,1 @@
+"""Serving: Triton model repository, embedded Triton server and gRPC client."""

@@ -1,0 +1,1 @@
+"""Training: fine-tune a task's model with the Hugging Face Trainer."""
