@@ -7,6 +7,7 @@ exactly as what was trained. Padding is dynamic (per batch, by the collator), ne
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from tokenizers import Tokenizer
@@ -93,6 +94,36 @@ def encode_tokens(examples: list[TokenExample], tokenizer, max_length: int, labe
             feat["labels"] = align_labels(enc.word_ids, ex.tags, label2id)
         features.append(feat)
     return Encoded(features, truncated)
+
+
+def split_words(text: str, word_joiner: str) -> list[tuple[str, int, int]]:
+    """Raw text -> the words a model of this task was trained on, with character spans.
+
+    Character-level tasks (Chinese NER, word_joiner "") use one word per character, as their
+    training files do; others use whitespace-separated words, as CoNLL files do.
+    """
+    if word_joiner == "":
+        return [(ch, i, i + 1) for i, ch in enumerate(text)]
+    return [(m.group(), m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+
+
+def encode_for_inference(texts: list[str], pairs: list[str] | None, tokenizer, max_length: int,
+                         token_task: bool, word_joiner: str = " ") -> list[dict]:
+    """Raw texts -> model inputs; NER inputs also carry `word_ids` (-1 for special tokens)."""
+    tok = backend_tokenizer(tokenizer, max_length)
+    names = model_input_names(tokenizer)
+    if token_task:
+        words = [[w for w, _, _ in split_words(t, word_joiner)] for t in texts]
+        encodings = tok.encode_batch(words, is_pretokenized=True)
+    else:
+        encodings = tok.encode_batch(list(texts) if pairs is None else list(zip(texts, pairs)))
+    out = []
+    for enc in encodings:
+        feat = _inputs(enc, names)
+        if token_task:
+            feat["word_ids"] = [-1 if w is None else w for w in enc.word_ids]
+        out.append(feat)
+    return out
 
 
 def encode(examples: list, tokenizer, max_length: int, labels: tuple[str, ...], kind: str) -> Encoded:

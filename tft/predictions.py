@@ -1,0 +1,62 @@
+"""Model outputs -> user-facing answers, shared by PyTorch, ONNX Runtime and Triton post-processing.
+
+Classification: softmax, top label and its score. NER: per-token labels -> word labels (first
+sub-token of each word) -> BIO entities with character offsets into the original text
+(`end` exclusive, so text[start:end] is the entity).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def classify(logits: np.ndarray, labels) -> list[dict]:
+    """One {label, score} per row; regression (no labels) returns the raw value as score."""
+    logits = np.asarray(logits, dtype=np.float32)
+    if not labels:
+        return [{"label": None, "score": float(row.reshape(-1)[0])} for row in logits]
+    probs = softmax(logits)
+    top = probs.argmax(axis=-1)
+    return [{"label": labels[i], "score": float(p[i])} for i, p in zip(top, probs)]
+
+
+def word_labels(token_label_ids, word_ids) -> dict[int, int]:
+    """Label of each word = label of its first sub-token (as in training)."""
+    out: dict[int, int] = {}
+    for label_id, wid in zip(token_label_ids, word_ids):
+        if wid is not None and wid >= 0 and wid not in out:
+            out[int(wid)] = int(label_id)
+    return out
+
+
+def entities_from_words(text: str, per_word: dict[int, int], word_spans, labels) -> list[dict]:
+    """BIO over words -> entities with character offsets from the words' spans in `text`."""
+    entities, current = [], None
+    for wid in sorted(per_word):
+        tag = labels[per_word[wid]]
+        prefix, etype = (tag[0], tag[2:]) if tag != "O" else ("O", None)
+        if current is not None and prefix == "I" and etype == current["type"]:
+            current["end"] = word_spans[wid][1]
+            continue
+        if current is not None:
+            entities.append(current)
+            current = None
+        if prefix in ("B", "I"):  # an orphan I- starts an entity, as on read
+            current = {"type": etype, "start": word_spans[wid][0], "end": word_spans[wid][1]}
+    if current is not None:
+        entities.append(current)
+    return [{"type": e["type"], "text": text[e["start"]:e["end"]], "start": e["start"], "end": e["end"]}
+            for e in entities]
+
+
+def entities(text: str, token_label_ids, word_ids, word_joiner: str, labels) -> list[dict]:
+    from tft.data.features import split_words
+
+    spans = [(s, e) for _, s, e in split_words(text, word_joiner)]
+    return entities_from_words(text, word_labels(token_label_ids, word_ids), spans, labels)

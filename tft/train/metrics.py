@@ -1,0 +1,68 @@
+"""The metrics each task is judged by: accuracy/F1, Pearson/Spearman, entity-level F1 (seqeval)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tft.data.features import IGNORE_INDEX
+from tft.tasks import REGRESSION, TOKEN
+
+
+def classification_metrics(preds: np.ndarray, gold: np.ndarray, num_labels: int) -> dict:
+    from sklearn.metrics import f1_score
+
+    average = "binary" if num_labels == 2 else "macro"
+    return {"accuracy": float((preds == gold).mean()),
+            "f1": float(f1_score(gold, preds, average=average, zero_division=0))}
+
+
+def regression_metrics(preds: np.ndarray, gold: np.ndarray) -> dict:
+    from scipy.stats import pearsonr, spearmanr
+
+    if len(gold) < 2 or np.std(preds) == 0 or np.std(gold) == 0:
+        return {"pearson": 0.0, "spearmanr": 0.0}
+    return {"pearson": float(pearsonr(preds, gold)[0]), "spearmanr": float(spearmanr(preds, gold)[0])}
+
+
+def token_tag_sequences(pred_ids: np.ndarray, label_ids: np.ndarray, labels) -> tuple[list, list]:
+    """Keep positions with a gold label (first sub-tokens); map ids to tags."""
+    y_true, y_pred = [], []
+    for p_row, g_row in zip(pred_ids, label_ids):
+        keep = g_row != IGNORE_INDEX
+        y_true.append([labels[i] for i in g_row[keep]])
+        y_pred.append([labels[i] for i in p_row[keep]])
+    return y_true, y_pred
+
+
+def ner_metrics(y_true: list[list[str]], y_pred: list[list[str]], report: bool = False) -> dict:
+    from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
+
+    out = {"precision": float(precision_score(y_true, y_pred, zero_division=0)),
+           "recall": float(recall_score(y_true, y_pred, zero_division=0)),
+           "f1": float(f1_score(y_true, y_pred, zero_division=0))}
+    if report:
+        rep = classification_report(y_true, y_pred, output_dict=True, zero_division=0)
+        out["per_type"] = {k: {m: float(v) for m, v in d.items()} for k, d in rep.items()
+                           if k not in ("micro avg", "macro avg", "weighted avg")}
+    return out
+
+
+def compute(kind: str, labels, logits: np.ndarray, label_ids: np.ndarray, report: bool = False) -> dict:
+    if kind == REGRESSION:
+        return regression_metrics(logits.reshape(-1), label_ids.reshape(-1))
+    preds = logits.argmax(axis=-1)
+    if kind == TOKEN:
+        return ner_metrics(*token_tag_sequences(preds, label_ids, labels), report=report)
+    return classification_metrics(preds, label_ids, len(labels))
+
+
+def trainer_metrics(kind: str, labels):
+    """A `compute_metrics` callable for the Hugging Face Trainer."""
+
+    def fn(eval_pred):
+        logits, label_ids = eval_pred.predictions, eval_pred.label_ids
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        return compute(kind, labels, np.asarray(logits), np.asarray(label_ids))
+
+    return fn

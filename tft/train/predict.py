@@ -1,0 +1,139 @@
+"""`tft eval` and `tft predict` with a PyTorch checkpoint, on the same features as training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from tft import predictions
+from tft.data.dataset import load_dataset, read_split
+from tft.data.features import encode, encode_for_inference, make_collator
+from tft.data.readers import TextExample, TokenExample, read_lines
+from tft.errors import DataError, TftError
+from tft.fsutil import atomic_write_text
+from tft.manifest import read_checkpoint_manifest
+from tft.tasks import TOKEN, Task, get_task
+
+
+def task_of(manifest: dict) -> Task:
+    """The task as it was trained (generic tasks keep the fields the user chose)."""
+    import dataclasses
+
+    task = get_task(manifest["task"])
+    return dataclasses.replace(task, kind=manifest["kind"], text_field=manifest["text_field"],
+                               text_pair_field=manifest["text_pair_field"],
+                               label_field=manifest.get("label_field", task.label_field))
+
+
+class TorchModel:
+    """A trained checkpoint in eval mode: features in, logits out (batched, dynamically padded)."""
+
+    def __init__(self, checkpoint: str | Path, device: str | None = None):
+        from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+
+        self.checkpoint = Path(checkpoint)
+        self.manifest = read_checkpoint_manifest(checkpoint)
+        self.task = task_of(self.manifest)
+        self.labels = tuple(self.manifest["labels"])
+        self.token_task = self.manifest["kind"] == TOKEN
+        self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        cls = AutoModelForTokenClassification if self.token_task else AutoModelForSequenceClassification
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = cls.from_pretrained(checkpoint).to(self.device).eval()
+        self.collator = make_collator(self.tokenizer, self.token_task)
+
+    @torch.inference_mode()
+    def logits(self, features: list[dict], batch_size: int = 64, progress: bool = False) -> list[np.ndarray]:
+        """One array per example: (num_labels,) or, for NER, (seq_len, num_labels) without padding."""
+        out = []
+        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in features[0]] if features else []
+        for start in tqdm(range(0, len(features), batch_size), desc="predict", disable=not progress, leave=False):
+            chunk = [{k: f[k] for k in names} for f in features[start:start + batch_size]]
+            batch = {k: v.to(self.device) for k, v in self.collator(chunk).items()}
+            logits = self.model(**batch).logits.float().cpu().numpy()
+            for i, f in enumerate(chunk):
+                out.append(logits[i, : len(f["input_ids"])] if self.token_task else logits[i])
+        return out
+
+
+def evaluate(checkpoint: str | Path, split: str = "dev", data_dir: str | None = None, batch_size: int = 64) -> dict:
+    from tft.train.metrics import compute
+
+    tm = TorchModel(checkpoint)
+    ds = load_dataset(tm.task, data_dir or tm.manifest.get("data_dir"), (split,), labels=tm.labels)
+    if not ds[split].labeled:
+        raise TftError(f"{ds[split].path}: the {split} split has no labels to evaluate against")
+    enc = encode(ds[split].examples, tm.tokenizer, tm.manifest["max_seq_length"], tm.labels, tm.task.kind)
+    logits = tm.logits(enc.features, batch_size, progress=True)
+    if tm.token_task:
+        width = max(len(x) for x in logits)
+        padded = np.zeros((len(logits), width, len(tm.labels)), dtype=np.float32)
+        gold = np.full((len(logits), width), -100)
+        for i, (lg, f) in enumerate(zip(logits, enc.features)):
+            padded[i, : len(lg)] = lg
+            gold[i, : len(lg)] = f["labels"]
+        metrics = compute(tm.task.kind, tm.labels, padded, gold, report=True)
+    else:
+        gold = np.array([f["labels"] for f in enc.features])
+        metrics = compute(tm.task.kind, tm.labels, np.stack(logits), gold)
+    return {"split": split, "examples": len(enc), "file": str(ds[split].path), **metrics}
+
+
+def read_inputs(path: str | Path, task: Task) -> list[dict]:
+    """Inputs for prediction: the task's own file format, or plain text lines (`.txt`; pairs tab-separated)."""
+    path = Path(path)
+    if path.suffix in (".txt", ".text") and task.reader not in ("columns",):
+        items = []
+        for number, line in read_lines(path):
+            if not line.strip():
+                continue
+            if task.is_pair:
+                parts = line.split("\t")
+                if len(parts) != 2:
+                    raise DataError(path, "expected two tab-separated texts for a sentence-pair task", number)
+                items.append({"id": f"line-{number}", "text": parts[0], "text_pair": parts[1]})
+            else:
+                items.append({"id": f"line-{number}", "text": line})
+        return items
+    from tft.data.readers import READERS
+
+    examples = READERS[task.reader](path, task, require_label=False).examples
+    if not examples:
+        raise DataError(path, "no examples to predict")
+    items = []
+    for ex in examples:
+        if isinstance(ex, TokenExample):
+            text = ex.text if ex.text is not None else task.word_joiner.join(ex.tokens)
+            items.append({"id": ex.guid, "text": text})
+        else:
+            items.append({"id": ex.guid, "text": ex.text, **({"text_pair": ex.text_pair} if ex.text_pair else {})})
+    return items
+
+
+def answers(items: list[dict], logits: list[np.ndarray], features: list[dict], labels, token_task: bool,
+            word_joiner: str) -> list[dict]:
+    """Logits -> one output record per input, in input order."""
+    if token_task:
+        out = []
+        for item, lg, feat in zip(items, logits, features):
+            ents = predictions.entities(item["text"], lg.argmax(-1), feat["word_ids"], word_joiner, labels)
+            out.append({**item, "entities": ents})
+        return out
+    return [{**item, **ans} for item, ans in zip(items, predictions.classify(np.stack(logits), labels))]
+
+
+def predict_file(checkpoint, input_path, output_path, batch_size: int = 64) -> int:
+    tm = TorchModel(checkpoint)
+    items = read_inputs(input_path, tm.task)
+    feats = encode_for_inference([i["text"] for i in items],
+                                 [i.get("text_pair", "") for i in items] if tm.task.is_pair else None,
+                                 tm.tokenizer, tm.manifest["max_seq_length"], tm.token_task,
+                                 tm.manifest.get("word_joiner", " "))
+    logits = tm.logits(feats, batch_size, progress=True)
+    records = answers(items, logits, feats, tm.labels, tm.token_task, tm.manifest.get("word_joiner", " "))
+    atomic_write_text(output_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return len(records)

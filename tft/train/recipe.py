@@ -1,0 +1,366 @@
+"""The training recipe: setup -> train -> save_checkpoint, on the Hugging Face Trainer.
+
+One process (CPU or one GPU):
+    tft train --task afqmc --data-dir data/afqmc --model bert-base-chinese
+Several GPUs on one node (tft starts torchrun itself; `torchrun -m tft train ...` works too):
+    tft train --task afqmc --nproc-per-node 4 --fp16 --output-dir runs/afqmc
+Several nodes (run on each, node rank 0..M-1):
+    tft train --task afqmc --nproc-per-node 8 --nnodes 2 --node-rank R --master-addr HOST --master-port 29500 \
+        --output-dir runs/afqmc
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tft.data.dataset import load_dataset, resolve_data_dir
+from tft.data.features import encode, make_collator, model_input_names
+from tft.errors import TftError
+from tft.fsutil import atomic_dir, atomic_write_json
+from tft.manifest import command_line, now, versions, write_checkpoint_manifest
+from tft.tasks import REGRESSION, TOKEN, get_task
+from tft.train import metrics as task_metrics
+from tft.train.config import TrainConfig
+from tft.train.scratch import is_scratch, scratch_config, texts_of, train_tokenizer
+
+log = logging.getLogger("tft")
+
+COMPLETE_MARKER = ".tft-complete"  # written after a checkpoint's last file: only marked ones are resumed
+
+
+def is_distributed_launch() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def is_rank0() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def complete_checkpoints(output_dir: Path) -> list[Path]:
+    found = []
+    for path in Path(output_dir).glob("checkpoint-*"):
+        m = re.fullmatch(r"checkpoint-(\d+)", path.name)
+        if m and (path / COMPLETE_MARKER).exists():
+            found.append((int(m.group(1)), path))
+    return [p for _, p in sorted(found)]
+
+
+class FeatureDataset(torch.utils.data.Dataset):
+    def __init__(self, features: list[dict]):
+        self.features = features
+
+    def __len__(self):
+        return len(self.features)
+
+    def __getitem__(self, i):
+        return self.features[i]
+
+
+# --- tokenization cache: features keyed by (files, tokenizer, max length, labels) -------------------
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def feature_fingerprint(split, tokenizer, max_length: int, labels, limit, task) -> str:
+    tok_json = tokenizer.backend_tokenizer.to_str()
+    key = {"file": _file_digest(split.path), "tokenizer": hashlib.sha256(tok_json.encode()).hexdigest(),
+           "inputs": list(model_input_names(tokenizer)), "max_length": max_length, "labels": list(labels),
+           "limit": limit, "task": task.name, "fields": [task.text_field, task.text_pair_field, task.label_field],
+           "format": 1}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def save_features(path: Path, features: list[dict]) -> None:
+    arrays = {"lengths": np.array([len(f["input_ids"]) for f in features], dtype=np.int64)}
+    for key, value in features[0].items():
+        if isinstance(value, list):
+            arrays[key] = np.concatenate([np.asarray(f[key], dtype=np.int64) for f in features])
+        else:
+            arrays[f"scalar.{key}"] = np.asarray([f[key] for f in features])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_features(path: Path) -> list[dict]:
+    with np.load(path, allow_pickle=False) as z:
+        lengths = z["lengths"]
+        bounds = np.concatenate([[0], np.cumsum(lengths)])
+        seqs = {k: z[k] for k in z.files if k != "lengths" and not k.startswith("scalar.")}
+        scalars = {k.split(".", 1)[1]: z[k] for k in z.files if k.startswith("scalar.")}
+    out = []
+    for i in range(len(lengths)):
+        feat = {k: v[bounds[i]:bounds[i + 1]].tolist() for k, v in seqs.items()}
+        for k, v in scalars.items():
+            feat[k] = v[i].item()
+        out.append(feat)
+    return out
+
+
+class TrainRecipe:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.task = None
+        self.trainer = None
+
+    # ------------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg = self.cfg
+        if not cfg.task:
+            raise TftError("--task is required (see `tft tasks`)")
+        self.task = task = get_task(cfg.task).with_fields(cfg.text_field, cfg.text_pair_field, cfg.label_field)
+        self._check_precision()
+        if cfg.output_dir is None:
+            if is_distributed_launch():
+                raise TftError("pass --output-dir when launching with torchrun directly (every rank must agree on it)")
+            cfg.output_dir = f"runs/{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.output_dir = Path(cfg.output_dir)
+        self.resume_from = self._resolve_resume()
+        self.model_name = cfg.model or task.default_model
+
+        root = resolve_data_dir(task, cfg.data_dir)
+        splits = ("train", "dev") if (root / task.files["dev"]).exists() else ("train",)
+        self.data = load_dataset(task, root, splits)
+        self.labels = self.data.labels
+        train_examples = self.data["train"].examples[: cfg.limit_train]
+        dev_examples = self.data["dev"].examples[: cfg.limit_eval] if "dev" in self.data.splits else None
+        if cfg.limit_train is not None and cfg.limit_train < 1:
+            raise TftError("--limit-train must be at least 1")
+
+        self.args = self._training_args(has_dev=dev_examples is not None)
+        with self.args.main_process_first(desc="tokenizer"):
+            self.tokenizer = self._load_tokenizer(train_examples)
+        self.model = self._load_model()
+        if self.cfg.pad_to_max_length:
+            from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
+
+            cls = DataCollatorForTokenClassification if task.is_token_task else DataCollatorWithPadding
+            collator = cls(self.tokenizer, padding="max_length", max_length=cfg.max_seq_length)
+        else:
+            collator = make_collator(self.tokenizer, task.is_token_task)
+        self.train_set = FeatureDataset(self._features(self.data["train"], train_examples, cfg.limit_train))
+        self.dev_set = (FeatureDataset(self._features(self.data["dev"], dev_examples, cfg.limit_eval))
+                        if dev_examples is not None else None)
+        self.trainer = self._make_trainer(collator)
+
+    def _check_precision(self) -> None:
+        cfg = self.cfg
+        if cfg.fp16 and cfg.bf16:
+            raise TftError("--fp16 and --bf16 exclude each other; choose one")
+        cuda = torch.cuda.is_available()
+        if cfg.fp16 and not cuda:
+            if not cfg.allow_fp32_fallback:
+                raise TftError("--fp16 needs a CUDA GPU and none is available; drop --fp16 or add --allow-fp32-fallback")
+            log.warning("no CUDA GPU: --fp16 ignored, training in fp32 (--allow-fp32-fallback)")
+            cfg.fp16 = False
+        if cfg.bf16 and cuda and not torch.cuda.is_bf16_supported():
+            if not cfg.allow_fp32_fallback:
+                raise TftError("--bf16 needs a GPU with bfloat16 support (Ampere or newer); use --fp16 instead")
+            log.warning("GPU lacks bf16: --bf16 ignored, training in fp32 (--allow-fp32-fallback)")
+            cfg.bf16 = False
+
+    def _resolve_resume(self) -> str | None:
+        cfg, out = self.cfg, self.output_dir
+        existing = complete_checkpoints(out) if out.exists() else []
+        if cfg.resume is None:
+            if existing:
+                raise TftError(f"{out} already holds checkpoints; pass --resume auto to continue or another --output-dir")
+            return None
+        if cfg.resume == "auto":
+            if not existing:
+                log.info("--resume auto: no complete checkpoint in %s, starting from scratch", out)
+                return None
+            return str(existing[-1])
+        path = Path(cfg.resume)
+        if not (path / COMPLETE_MARKER).exists() and not (path / "trainer_state.json").exists():
+            raise TftError(f"{path}: not a complete training checkpoint (expected a checkpoint-N folder)")
+        return str(path)
+
+    def _load_tokenizer(self, train_examples):
+        cfg = self.cfg
+        if is_scratch(self.model_name):
+            saved = self.output_dir / "scratch_tokenizer"
+            if not (saved / "tokenizer.json").exists():
+                if not self.args.process_index == 0 and is_distributed_launch():
+                    raise TftError("scratch tokenizer missing on a non-main rank")
+                tok = train_tokenizer(texts_of(train_examples), max_length=max(512, cfg.max_seq_length))
+                with atomic_dir(saved, overwrite=True) as tmp:
+                    tok.save_pretrained(tmp)
+        from transformers import AutoTokenizer
+
+        source = str(self.output_dir / "scratch_tokenizer") if is_scratch(self.model_name) else self.model_name
+        try:
+            tok = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
+        except (OSError, ValueError) as e:
+            raise TftError(f"cannot load the tokenizer of '{source}': {str(e).splitlines()[0]}") from None
+        if not getattr(tok, "is_fast", False):
+            raise TftError(f"'{source}' has no fast tokenizer (tokenizer.json); tft needs one for training and serving")
+        return tok
+
+    def _load_model(self):
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification, set_seed
+
+        set_seed(self.cfg.seed)
+        task = self.task
+        cls = AutoModelForTokenClassification if task.kind == TOKEN else AutoModelForSequenceClassification
+        labels = self.labels
+        extra = {"num_labels": 1, "problem_type": "regression"} if task.kind == REGRESSION else {
+            "num_labels": len(labels), "id2label": dict(enumerate(labels)),
+            "label2id": {label: i for i, label in enumerate(labels)}}
+        if is_scratch(self.model_name):
+            config = scratch_config(self.model_name, self.tokenizer, self.cfg.max_seq_length)
+            for k, v in extra.items():
+                setattr(config, k, v)
+            return cls.from_config(config)
+        try:
+            config = AutoConfig.from_pretrained(self.model_name, trust_remote_code=self.cfg.trust_remote_code, **extra)
+            return cls.from_pretrained(self.model_name, config=config, trust_remote_code=self.cfg.trust_remote_code,
+                                       ignore_mismatched_sizes=True)
+        except (OSError, ValueError) as e:
+            raise TftError(f"cannot load model '{self.model_name}': {str(e).splitlines()[0]}") from None
+
+    def _features(self, split, examples, limit) -> list[dict]:
+        cfg = self.cfg
+        key = feature_fingerprint(split, self.tokenizer, cfg.max_seq_length, self.labels, limit, self.task)
+        from tft.data.download import cache_root
+
+        path = cache_root() / "features" / f"{key}.npz"
+        if cfg.cache and path.exists():
+            log.debug("features of %s from cache %s", split.path, path)
+            return load_features(path)
+        enc = encode(examples, self.tokenizer, cfg.max_seq_length, self.labels, self.task.kind)
+        if enc.truncated:
+            log.warning("%s: %d of %d examples truncated to --max-seq-length %d", split.path, enc.truncated,
+                        len(enc), cfg.max_seq_length)
+        if cfg.cache:
+            try:
+                save_features(path, enc.features)
+            except OSError as e:  # a read-only cache is no reason to stop training
+                log.warning("could not write the feature cache %s: %s", path, e)
+        return enc.features
+
+    def _training_args(self, has_dev: bool):
+        from transformers import TrainingArguments
+
+        cfg = self.cfg
+        cuda = torch.cuda.is_available()
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(self.output_dir / "tensorboard"))
+        strategy = "steps" if cfg.eval_every else "epoch"
+        if cfg.max_steps > 0 and not cfg.eval_every:
+            strategy, cfg.eval_every = "steps", cfg.max_steps
+        warmup = cfg.warmup if cfg.warmup < 1 else int(cfg.warmup)  # transformers 5: ratio or steps in one field
+        try:
+            return TrainingArguments(
+                output_dir=str(self.output_dir),
+                num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+                per_device_train_batch_size=cfg.batch_size,
+                per_device_eval_batch_size=cfg.eval_batch_size or cfg.batch_size * 2,
+                gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
+                seed=cfg.seed, data_seed=cfg.seed, fp16=cfg.fp16, bf16=cfg.bf16,
+                use_cpu=not cuda,  # without it, CPU DDP ranks train un-synchronised copies
+                ddp_backend="gloo" if (is_distributed_launch() and not cuda) else None,
+                # BERT-style models ignore num_items_in_batch: averaging tokens across ranks would
+                # multiply the reported loss by the world size.
+                average_tokens_across_devices=False,
+                eval_strategy=strategy if has_dev else "no", eval_steps=cfg.eval_every,
+                save_strategy=strategy, save_steps=cfg.eval_every, save_total_limit=cfg.save_total_limit,
+                load_best_model_at_end=has_dev, metric_for_best_model=self.task.main_metric if has_dev else None,
+                greater_is_better=True,
+                logging_strategy="steps", logging_steps=cfg.logging_steps, logging_first_step=True,
+                report_to=["tensorboard"],
+                train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+                optim="adamw_torch_fused", torch_compile=cfg.compile,
+                dataloader_num_workers=cfg.workers, dataloader_pin_memory=cuda,
+                remove_unused_columns=False, disable_tqdm=not is_rank0(),
+                warmup_steps=warmup,
+            )
+        except (ValueError, TypeError) as e:
+            raise TftError(f"invalid training options: {str(e).splitlines()[0]}") from None
+
+    def _make_trainer(self, collator):
+        from transformers import EarlyStoppingCallback, Trainer
+        from transformers.trainer_callback import ProgressCallback
+
+        from tft.train.callbacks import CheckpointMarker, JsonlLogger, Progress
+
+        callbacks = [CheckpointMarker(), JsonlLogger(self.output_dir / "train_log.jsonl")]
+        if self.cfg.early_stopping:
+            if self.dev_set is None:
+                raise TftError("--early-stopping needs a dev split")
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=self.cfg.early_stopping))
+        trainer = Trainer(
+            model=self.model, args=self.args, train_dataset=self.train_set, eval_dataset=self.dev_set,
+            data_collator=collator, processing_class=self.tokenizer,
+            compute_metrics=task_metrics.trainer_metrics(self.task.kind, self.labels), callbacks=callbacks,
+        )
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(Progress(self.args))
+        return trainer
+
+    # ------------------------------------------------------------------------------------------------
+    def train(self) -> dict:
+        if self.resume_from:
+            log.info("resuming from %s", self.resume_from)
+        result = self.trainer.train(resume_from_checkpoint=self.resume_from)
+        self.final_metrics = {"train": {k: v for k, v in result.metrics.items()}}
+        if self.dev_set is not None:
+            out = self.trainer.predict(self.dev_set, metric_key_prefix="eval")
+            logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
+            dev = task_metrics.compute(self.task.kind, self.labels, np.asarray(logits), np.asarray(out.label_ids),
+                                       report=True)
+            self.final_metrics["dev"] = dev
+        return self.final_metrics
+
+    def save_checkpoint(self) -> Path | None:
+        """Write best/ (HF format + tft.json), metrics.json and the training plot; rank 0 only."""
+        if not self.trainer.is_world_process_zero():
+            return None
+        cfg, task = self.cfg, self.task
+        best = self.output_dir / "best"
+        with atomic_dir(best, overwrite=True) as tmp:
+            self.trainer.save_model(str(tmp))
+            (Path(tmp) / "training_args.bin").unlink(missing_ok=True)  # a pickle; best/ holds safetensors + JSON only
+            self.tokenizer.save_pretrained(str(tmp))
+            dev = self.final_metrics.get("dev", {})
+            write_checkpoint_manifest(tmp, {
+                "task": task.name, "kind": task.kind, "text_field": task.text_field,
+                "text_pair_field": task.text_pair_field, "label_field": task.label_field,
+                "labels": list(self.labels), "entity_types": sorted({t[2:] for t in self.labels if t != "O"})
+                if task.is_token_task else None, "word_joiner": task.word_joiner,
+                "max_seq_length": cfg.max_seq_length, "model_input_names": list(model_input_names(self.tokenizer)),
+                "main_metric": task.main_metric, "metrics": {k: v for k, v in dev.items() if k != "per_type"},
+                "base_model": self.model_name, "smoke_test_model": is_scratch(self.model_name),
+                "model_type": self.model.config.model_type,
+                "data_dir": str(self.data.data_dir), "created": now(), "versions": versions(),
+                "command": command_line(), "train_config": {k: v for k, v in vars(cfg).items()},
+            })
+        atomic_write_json(self.output_dir / "metrics.json", self.final_metrics)
+        if cfg.plot:
+            from tft.train.callbacks import plot_history
+
+            plot_history(self.trainer.state.log_history, task.main_metric, self.output_dir / "training.png")
+        return best
+
+
+def run(cfg: TrainConfig) -> Path | None:
+    recipe = TrainRecipe(cfg)
+    recipe.setup()
+    recipe.train()
+    return recipe.save_checkpoint()
