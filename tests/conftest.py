@@ -119,3 +119,54 @@ Paris NNP B-NP I-LOC
 Acme NNP B-NP I-ORG
 works VBZ B-VP O
 """
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Feature caches and downloads of the tests go to a private folder, never ~/.cache."""
+    os.environ["TFT_CACHE"] = str(tmp_path_factory.mktemp("tft-cache"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    yield
+
+
+def run_tft(*args, cwd=None, timeout=600, env=None):
+    """Run the real CLI in a subprocess (as a user would)."""
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "tft", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env=full_env)
+
+
+@pytest.fixture(scope="session")
+def afqmc_sample(tmp_path_factory) -> Path:
+    from tft.data.synthetic import write_sample
+
+    return write_sample("afqmc", tmp_path_factory.mktemp("data") / "afqmc", train=2000, dev=300, test=50)
+
+
+@pytest.fixture(scope="session")
+def cluener_sample(tmp_path_factory) -> Path:
+    from tft.data.synthetic import write_sample
+
+    return write_sample("cluener", tmp_path_factory.mktemp("data") / "cluener", train=800, dev=200, test=50)
+
+
+@pytest.fixture(scope="session")
+def trained_pair(tmp_path_factory, afqmc_sample) -> Path:
+    """A scratch:tiny AFQMC-format model that has learned the synthetic task (session-wide, ~30 s)."""
+    out = tmp_path_factory.mktemp("runs") / "afqmc"
+    proc = run_tft("--quiet", "train", "--task", "afqmc", "--data-dir", afqmc_sample, "--model", "scratch:tiny",
+                   "--output-dir", out, "--epochs", 8, "--batch-size", 32, "--lr", "3e-4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_ner(tmp_path_factory, cluener_sample) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "cluener"
+    proc = run_tft("--quiet", "train", "--task", "cluener", "--data-dir", cluener_sample, "--model", "scratch:tiny",
+                   "--output-dir", out, "--epochs", 4, "--batch-size", 32, "--lr", "5e-4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out

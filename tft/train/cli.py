@@ -50,6 +50,7 @@ LAUNCH_KEYS = ("nproc_per_node", "nnodes", "node_rank", "master_addr", "master_p
 @click.option("--compile", is_flag=True, default=None, help="torch.compile the model.")
 @click.option("--workers", type=int, help="Data-loader worker processes.  [default: 0]")
 @click.option("--trust-remote-code", is_flag=True, default=None, help="Allow model code from the hub (off by default).")
+@click.option("--logging-steps", type=int, help="Log loss and learning rate every N steps.  [default: 10]")
 @click.option("--no-cache", "no_cache", is_flag=True, help="Do not reuse or write cached features.")
 @click.option("--nproc-per-node", type=int, default=1, show_default=True, help="Processes (GPUs) per node; >1 starts torchrun.")
 @click.option("--nnodes", type=int, default=1, show_default=True, help="Nodes in a multi-node run.")

@@ -261,7 +261,7 @@ class TrainRecipe:
 
         cfg = self.cfg
         cuda = torch.cuda.is_available()
-        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(self.output_dir / "tensorboard"))
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(self.output_dir / "tensorboard")
         strategy = "steps" if cfg.eval_every else "epoch"
         if cfg.max_steps > 0 and not cfg.eval_every:
             strategy, cfg.eval_every = "steps", cfg.max_steps
@@ -278,7 +278,7 @@ class TrainRecipe:
                 ddp_backend="gloo" if (is_distributed_launch() and not cuda) else None,
                 # BERT-style models ignore num_items_in_batch: averaging tokens across ranks would
                 # multiply the reported loss by the world size.
-                average_tokens_across_devices=False,
+                average_tokens_across_devices=False, ddp_find_unused_parameters=False,
                 eval_strategy=strategy if has_dev else "no", eval_steps=cfg.eval_every,
                 save_strategy=strategy, save_steps=cfg.eval_every, save_total_limit=cfg.save_total_limit,
                 load_best_model_at_end=has_dev, metric_for_best_model=self.task.main_metric if has_dev else None,

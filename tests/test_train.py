@@ -1,0 +1,203 @@
+"""`tft train`, `tft eval`, `tft predict` on tiny models and synthetic learnable data (CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import run_tft, write
+
+
+def read_json(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_classification_learns_and_writes_all_outputs(trained_pair):
+    out = trained_pair
+    metrics = read_json(out / "metrics.json")
+    assert metrics["dev"]["accuracy"] >= 0.62, metrics  # the dev split is balanced: majority class is 0.50
+    for name in ("train_log.jsonl", "training.png", "best/model.safetensors", "best/config.json",
+                 "best/tokenizer.json", "best/tft.json"):
+        assert (out / name).exists(), name
+    assert not (out / "best" / "training_args.bin").exists()  # no pickles in the deliverable
+    assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
+    manifest = read_json(out / "best" / "tft.json")
+    assert manifest["task"] == "afqmc" and manifest["labels"] == ["0", "1"]
+    assert manifest["kind"] == "pair_classification" and manifest["smoke_test_model"] is True
+    assert manifest["metrics"]["accuracy"] == pytest.approx(metrics["dev"]["accuracy"])
+    assert {"tft", "torch", "transformers"} <= set(manifest["versions"])
+    config = read_json(out / "best" / "config.json")
+    assert config["id2label"] == {"0": "0", "1": "1"} and config["label2id"] == {"0": 0, "1": 1}
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert any("loss" in r for r in log) and any("eval_accuracy" in r for r in log)
+
+
+def test_eval_reproduces_training_metric(trained_pair):
+    proc = run_tft("eval", "--checkpoint", trained_pair / "best")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    trained = read_json(trained_pair / "metrics.json")["dev"]
+    assert result["examples"] == 300
+    assert result["accuracy"] == pytest.approx(trained["accuracy"], abs=1e-6)
+
+
+def test_predict_pairs_from_task_file_and_text_lines(trained_pair, afqmc_sample, tmp_path):
+    out = tmp_path / "pred.jsonl"
+    proc = run_tft("predict", "--checkpoint", trained_pair / "best", afqmc_sample / "test.json", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 50 and [r["id"] for r in rows] == [str(i) for i in range(50)]
+    assert all(r["label"] in ("0", "1") and 0.5 <= r["score"] <= 1 for r in rows)
+    lines = write(tmp_path / "in.txt", "花呗怎么还款\t花呗如何还款\n借呗怎么开通\t余额宝额度是多少\n")
+    proc = run_tft("predict", "--checkpoint", trained_pair / "best", lines, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line)["text_pair"] for line in out.read_text().splitlines()] == ["花呗如何还款", "余额宝额度是多少"]
+    bad = write(tmp_path / "bad.txt", "only one text\n")
+    proc = run_tft("predict", "--checkpoint", trained_pair / "best", bad, "-o", tmp_path / "x.jsonl")
+    assert proc.returncode == 1 and f"{bad}:1: expected two tab-separated texts" in proc.stderr
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_ner_learns_and_predicts_character_offsets(trained_ner, tmp_path):
+    metrics = read_json(trained_ner / "metrics.json")["dev"]
+    assert metrics["f1"] >= 0.5, metrics
+    assert set(metrics["per_type"]) == {"address", "company", "name"}
+    text = "据腾讯消息，李娜将前往上海"
+    src = write(tmp_path / "in.txt", text + "\n")
+    out = tmp_path / "ents.jsonl"
+    proc = run_tft("predict", "--checkpoint", trained_ner / "best", src, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    ents = json.loads(out.read_text(encoding="utf-8"))["entities"]
+    assert ents, "no entities predicted"
+    for e in ents:
+        assert text[e["start"]:e["end"]] == e["text"]
+    assert {"type": "address", "text": "上海", "start": 11, "end": 13} in ents
+
+
+def test_ddp_two_processes_shard_data_and_report_undoubled_loss(afqmc_sample, tmp_path):
+    common = ["--task", "afqmc", "--data-dir", afqmc_sample, "--model", "scratch:tiny", "--max-steps", 12,
+              "--batch-size", 16, "--logging-steps", 1, "--lr", "1e-4", "--limit-eval", 64, "--no-group-by-length"]
+    single = run_tft("--quiet", "train", *common, "--output-dir", tmp_path / "single")
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = run_tft("--quiet", "train", *common, "--output-dir", tmp_path / "ddp", "--nproc-per-node", 2,
+                  "--master-port", 29000 + os.getpid() % 1000)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+
+    def log(run):
+        return [json.loads(line) for line in (tmp_path / run / "train_log.jsonl").read_text().splitlines()]
+
+    s_log, d_log = log("single"), log("ddp")
+    s_step = next(r for r in s_log if r["step"] == 12 and "loss" in r)
+    d_step = next(r for r in d_log if r["step"] == 12 and "loss" in r)
+    # the sampler shards the data: 2 ranks x 16 per step -> ceil(2000 / 32) steps per epoch, not 2000 / 16
+    assert round(12 / s_step["epoch"]) == 125
+    assert round(12 / d_step["epoch"]) == 63
+    s_loss = np.mean([r["loss"] for r in s_log if "loss" in r])
+    d_loss = np.mean([r["loss"] for r in d_log if "loss" in r])
+    assert d_loss == pytest.approx(s_loss, rel=0.1), (s_loss, d_loss)  # not multiplied by the world size
+    assert (tmp_path / "ddp" / "best" / "tft.json").exists()
+    assert len(list((tmp_path / "ddp").glob("best*"))) == 1  # rank 0 alone wrote it
+
+
+def test_sigkill_then_resume_auto_matches_uninterrupted_run(afqmc_sample, tmp_path):
+    from safetensors.numpy import load_file
+
+    common = ["--task", "afqmc", "--data-dir", afqmc_sample, "--model", "scratch:tiny", "--max-steps", 45,
+              "--eval-every", 15, "--batch-size", 16, "--lr", "3e-4", "--limit-eval", 100, "--save-total-limit", 5]
+    full = run_tft("--quiet", "train", *common, "--output-dir", tmp_path / "full")
+    assert full.returncode == 0, full.stderr[-2000:]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "tft", "--quiet", "train", *map(str, common), "--output-dir", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoint-15" / ".tft-complete").exists():
+        assert proc.poll() is None and time.time() < deadline, "training ended before the first checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "best").exists()
+    # a half-written later checkpoint (no completion marker) must be ignored by --resume auto
+    (killed / "checkpoint-40").mkdir(exist_ok=True)
+    (killed / "checkpoint-40" / "model.safetensors").write_bytes(b"partial")
+
+    again = run_tft("train", *common, "--output-dir", killed)
+    assert again.returncode == 1 and "--resume auto" in again.stderr  # refuses to overwrite silently
+
+    resumed = run_tft("train", *common, "--output-dir", killed, "--resume", "auto")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stderr and "checkpoint-15" in resumed.stderr
+
+    a = load_file(tmp_path / "full" / "checkpoint-45" / "model.safetensors")
+    b = load_file(killed / "checkpoint-45" / "model.safetensors")
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-5
+    assert read_json(killed / "metrics.json")["dev"] == pytest.approx(read_json(tmp_path / "full" / "metrics.json")["dev"])
+
+
+def test_fp16_on_cpu_fails_clearly_or_falls_back_when_allowed(afqmc_sample, tmp_path):
+    proc = run_tft("train", "--task", "afqmc", "--data-dir", afqmc_sample, "--model", "scratch:tiny",
+                   "--output-dir", tmp_path / "r", "--fp16")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "Error: --fp16 needs a CUDA GPU and none is available; drop --fp16 or add --allow-fp32-fallback")
+    assert not (tmp_path / "r").exists()
+    proc = run_tft("train", "--task", "afqmc", "--data-dir", afqmc_sample, "--model", "scratch:tiny",
+                   "--output-dir", tmp_path / "r", "--fp16", "--allow-fp32-fallback", "--max-steps", 2, "--limit-eval", 8)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "training in fp32" in proc.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--fp16", "--bf16"], "--fp16 and --bf16 exclude each other"),
+    (["--text-field", "x"], "has fixed fields"),
+    (["--model", "scratch:huge"], "unknown scratch model 'scratch:huge'"),
+    (["--model", "/nonexistent/model"], "cannot load the tokenizer of '/nonexistent/model'"),
+    (["--early-stopping", "2", "--resume", "/nonexistent"], "not a complete training checkpoint"),
+])
+def test_bad_flag_combinations_are_one_line_errors(afqmc_sample, tmp_path, args, message):
+    proc = run_tft("train", "--task", "afqmc", "--data-dir", afqmc_sample, "--output-dir", tmp_path / "r",
+                   "--model", "scratch:tiny", *args)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) <= 2
+
+
+def test_bad_data_file_is_one_line_error(tmp_path):
+    d = tmp_path / "afqmc"
+    write(d / "train.json", '{"sentence1": "a", "sentence2": "b", "label": "1"}\n{"sentence1": "a"\n')
+    proc = run_tft("train", "--task", "afqmc", "--data-dir", d, "--model", "scratch:tiny", "--output-dir", tmp_path / "r")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"Error: {d / 'train.json'}:2: malformed JSON")
+    assert not (tmp_path / "r").exists()
+
+
+def test_yaml_config_with_cli_override(afqmc_sample, tmp_path):
+    cfg = write(tmp_path / "c.yaml", f"task: afqmc\ndata-dir: {afqmc_sample}\nmodel: scratch:tiny\nmax_steps: 3\n"
+                                     "batch_size: 8\nlimit_eval: 16\nseed: 7\n")
+    proc = run_tft("--quiet", "train", "--config", cfg, "--max-steps", 2, "--output-dir", tmp_path / "r")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    used = read_json(tmp_path / "r" / "best" / "tft.json")["train_config"]
+    assert used["max_steps"] == 2 and used["seed"] == 7 and used["batch_size"] == 8
+    bad = write(tmp_path / "bad.yaml", "task: afqmc\nlearning_rate_typo: 1\n")
+    proc = run_tft("train", "--config", bad)
+    assert proc.returncode == 1 and f"{bad}: unknown option 'learning_rate_typo'" in proc.stderr
+
+
+def test_feature_cache_roundtrip(afqmc_sample, tokenizer):
+    from tft.data.dataset import load_dataset
+    from tft.data.features import encode
+    from tft.tasks import get_task
+    from tft.train.recipe import load_features, save_features
+
+    ds = load_dataset(get_task("afqmc"), afqmc_sample, ("dev",))
+    feats = encode(ds["dev"].examples, tokenizer, 32, ds.labels, "pair_classification").features
+    path = afqmc_sample.parent / "cache-test.npz"
+    save_features(path, feats)
+    assert load_features(path) == feats
