@@ -7,7 +7,7 @@ EXTRAS ?= cpu,serve,test
 DATA ?=
 MODEL ?= scratch:tiny
 
-.PHONY: venv test test-slow demo clean
+.PHONY: venv test test-fast test-slow demo clean
 
 venv: $(STAMP)
 
@@ -19,7 +19,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
+# Everything, the slow real-data/real-model checks included (they skip only where ../shared/datasets is absent).
 test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 test-slow: $(STAMP)

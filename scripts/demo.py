@@ -32,6 +32,14 @@ def main() -> int:
         data = str(out / "data")
         tft("data", "sample", "--task", "afqmc", "--out", data)
     tft("data", "check", "--task", "afqmc", "--data-dir", data)
+    run = out / "run"
+    tft("--quiet", "train", "--task", "afqmc", "--data-dir", data, "--model", args.model, "--output-dir", str(run),
+        "--epochs", "8", "--batch-size", "32", "--lr", "3e-4", *(["--resume", "auto"] if run.exists() else []))
+    tft("eval", "--checkpoint", str(run / "best"))
+    examples = out / "examples.txt"
+    examples.write_text("花呗怎么还款\t花呗如何还款\n借呗怎么开通\t余额宝额度是多少\n", encoding="utf-8")
+    tft("predict", "--checkpoint", str(run / "best"), str(examples), "-o", str(out / "predictions.jsonl"))
+    print((out / "predictions.jsonl").read_text(encoding="utf-8"))
     print(f"demo finished; outputs in {out}")
     return 0
 
