@@ -1,0 +1,56 @@
+"""`tft export`."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("export", context_settings={"max_content_width": 100})
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False), help="A `tft train` best/ folder.")
+@click.option("--output-dir", type=click.Path(file_okay=False), help="Default: exports/<run name>.")
+@click.option("--int8", is_flag=True, help="Also write a dynamically quantized int8 ONNX model (CPU).")
+@click.option("--fp16", is_flag=True, help="Also write an fp16 ONNX model (GPU; LayerNorm/Softmax kept fp32).")
+@click.option("--trt", is_flag=True, help="Also build a TensorRT fp16 engine (NVIDIA GPU + tft[trt]).")
+@click.option("--opset", default=17, show_default=True, help="ONNX opset (17+ keeps LayerNormalization whole).")
+@click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript", show_default=True,
+              help="PyTorch ONNX exporter; torchscript fuses fully in ONNX Runtime.")
+@click.option("--max-batch", default=64, show_default=True, help="Largest batch served (parity and TensorRT profile).")
+@click.option("--max-seq-length", type=int, help="Longest sequence served.  [default: the checkpoint's]")
+@click.option("--opt-batch", default=8, show_default=True, help="TensorRT profile: batch size to optimize for.")
+@click.option("--opt-seq-length", type=int, help="TensorRT profile: sequence length to optimize for.  [default: min(max, 128)]")
+@click.option("--parity-samples", default=512, show_default=True, help="Dev examples compared against PyTorch.")
+@click.option("--parity-data", type=click.Path(exists=True, dir_okay=False), help="Compare on this file (task format) instead of dev.")
+@click.option("--atol-fp32", type=float, help="fp32 max |logit diff|.  [default: 1e-4]")
+@click.option("--atol-fp16", type=float, help="fp16 max |logit diff|.  [default: 1e-2]")
+@click.option("--int8-min-agreement", type=float, help="int8: least prediction agreement.  [default: 0.99]")
+@click.option("--int8-max-metric-drop", type=float, help="int8: largest dev metric drop (fraction).  [default: 0.01]")
+def export_command(checkpoint, output_dir, int8, fp16, trt, opset, exporter, max_batch, max_seq_length, opt_batch,
+                   opt_seq_length, parity_samples, parity_data, atol_fp32, atol_fp16, int8_min_agreement,
+                   int8_max_metric_drop):
+    """Export a checkpoint to ONNX (and TensorRT), proving each artifact against PyTorch.
+
+    Every artifact is compared with PyTorch on dev examples and edge shapes (batch 1, the max batch,
+    length 1, the max length, heavy padding). One that drifts beyond its threshold fails the command
+    and nothing is written. The folder (model files, tokenizer, manifest.json) is what `tft serve` reads.
+
+    \b
+    Examples:
+      tft export --checkpoint runs/afqmc/best --int8
+      tft export --checkpoint runs/afqmc/best --fp16 --trt --max-batch 64 --max-seq-length 128
+    """
+    from tft.export.parity import THRESHOLDS
+    from tft.export.pipeline import run_export
+
+    thresholds = {k: dict(v) for k, v in THRESHOLDS.items()}
+    if atol_fp32 is not None:
+        thresholds["fp32"]["atol"] = atol_fp32
+    if atol_fp16 is not None:
+        thresholds["fp16"]["atol"] = atol_fp16
+    if int8_min_agreement is not None:
+        thresholds["int8"]["min_agreement"] = int8_min_agreement
+    if int8_max_metric_drop is not None:
+        thresholds["int8"]["max_metric_drop"] = int8_max_metric_drop
+    out = run_export(checkpoint, output_dir, int8=int8, fp16=fp16, trt=trt, opset=opset, max_batch=max_batch,
+                     max_seq_length=max_seq_length, parity_samples=parity_samples, parity_data=parity_data,
+                     exporter=exporter, thresholds=thresholds, opt_batch=opt_batch, opt_seq_length=opt_seq_length)
+    click.echo(f"export: {out}")

@@ -1,0 +1,160 @@
+"""`tft export`: checkpoint -> ONNX fp32 (+ optimized, int8, fp16) [-> TensorRT], each parity-checked.
+
+The ONNX export dir is built in a temporary folder and renamed into place only when every artifact
+passed; a failing artifact fails the command and leaves nothing. TensorRT runs after that, so a
+machine without a GPU still ends with complete ONNX artifacts (and a non-zero exit saying why).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tft.data.dataset import load_dataset
+from tft.data.features import encode
+from tft.export import onnx_export, quantize
+from tft.export.config import onnx_config_for
+from tft.export.parity import THRESHOLDS, compare, parity_batches
+from tft.export.runtime import EXPORT_MANIFEST, OrtModel
+from tft.fsutil import atomic_dir, atomic_write_json
+from tft.manifest import now, read_checkpoint_manifest, versions
+from tft.train.predict import task_of
+
+log = logging.getLogger("tft")
+EXPORT_FORMAT = "tft.export/1"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json",
+                   "tft.json")
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_output_dir(checkpoint: Path) -> Path:
+    checkpoint = Path(checkpoint).resolve()
+    run = checkpoint.parent.name if checkpoint.name == "best" else checkpoint.name
+    return Path("exports") / run
+
+
+def parity_inputs(checkpoint_manifest, tokenizer, hf_config, max_batch, max_len, samples, parity_data):
+    """Real dev examples (or --parity-data) with labels, plus edge shapes."""
+    task = task_of(checkpoint_manifest)
+    labels = tuple(checkpoint_manifest["labels"])
+    if parity_data:
+        from tft.data.dataset import Split
+        from tft.data.readers import READERS
+
+        path = Path(parity_data)
+        examples = READERS[task.reader](path, task, require_label=False).examples
+    else:
+        ds = load_dataset(task, checkpoint_manifest["data_dir"], ("dev",), labels=labels)
+        examples = ds["dev"].examples
+    examples = examples[:samples]
+    features = encode(examples, tokenizer, max_len, labels, task.kind).features
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in features[0]]
+    return parity_batches(features, names, max_batch, max_len, hf_config.vocab_size,
+                          tokenizer.cls_token_id or 0, tokenizer.sep_token_id or 0)
+
+
+def run_export(checkpoint, output_dir=None, *, int8=False, fp16=False, trt=False, opset=17, max_batch=64,
+               max_seq_length=None, parity_samples=512, parity_data=None, exporter="torchscript",
+               thresholds=None, opt_batch=8, opt_seq_length=None, optimize=True) -> Path:
+    from transformers import AutoConfig, AutoTokenizer
+
+    checkpoint = Path(checkpoint)
+    cm = read_checkpoint_manifest(checkpoint)
+    out = Path(output_dir) if output_dir else default_output_dir(checkpoint)
+    max_len = max_seq_length or cm["max_seq_length"]
+    thresholds = {**THRESHOLDS, **(thresholds or {})}
+    token_task = cm["kind"] == "token_classification"
+    hf_config = AutoConfig.from_pretrained(checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    cfg = onnx_config_for(cm, hf_config, opset)
+    model = onnx_export.load_for_export(checkpoint, token_task)
+    batches = parity_inputs(cm, tokenizer, hf_config, max_batch, max_len, parity_samples, parity_data)
+    batches = [(n, {k: v for k, v in b.items() if k in cfg.inputs}, lab) for n, b, lab in batches]
+
+    @torch.no_grad()
+    def reference(batch):
+        return model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.float().numpy()
+
+    labels = tuple(cm["labels"])
+    artifacts = []
+
+    def check(name, precision, path, runtime="onnxruntime", runner=None, extra=None):
+        runner = runner or OrtModel(path)
+        result = compare(reference, runner, batches, artifact=name, precision=precision, token_task=token_task,
+                         kind=cm["kind"], labels=labels, main_metric=cm["main_metric"],
+                         thresholds=thresholds[precision])
+        log.info("parity %-15s max|diff| %.2e  mean %.2e  agreement %.2f%%%s", name, result.max_abs_diff,
+                 result.mean_abs_diff, 100 * result.agreement,
+                 f"  dev {result.metric} {result.metric_artifact:.4f} (PyTorch {result.metric_pytorch:.4f})"
+                 if result.metric else "")
+        artifacts.append({"name": name, "file": Path(path).name, "precision": precision, "runtime": runtime,
+                          "sha256": sha256(path), "bytes": Path(path).stat().st_size, "parity": result.to_dict(),
+                          **(extra or {})})
+
+    with atomic_dir(out, overwrite=True) as tmp:
+        start = time.perf_counter()
+        fp32 = onnx_export.export_onnx(model, cfg, tmp / "model.onnx", exporter)
+        log.info("exported %s with the %s exporter in %.1fs", fp32.name, exporter, time.perf_counter() - start)
+        check("fp32", "fp32", fp32, extra={"exporter": exporter})
+        if optimize:
+            fused = onnx_export.optimize_onnx(fp32, tmp / "model.opt.onnx", cfg, hf_config)
+            if fused is not None:
+                check("fp32-optimized", "fp32", tmp / "model.opt.onnx", extra={"fused_operators": fused})
+        if int8:
+            check("int8", "int8", quantize.quantize_int8(fp32, tmp / "model.int8.onnx"))
+        if fp16:
+            # from the un-fused graph: a per-op fp32 block list cannot split ORT's fused Attention
+            check("fp16", "fp16", quantize.convert_fp16(fp32, tmp / "model.fp16.onnx"))
+        for name in TOKENIZER_FILES:
+            if (checkpoint / name).exists():
+                shutil.copy(checkpoint / name, tmp / name)
+        manifest = {
+            "format": EXPORT_FORMAT, "task": cm["task"], "kind": cm["kind"], "labels": list(labels),
+            "inputs": [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in cfg.inputs],
+            "outputs": [{"name": cfg.output, "dtype": "float32", "shape": cfg.output_shape()}],
+            "max_batch": max_batch, "max_seq_length": max_len, "opset": opset, "model_type": cfg.model_type,
+            "artifacts": artifacts, "tokenizer": "tokenizer.json", "checkpoint": str(checkpoint.resolve()),
+            "checkpoint_manifest": cm, "created": now(), "versions": {**versions(), **_onnx_versions()},
+        }
+        atomic_write_json(tmp / EXPORT_MANIFEST, manifest)
+    log.info("wrote %s (%s)", out, ", ".join(a["name"] for a in artifacts))
+
+    if trt:
+        from tft.export import trt as trt_mod
+
+        trt_mod.check_available()
+        plan = out / "model.plan"
+        info = trt_mod.build_engine(out / "model.onnx", plan, cfg.inputs, max_batch, max_len, opt_batch,
+                                    opt_seq_length or min(max_len, 128), fp16=True,
+                                    timing_cache=out / "trt.timing_cache")
+        runner = trt_mod.TrtModel(plan)
+        try:
+            check("tensorrt-fp16", "fp16", plan, runtime="tensorrt", runner=runner, extra=info)
+        except Exception:
+            plan.unlink(missing_ok=True)
+            raise
+        finally:
+            runner.close()
+        manifest["artifacts"] = artifacts
+        atomic_write_json(out / EXPORT_MANIFEST, manifest)
+    return out
+
+
+def _onnx_versions() -> dict:
+    import onnx
+    import onnxruntime
+
+    return {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}

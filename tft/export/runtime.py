@@ -1,0 +1,77 @@
+"""ONNX Runtime inference on an export: `tft predict --onnx`, parity and benchmarks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tft.errors import TftError
+
+EXPORT_MANIFEST = "manifest.json"
+
+
+def read_export_manifest(export_dir: str | Path) -> dict:
+    path = Path(export_dir) / EXPORT_MANIFEST
+    if not path.exists():
+        raise TftError(f"{path}: not found; is {export_dir} a `tft export` folder?")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TftError(f"{path}: unreadable manifest ({e})") from None
+
+
+class OrtModel:
+    """An ONNX file in an ONNX Runtime session: padded int64 batch in, logits out."""
+
+    def __init__(self, path: str | Path, threads: int | None = None, providers=None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, batch: dict) -> np.ndarray:
+        feed = {name: np.asarray(batch[name], dtype=np.int64) for name in self.input_names}
+        return self.session.run(None, feed)[0]
+
+
+def default_artifact(manifest: dict) -> dict:
+    for name in ("fp32", "fp32-optimized"):
+        for art in manifest["artifacts"]:
+            if art["name"] == name:
+                return art
+    raise TftError("the export has no fp32 ONNX artifact")
+
+
+def predict_file(export_dir, input_path, output_path, batch_size: int = 64) -> int:
+    from transformers import AutoTokenizer
+
+    from tft.data.features import encode_for_inference
+    from tft.export.parity import pad_batch
+    from tft.fsutil import atomic_write_text
+    from tft.train.predict import answers, read_inputs, task_of
+
+    export_dir = Path(export_dir)
+    manifest = read_export_manifest(export_dir)
+    task = task_of(manifest["checkpoint_manifest"])
+    tokenizer = AutoTokenizer.from_pretrained(export_dir)
+    model = OrtModel(export_dir / default_artifact(manifest)["file"])
+    token_task = manifest["kind"] == "token_classification"
+    joiner = manifest["checkpoint_manifest"].get("word_joiner", " ")
+    items = read_inputs(input_path, task)
+    feats = encode_for_inference([i["text"] for i in items], [i.get("text_pair", "") for i in items] if task.is_pair else None,
+                                 tokenizer, manifest["max_seq_length"], token_task, joiner)
+    logits = []
+    for start in range(0, len(feats), batch_size):
+        chunk = feats[start:start + batch_size]
+        out = model(pad_batch(chunk, model.input_names, tokenizer.pad_token_id or 0))
+        logits += [out[i, : len(f["input_ids"])] if token_task else out[i] for i, f in enumerate(chunk)]
+    records = answers(items, logits, feats, tuple(manifest["labels"]), token_task, joiner)
+    atomic_write_text(output_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return len(records)
