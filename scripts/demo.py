@@ -1,4 +1,5 @@
-"""`make demo`: the main job on a small offline sample, end to end through the stages that exist.
+"""`make demo`: the main job on a small offline sample, through the stages built so far
+(sample -> train -> eval -> predict -> export with parity -> predict with ONNX Runtime).
 
     make demo                          # synthetic AFQMC-format sample, scratch:tiny model
     make demo DATA=path MODEL=name     # your data (AFQMC format) and model
@@ -40,6 +41,11 @@ def main() -> int:
     examples.write_text("花呗怎么还款\t花呗如何还款\n借呗怎么开通\t余额宝额度是多少\n", encoding="utf-8")
     tft("predict", "--checkpoint", str(run / "best"), str(examples), "-o", str(out / "predictions.jsonl"))
     print((out / "predictions.jsonl").read_text(encoding="utf-8"))
+    export = out / "export"
+    tft("export", "--checkpoint", str(run / "best"), "--output-dir", str(export), "--int8", "--fp16")
+    tft("predict", "--onnx", str(export), str(examples), "-o", str(out / "predictions.onnx.jsonl"))
+    print((out / "predictions.onnx.jsonl").read_text(encoding="utf-8"))
+    print(f"parity of each artifact: {export / 'manifest.json'}")
     print(f"demo finished; outputs in {out}")
     return 0
 
