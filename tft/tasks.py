@@ -8,7 +8,7 @@ A task says what its data looks like (reader, files, fields), what the model pre
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tft.errors import TaskError
 

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tft.data.readers import READERS, TextExample, TokenExample
+from tft.data.readers import READERS, TokenExample
 from tft.errors import DataError, TaskError
 from tft.tasks import REGRESSION, SPLITS, Task, tags_for
 

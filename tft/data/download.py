@@ -3,7 +3,6 @@ safe unpacking (no path traversal, no links), atomic rename into place."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tarfile
@@ -16,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from tft.errors import DownloadError
-from tft.fsutil import atomic_dir
+from tft.fsutil import atomic_dir, file_sha256
 from tft.tasks import Archive
 
 CHUNK = 1 << 16
@@ -36,7 +35,7 @@ def fetch_archive(name: str, archive: Archive, timeout: float = 60.0) -> Path:
         file = Path(tmp) / PurePosixPath(archive.url.split("?")[0]).name
         _download(archive.url, file, timeout)
         if archive.sha256:
-            digest = _sha256(file)
+            digest = file_sha256(file)
             if digest != archive.sha256:
                 raise DownloadError(f"{archive.url}: sha256 {digest} does not match the expected {archive.sha256}")
         with atomic_dir(target, overwrite=True) as out:
@@ -68,14 +67,6 @@ def _download(url: str, dest: Path, timeout: float) -> None:
         raise DownloadError(f"{url}: download failed ({reason}); pass --data-dir with the files instead") from None
     if expected is not None and received != expected:
         raise DownloadError(f"{url}: received {received} bytes, the server announced {expected}; try again")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _safe_member(name: str, archive: Path) -> PurePosixPath:

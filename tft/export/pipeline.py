@@ -7,13 +7,11 @@ machine without a GPU still ends with complete ONNX artifacts (and a non-zero ex
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from tft.data.dataset import load_dataset
@@ -22,7 +20,7 @@ from tft.export import onnx_export, quantize
 from tft.export.config import onnx_config_for
 from tft.export.parity import THRESHOLDS, compare, parity_batches
 from tft.export.runtime import EXPORT_MANIFEST, OrtModel
-from tft.fsutil import atomic_dir, atomic_write_json
+from tft.fsutil import atomic_dir, atomic_write_json, file_sha256
 from tft.manifest import now, read_checkpoint_manifest, versions
 from tft.train.predict import task_of
 
@@ -30,14 +28,6 @@ log = logging.getLogger("tft")
 EXPORT_FORMAT = "tft.export/1"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json",
                    "tft.json")
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def default_output_dir(checkpoint: Path) -> Path:
@@ -51,7 +41,6 @@ def parity_inputs(checkpoint_manifest, tokenizer, hf_config, max_batch, max_len,
     task = task_of(checkpoint_manifest)
     labels = tuple(checkpoint_manifest["labels"])
     if parity_data:
-        from tft.data.dataset import Split
         from tft.data.readers import READERS
 
         path = Path(parity_data)
@@ -101,7 +90,7 @@ def run_export(checkpoint, output_dir=None, *, int8=False, fp16=False, trt=False
                  f"  dev {result.metric} {result.metric_artifact:.4f} (PyTorch {result.metric_pytorch:.4f})"
                  if result.metric else "")
         artifacts.append({"name": name, "file": Path(path).name, "precision": precision, "runtime": runtime,
-                          "sha256": sha256(path), "bytes": Path(path).stat().st_size, "parity": result.to_dict(),
+                          "sha256": file_sha256(path), "bytes": Path(path).stat().st_size, "parity": result.to_dict(),
                           **(extra or {})})
 
     with atomic_dir(out, overwrite=True) as tmp:

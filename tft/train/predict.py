@@ -10,9 +10,9 @@ import torch
 from tqdm import tqdm
 
 from tft import predictions
-from tft.data.dataset import load_dataset, read_split
+from tft.data.dataset import load_dataset
 from tft.data.features import encode, encode_for_inference, make_collator
-from tft.data.readers import TextExample, TokenExample, read_lines
+from tft.data.readers import TokenExample, read_lines
 from tft.errors import DataError, TftError
 from tft.fsutil import atomic_write_text
 from tft.manifest import read_checkpoint_manifest

@@ -14,10 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -27,7 +25,7 @@ import torch
 from tft.data.dataset import load_dataset, resolve_data_dir
 from tft.data.features import encode, make_collator, model_input_names
 from tft.errors import TftError
-from tft.fsutil import atomic_dir, atomic_write_json
+from tft.fsutil import atomic_dir, atomic_write_json, file_sha256
 from tft.manifest import command_line, now, versions, write_checkpoint_manifest
 from tft.tasks import REGRESSION, TOKEN, get_task
 from tft.train import metrics as task_metrics
@@ -69,17 +67,9 @@ class FeatureDataset(torch.utils.data.Dataset):
 
 # --- tokenization cache: features keyed by (files, tokenizer, max length, labels) -------------------
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def feature_fingerprint(split, tokenizer, max_length: int, labels, limit, task) -> str:
     tok_json = tokenizer.backend_tokenizer.to_str()
-    key = {"file": _file_digest(split.path), "tokenizer": hashlib.sha256(tok_json.encode()).hexdigest(),
+    key = {"file": file_sha256(split.path), "tokenizer": hashlib.sha256(tok_json.encode()).hexdigest(),
            "inputs": list(model_input_names(tokenizer)), "max_length": max_length, "labels": list(labels),
            "limit": limit, "task": task.name, "fields": [task.text_field, task.text_pair_field, task.label_field],
            "format": 1}
