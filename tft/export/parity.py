@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from tft.export.config import ExportError
-from tft.train.metrics import compute
+from tft.train.metrics import compute_per_example
 
 THRESHOLDS = {"fp32": {"atol": 1e-4}, "fp16": {"atol": 1e-2},
               "int8": {"min_agreement": 0.99, "max_metric_drop": 0.01}}
@@ -117,22 +117,14 @@ def compare(reference, candidate, batches, *, artifact: str, precision: str, tok
                           agree / total if total else 1.0, thresholds=thresholds)
     if gold_dev and kind != "regression":
         result.metric = main_metric
-        result.metric_pytorch = _metric(kind, labels, ref_dev, gold_dev, token_task, main_metric)
-        result.metric_artifact = _metric(kind, labels, cand_dev, gold_dev, token_task, main_metric)
+        result.metric_pytorch = _metric(kind, labels, ref_dev, gold_dev, main_metric)
+        result.metric_artifact = _metric(kind, labels, cand_dev, gold_dev, main_metric)
     _judge(result)
     return result
 
 
-def _metric(kind, labels, logits, gold, token_task, main_metric) -> float:
-    if token_task:
-        width = max(len(x) for x in logits)
-        lg = np.zeros((len(logits), width, len(labels)), dtype=np.float32)
-        gl = np.full((len(logits), width), -100)
-        for i, (x, y) in enumerate(zip(logits, gold)):
-            lg[i, : len(x)] = x
-            gl[i, : len(y)] = y
-        return compute(kind, labels, lg, gl)[main_metric]
-    return compute(kind, labels, np.stack(logits), np.asarray(gold))[main_metric]
+def _metric(kind, labels, logits, gold, main_metric) -> float:
+    return compute_per_example(kind, labels, logits, gold)[main_metric]
 
 
 def _judge(r: ParityResult) -> None:

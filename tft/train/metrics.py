@@ -66,3 +66,17 @@ def trainer_metrics(kind: str, labels):
         return compute(kind, labels, np.asarray(logits), np.asarray(label_ids))
 
     return fn
+
+
+def compute_per_example(kind: str, labels, logits: list, gold: list, report: bool = False) -> dict:
+    """`compute` over per-example outputs: NER logits and label rows are ragged, so pad them
+    (gold padding -100, ignored) before scoring; classification rows are stacked."""
+    if kind != TOKEN:
+        return compute(kind, labels, np.stack(logits), np.asarray(gold), report=report)
+    width = max(len(x) for x in logits)
+    padded = np.zeros((len(logits), width, len(labels)), dtype=np.float32)
+    gold_ids = np.full((len(logits), width), IGNORE_INDEX)
+    for i, (x, y) in enumerate(zip(logits, gold)):
+        padded[i, : len(x)] = x
+        gold_ids[i, : len(y)] = y
+    return compute(kind, labels, padded, gold_ids, report=report)

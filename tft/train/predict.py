@@ -61,7 +61,7 @@ class TorchModel:
 
 
 def evaluate(checkpoint: str | Path, split: str = "dev", data_dir: str | None = None, batch_size: int = 64) -> dict:
-    from tft.train.metrics import compute
+    from tft.train.metrics import compute_per_example
 
     tm = TorchModel(checkpoint)
     ds = load_dataset(tm.task, data_dir or tm.manifest.get("data_dir"), (split,), labels=tm.labels)
@@ -69,17 +69,8 @@ def evaluate(checkpoint: str | Path, split: str = "dev", data_dir: str | None = 
         raise TftError(f"{ds[split].path}: the {split} split has no labels to evaluate against")
     enc = encode(ds[split].examples, tm.tokenizer, tm.manifest["max_seq_length"], tm.labels, tm.task.kind)
     logits = tm.logits(enc.features, batch_size, progress=True)
-    if tm.token_task:
-        width = max(len(x) for x in logits)
-        padded = np.zeros((len(logits), width, len(tm.labels)), dtype=np.float32)
-        gold = np.full((len(logits), width), -100)
-        for i, (lg, f) in enumerate(zip(logits, enc.features)):
-            padded[i, : len(lg)] = lg
-            gold[i, : len(lg)] = f["labels"]
-        metrics = compute(tm.task.kind, tm.labels, padded, gold, report=True)
-    else:
-        gold = np.array([f["labels"] for f in enc.features])
-        metrics = compute(tm.task.kind, tm.labels, np.stack(logits), gold)
+    metrics = compute_per_example(tm.task.kind, tm.labels, logits, [f["labels"] for f in enc.features],
+                                  report=tm.token_task)
     return {"split": split, "examples": len(enc), "file": str(ds[split].path), **metrics}
 
 
