@@ -170,3 +170,86 @@ def trained_ner(tmp_path_factory, cluener_sample) -> Path:
                    "--output-dir", out, "--epochs", 4, "--batch-size", 32, "--lr", "5e-4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="session")
+def pair_export(trained_pair, tmp_path_factory) -> Path:
+    """fp32, optimized, int8 and fp16 ONNX of the AFQMC-format model, parity-checked up to batch 16."""
+    out = tmp_path_factory.mktemp("exports") / "afqmc"
+    proc = run_tft("export", "--checkpoint", trained_pair / "best", "--output-dir", out, "--int8", "--fp16",
+                   "--max-batch", 16, "--parity-samples", 128)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def ner_export(trained_ner, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("exports") / "cluener"
+    proc = run_tft("export", "--checkpoint", trained_ner / "best", "--output-dir", out, "--max-batch", 16,
+                   "--parity-samples", 64)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+class ServeProcess:
+    """`tft serve start` as a user runs it (a real tritonserver child), on free 127.0.0.1 ports."""
+
+    def __init__(self, repository: Path, workdir: Path, health_interval: float = 1.0, extra=()):
+        import subprocess
+        import sys
+
+        from tft.serve.server import Ports
+
+        self.ports = Ports.free()
+        self.ready_file = workdir / "ready.json"
+        self.log = workdir / "serve.log"
+        self.triton_log = workdir / "triton.log"
+        self.url = f"127.0.0.1:{self.ports.grpc}"
+        cmd = [sys.executable, "-m", "tft", "serve", "start", "--repository", str(repository),
+               "--grpc-port", str(self.ports.grpc), "--http-port", str(self.ports.http),
+               "--metrics-port", str(self.ports.metrics), "--ready-file", str(self.ready_file),
+               "--health-interval", str(health_interval), "--log-file", str(self.triton_log), *extra]
+        self.process = subprocess.Popen(cmd, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def wait_ready(self, timeout: float = 180.0) -> "ServeProcess":
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not self.ready_file.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"tft serve start did not become ready:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        return self
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self) -> int:
+        import signal
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@pytest.fixture(scope="session")
+def served(pair_export, ner_export, tmp_path_factory):
+    """One embedded Triton for the session, serving `afqmc` (pair classification) and `cluener` (NER)."""
+    work = tmp_path_factory.mktemp("served")
+    repo = work / "model_repository"
+    for export, name in ((pair_export, "afqmc"), (ner_export, "cluener")):
+        proc = run_tft("serve", "build", "--export", export, "--repository", repo, "--name", name,
+                       "--max-batch", 16)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    server = ServeProcess(repo, work).wait_ready()
+    server.repository = repo
+    yield server
+    server.stop()

@@ -38,15 +38,6 @@ MANIFEST_SCHEMA = {
 }
 
 
-@pytest.fixture(scope="module")
-def pair_export(trained_pair, tmp_path_factory):
-    out = tmp_path_factory.mktemp("exports") / "afqmc"
-    proc = run_tft("export", "--checkpoint", trained_pair / "best", "--output-dir", out, "--int8", "--fp16",
-                   "--max-batch", 16, "--parity-samples", 128)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
-
-
 def manifest_of(out):
     return json.loads((out / "manifest.json").read_text(encoding="utf-8"))
 

@@ -7,7 +7,23 @@ sub-token of each word) -> BIO entities with character offsets into the original
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+
+# This module is copied beside the Triton Python-backend models (as tft_predictions.py): it must
+# import nothing but numpy and the standard library.
+
+
+def split_words(text: str, word_joiner: str) -> list[tuple[str, int, int]]:
+    """Raw text -> the words a model of this task was trained on, with character spans.
+
+    Character-level tasks (Chinese NER, word_joiner "") use one word per character, as their
+    training files do; others use whitespace-separated words, as CoNLL files do.
+    """
+    if word_joiner == "":
+        return [(ch, i, i + 1) for i, ch in enumerate(text)]
+    return [(m.group(), m.start(), m.end()) for m in re.finditer(r"\S+", text)]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -56,7 +72,5 @@ def entities_from_words(text: str, per_word: dict[int, int], word_spans, labels)
 
 
 def entities(text: str, token_label_ids, word_ids, word_joiner: str, labels) -> list[dict]:
-    from tft.data.features import split_words
-
     spans = [(s, e) for _, s, e in split_words(text, word_joiner)]
     return entities_from_words(text, word_labels(token_label_ids, word_ids), spans, labels)

@@ -7,13 +7,13 @@ exactly as what was trained. Padding is dynamic (per batch, by the collator), ne
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from tokenizers import Tokenizer
 
 from tft.data.readers import TextExample, TokenExample
 from tft.errors import TftError
+from tft.predictions import split_words
 from tft.tasks import REGRESSION
 
 IGNORE_INDEX = -100  # label of sub-tokens after the first, and of special tokens: not scored
@@ -94,17 +94,6 @@ def encode_tokens(examples: list[TokenExample], tokenizer, max_length: int, labe
             feat["labels"] = align_labels(enc.word_ids, ex.tags, label2id)
         features.append(feat)
     return Encoded(features, truncated)
-
-
-def split_words(text: str, word_joiner: str) -> list[tuple[str, int, int]]:
-    """Raw text -> the words a model of this task was trained on, with character spans.
-
-    Character-level tasks (Chinese NER, word_joiner "") use one word per character, as their
-    training files do; others use whitespace-separated words, as CoNLL files do.
-    """
-    if word_joiner == "":
-        return [(ch, i, i + 1) for i, ch in enumerate(text)]
-    return [(m.group(), m.start(), m.end()) for m in re.finditer(r"\S+", text)]
 
 
 def encode_for_inference(texts: list[str], pairs: list[str] | None, tokenizer, max_length: int,

@@ -1,0 +1,314 @@
+"""`tft serve build|start`, `tft infer`, `tft bench`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from tft.errors import TftError
+
+log = logging.getLogger("tft")
+
+
+@click.group("serve")
+def serve_group():
+    """Build a Triton model repository from an export, and run the embedded Triton.
+
+    \b
+      tft serve build --export exports/afqmc --name afqmc      # -> model_repository/
+      tft serve start                                          # gRPC on 127.0.0.1:8001
+      tft infer --model afqmc "花呗怎么还款" "花呗如何还款"
+    """
+
+
+@serve_group.command("build")
+@click.option("--export", "export_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A `tft export` folder (with manifest.json).")
+@click.option("--repository", default="model_repository", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Model repository to write or add a version to.")
+@click.option("--name", help="Name of the served (ensemble) model. Default: the task name.")
+@click.option("--backend", type=click.Choice(["python", "onnxruntime", "tensorrt"]), default="python",
+              show_default=True, help="python: ONNX Runtime inside a Python-backend model (runs on the embedded "
+              "Triton); onnxruntime / tensorrt: Triton's own backends (NVIDIA's Triton container).")
+@click.option("--artifact", help="Export artifact to serve (fp32, fp32-optimized, int8, fp16, tensorrt-fp16). "
+              "Default: fp32, or tensorrt-fp16 with --backend tensorrt.")
+@click.option("--max-batch", type=int, help="max_batch_size of every model. Default: the export's max batch.")
+@click.option("--instances", default=1, show_default=True, type=int, help="Instances of each model.")
+@click.option("--queue-delay-us", default=2000, show_default=True, type=int,
+              help="Dynamic batcher: how long a request may wait for others to batch with.")
+@click.option("--no-dynamic-batching", is_flag=True, help="Serve each request as it comes (for comparison).")
+@click.option("--threads", default=0, type=int, help="ONNX Runtime threads per model instance (0: its default).")
+@click.option("--max-chars", default=0, type=int,
+              help="Cap on characters per text, applied before tokenizing (default 32 x max_seq_length, >= 4096).")
+def build_command(export_dir, repository, name, backend, artifact, max_batch, instances, queue_delay_us,
+                  no_dynamic_batching, threads, max_chars):
+    """Write a Triton model repository: <name>_tokenizer, <name>_model, <name>_postprocess and the
+    ensemble <name> (text in, labels or entities out). An existing repository gets a new version."""
+    from tft.export.runtime import read_export_manifest
+    from tft.serve.repository import BuildOptions, build_repository
+
+    manifest = read_export_manifest(export_dir)
+    opts = BuildOptions(name=name or manifest["task"], backend=backend, max_batch=max_batch or manifest["max_batch"], instances=instances,
+                        queue_delay_us=queue_delay_us, dynamic_batching=not no_dynamic_batching, artifact=artifact,
+                        threads=threads, max_chars=max_chars)
+    record = build_repository(export_dir, repository, opts)
+    versions = ", ".join(f"{m} v{v}" for m, v in record["model_versions"].items())
+    click.echo(f"wrote {repository}: {versions} (artifact {record['artifact']}, backend {backend})")
+    click.echo(f"start it with: tft serve start --repository {repository}")
+
+
+@serve_group.command("start")
+@click.option("--repository", default="model_repository", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind. 127.0.0.1 keeps the server local; see docs/serving.md before exposing it.")
+@click.option("--grpc-port", default=8001, show_default=True, type=int)
+@click.option("--http-port", default=8000, show_default=True, type=int)
+@click.option("--metrics-port", default=8002, show_default=True, type=int)
+@click.option("--model", "models", multiple=True, help="Load only these models (repeatable). Default: all.")
+@click.option("--health-interval", default=5.0, show_default=True, type=float,
+              help="Seconds between canary inferences; a failing model is reloaded. 0 turns the loop off.")
+@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Triton's log (default: a temporary file, printed on failure).")
+@click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the endpoints here as JSON once every model is ready (for scripts).")
+@click.option("--triton-arg", "extra", multiple=True,
+              help="Extra tritonserver flag, e.g. --triton-arg=--grpc-restricted-protocol=admin:key=secret.")
+def start_command(repository, host, grpc_port, http_port, metrics_port, models, health_interval, log_file,
+                  ready_file, extra):
+    """Run the embedded Triton (the `tritonserver` binary of nvidia-pytriton, CPU, Python backend) in the
+    foreground until Ctrl-C. Waits for the models to be ready and prints the endpoints."""
+    from tft.fsutil import atomic_write_json
+    from tft.serve.repository import read_serve_manifests
+    from tft.serve.server import HealthLoop, Ports, TritonServer
+
+    server = TritonServer(repository, Ports(grpc_port, http_port, metrics_port), host=host,
+                          models=list(models) or None, log_file=log_file, extra_args=list(extra))
+    stop = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stop["signal"] = signum
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    health = None
+    try:
+        server.start()
+        ready = server.wait_ready()
+        click.echo(f"Triton is ready: gRPC {server.grpc_url}  HTTP {server.http_url}  "
+                   f"metrics http://{host}:{metrics_port}/metrics")
+        click.echo(f"models: {', '.join(sorted(ready))}")
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            click.echo(f"warning: listening on {host}: reachable from other machines; protect it (TLS proxy, "
+                       "--triton-arg=--grpc-restricted-protocol=...). See docs/serving.md.", err=True)
+        else:
+            click.echo("bound to 127.0.0.1 only (use --host to expose it)")
+        if ready_file:
+            atomic_write_json(ready_file, {"grpc": server.grpc_url, "http": server.http_url,
+                                           "metrics": f"{host}:{metrics_port}", "models": sorted(ready),
+                                           "pid": os.getpid(), "log": str(server.log_file)})
+        canaries = {name: rec for name, rec in read_serve_manifests(repository).items() if name in ready}
+        if health_interval > 0 and canaries:
+            health = HealthLoop(server, canaries, interval=health_interval)
+            health.start()
+        code = server.process.wait()
+        raise TftError(f"tritonserver exited with status {code}:\n{server.log_tail()}")
+    except KeyboardInterrupt:
+        click.echo("stopping Triton", err=True)
+    finally:
+        if health:
+            health.stop()
+        server.stop()
+        if ready_file:
+            Path(ready_file).unlink(missing_ok=True)
+
+
+def _client_options(url, ssl, root_certificates, private_key, certificate_chain, headers, timeout, retries):
+    from tft.serve.client import ClientOptions
+
+    parsed = {}
+    for h in headers:
+        key, sep, value = h.partition(":") if ":" in h else h.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{h!r}: expected 'Name: value'", param_hint="--header")
+        parsed[key.strip().lower()] = value.strip()
+    return ClientOptions(url=url, ssl=ssl, root_certificates=root_certificates, private_key=private_key,
+                         certificate_chain=certificate_chain, headers=parsed, timeout=timeout, retries=retries)
+
+
+def client_options(f):
+    """gRPC connection flags shared by `tft infer` and `tft bench`."""
+    for option in reversed([
+        click.option("--url", default="localhost:8001", show_default=True, help="Triton gRPC endpoint."),
+        click.option("--model", required=True, help="Served (ensemble) model name."),
+        click.option("--ssl", is_flag=True, help="Use TLS."),
+        click.option("--root-certificates", type=click.Path(exists=True, dir_okay=False),
+                     help="CA bundle for TLS (implies --ssl)."),
+        click.option("--private-key", type=click.Path(exists=True, dir_okay=False), help="Client key for mutual TLS."),
+        click.option("--certificate-chain", type=click.Path(exists=True, dir_okay=False),
+                     help="Client certificate for mutual TLS."),
+        click.option("-H", "--header", "headers", multiple=True,
+                     help="Extra gRPC metadata, e.g. -H 'authorization: Bearer T' (repeatable)."),
+        click.option("--timeout", default=30.0, show_default=True, type=float, help="Seconds per request."),
+        click.option("--retries", default=8, show_default=True, type=int,
+                     help="Retries of an unavailable server or crashed model, with exponential backoff."),
+    ]):
+        f = option(f)
+    return f
+
+
+def _items(info, texts, input_path):
+    from tft.train.predict import read_inputs, task_of
+
+    if texts and input_path:
+        raise click.UsageError("give TEXT arguments or --input, not both")
+    if input_path:
+        if info.tft:
+            return read_inputs(input_path, task_of(info.tft))
+        if not input_path.endswith(".txt"):
+            raise click.UsageError(f"{info.name} was not built by `tft serve build`, so its task's file format is "
+                                   "unknown: give plain .txt lines (pairs tab-separated)")
+        from tft.tasks import get_task
+
+        return read_inputs(input_path, get_task("afqmc" if info.pair else "sst2"))  # only pair-ness matters for .txt
+    if not texts:
+        raise click.UsageError("give TEXT arguments or --input FILE")
+    if info.pair:
+        if len(texts) % 2:
+            raise click.UsageError(f"{info.name} is a sentence-pair model: give TEXT TEXT_PAIR pairs "
+                                   f"({len(texts)} texts given)")
+        return [{"id": f"arg-{i // 2}", "text": texts[i], "text_pair": texts[i + 1]} for i in range(0, len(texts), 2)]
+    return [{"id": f"arg-{i}", "text": t} for i, t in enumerate(texts)]
+
+
+def _resume_point(partial: Path, items: list[dict]) -> int:
+    """Count the complete lines of an interrupted run, drop a torn last line, check they match the input."""
+    data = partial.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) != len(data):
+        with open(partial, "r+b") as f:
+            f.truncate(len(complete))
+    lines = complete.decode("utf-8").splitlines()
+    if len(lines) > len(items):
+        raise TftError(f"{partial}: has {len(lines)} answers but the input has {len(items)} items")
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise TftError(f"{partial}:{number}: not a JSON line; delete the file to start over") from None
+        if record.get("id") != items[number - 1].get("id"):
+            raise TftError(f"{partial}:{number}: answers input {record.get('id')!r}, but input {number} is "
+                           f"{items[number - 1].get('id')!r}; is this the output of another input file?")
+    return len(lines)
+
+
+@click.command("infer")
+@click.argument("texts", nargs=-1)
+@client_options
+@click.option("-i", "--input", "input_path", type=click.Path(exists=True, dir_okay=False),
+              help="The task's own file format, or .txt lines (pairs tab-separated).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="JSON lines, in input order (default: stdout).")
+@click.option("--batch-size", default=32, show_default=True, type=int, help="Texts per request.")
+@click.option("--concurrency", default=8, show_default=True, type=int, help="Requests in flight.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from OUTPUT.partial.")
+@click.pass_context
+def infer_command(ctx, texts, url, model, ssl, root_certificates, private_key, certificate_chain, headers, timeout,
+                  retries, input_path, output, batch_size, concurrency, resume):
+    """Send texts to a served model over gRPC; print or write labels/scores or entities.
+
+    \b
+      tft infer --model afqmc "花呗怎么还款" "花呗如何还款"          # a pair model takes TEXT TEXT_PAIR
+      tft infer --model cluener -i data/cluener/test.json -o answers.jsonl
+    Answers are written to OUTPUT.partial as they arrive (complete lines, input order) and renamed to
+    OUTPUT when every input is answered; after a failure, --resume sends only what is missing.
+    """
+    from tft.serve.client import Client, OrderedWriter
+
+    if batch_size < 1 or concurrency < 1:
+        raise click.BadParameter("--batch-size and --concurrency must be at least 1")
+    opts = _client_options(url, ssl, root_certificates, private_key, certificate_chain, headers, timeout, retries)
+    client = Client(options=opts)
+    info = client.info(model)
+    items = _items(info, texts, input_path)
+    quiet = ctx.find_root().obj.get("quiet", False) if ctx.find_root().obj else False
+    if output is None:
+        answers, stats = client.infer(model, items, batch_size, concurrency, progress=not quiet)
+        for item, answer in zip(items, answers):
+            if answer is not None:
+                click.echo(json.dumps({**item, **answer}, ensure_ascii=False))
+    else:
+        partial = output.with_name(output.name + ".partial")
+        done = 0
+        if resume:
+            if not partial.exists():
+                raise TftError(f"{partial}: nothing to resume (no interrupted run)")
+            done = _resume_point(partial, items)
+        elif partial.exists():
+            raise TftError(f"{partial} exists from an interrupted run: add --resume to finish it, or delete it")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        todo = items[done:]
+        with open(partial, "a" if resume else "w", encoding="utf-8") as handle:
+            writer = OrderedWriter(handle, todo)
+            answers, stats = client.infer(model, todo, batch_size, concurrency, on_answer=writer,
+                                          progress=not quiet)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if stats.unanswered == 0:
+            os.replace(partial, output)
+        if resume:
+            click.echo(f"resumed after {done} answered inputs", err=True)
+    rate = f"{stats.throughput:.1f} texts/s" if stats.seconds else ""
+    click.echo(f"answered {stats.answered} of {len(items) if output is None else len(items) - done} inputs in "
+               f"{stats.seconds:.2f}s ({rate}), {stats.retries} retries", err=True)
+    if stats.unanswered:
+        where = f"; answers so far are in {partial}, run again with --resume" if output else ""
+        raise TftError(f"{stats.unanswered} inputs unanswered: {stats.first_error}{where}")
+    if stats.failed:
+        raise TftError(f"{stats.failed} inputs refused by the server (see their \"error\" field); "
+                       f"first: {stats.first_error}")
+
+
+@click.command("bench")
+@client_options
+@click.option("-i", "--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Real texts to send (the task's file format or .txt lines), cycled.")
+@click.option("--concurrency", default="1,4,16", show_default=True, help="Comma-separated levels.")
+@click.option("--requests", default=500, show_default=True, type=int, help="Timed requests per level.")
+@click.option("--batch-size", default=1, show_default=True, type=int, help="Texts per request.")
+@click.option("--warmup", default=20, show_default=True, type=int, help="Untimed requests first.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the rows as JSON.")
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG chart.")
+def bench_command(url, model, ssl, root_certificates, private_key, certificate_chain, headers, timeout, retries,
+                  input_path, concurrency, requests, batch_size, warmup, json_out, plot_out):
+    """Throughput and p50/p95/p99 latency of a served model at each concurrency level."""
+    from tft.fsutil import atomic_write_json
+    from tft.serve import bench as bench_mod
+    from tft.serve.client import Client
+
+    try:
+        levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{concurrency!r}: expected numbers like 1,4,16", param_hint="--concurrency") from None
+    if not levels or min(levels) < 1 or requests < 1 or batch_size < 1:
+        raise click.BadParameter("levels, --requests and --batch-size must be at least 1")
+    opts = _client_options(url, ssl, root_certificates, private_key, certificate_chain, headers, timeout, retries)
+    info = Client(options=opts).info(model)
+    items = _items(info, (), input_path)
+    rows = bench_mod.bench(opts, info, items, levels, requests, batch_size, warmup)
+    click.echo(bench_mod.table(rows))
+    if json_out:
+        atomic_write_json(json_out, {"model": model, "url": url, "input": str(input_path), "rows": rows})
+    if plot_out:
+        bench_mod.plot(rows, plot_out, f"{model} @ {url}, batch {batch_size}")
+    errors = sum(r["errors"] for r in rows)
+    if errors:
+        first = next(r["first_error"] for r in rows if r.get("first_error"))
+        raise TftError(f"{errors} requests failed; first: {first}")
+    sys.stdout.flush()

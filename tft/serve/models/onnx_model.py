@@ -1,0 +1,67 @@
+"""Triton Python-backend model: the exported ONNX file run with ONNX Runtime (`--backend python`).
+
+For Triton builds without the onnxruntime backend, such as the embedded server. Token inputs are
+declared `allow_ragged_batch`, so the dynamic batcher hands over requests of different lengths
+together; they are padded here to the longest, run as one batch, and split back per request.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+
+def _parameter(config, key, default):
+    value = config.get("parameters", {}).get(key, {}).get("string_value")
+    return default if value in (None, "") else value
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        here = Path(args["model_repository"]) / args["model_version"]
+        options = ort.SessionOptions()
+        threads = int(_parameter(config, "intra_op_threads", "0"))
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(here / _parameter(config, "onnx_file", "model.onnx")), options,
+                                            providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_name = config["output"][0]["name"]
+        self.token_task = _parameter(config, "token_task", "0") == "1"
+        self.pad_id = int(_parameter(config, "pad_token_id", "0"))
+
+    def execute(self, requests):
+        per_request = []
+        for request in requests:
+            per_request.append({name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+                                for name in self.input_names})
+        rows = sum(r["input_ids"].shape[0] for r in per_request)
+        width = max(r["input_ids"].shape[1] for r in per_request)
+        feed = {}
+        for name in self.input_names:
+            fill = self.pad_id if name == "input_ids" else 0
+            batch = np.full((rows, width), fill, dtype=np.int64)
+            row = 0
+            for r in per_request:
+                a = r[name]
+                batch[row:row + a.shape[0], : a.shape[1]] = a
+                row += a.shape[0]
+            feed[name] = batch
+        try:
+            logits = self.session.run(None, feed)[0].astype(np.float32, copy=False)
+        except Exception as e:  # a runtime failure fails this batch's requests, not the server
+            error = pb_utils.TritonError(f"onnxruntime: {e}")
+            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
+        responses, row = [], 0
+        for r in per_request:
+            n, length = r["input_ids"].shape
+            out = logits[row:row + n, :length] if self.token_task else logits[row:row + n]
+            row += n
+            responses.append(pb_utils.InferenceResponse(
+                output_tensors=[pb_utils.Tensor(self.output_name, np.ascontiguousarray(out))]))
+        return responses

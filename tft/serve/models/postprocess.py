@@ -1,0 +1,77 @@
+"""Triton Python-backend model: logits -> LABEL + SCORE (classification) or ENTITIES (NER, JSON).
+
+Uses `tft_predictions.py` (a copy of tft/predictions.py), the same code `tft predict` uses, so
+served answers are computed exactly as offline ones. Entity offsets are characters of the original
+TEXT, `end` exclusive.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tft_predictions.py lies beside this file
+from tft_predictions import classify, entities_from_words  # noqa: E402
+
+
+def _parameter(config, key, default):
+    value = config.get("parameters", {}).get(key, {}).get("string_value")
+    return default if value in (None, "") else value
+
+
+def words_from_offsets(offsets):
+    """Token offsets (each token carries its word's span, -1 for special tokens) -> word ids and spans."""
+    word_ids, spans, previous = [], [], None
+    for start, end in offsets:
+        if start < 0:
+            word_ids.append(-1)
+            continue
+        if (start, end) != previous:
+            spans.append((int(start), int(end)))
+            previous = (start, end)
+        word_ids.append(len(spans) - 1)
+    return word_ids, spans
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.labels = json.loads(_parameter(config, "labels", "[]"))
+        self.token_task = _parameter(config, "token_task", "0") == "1"
+
+    def _classify(self, request):
+        logits = pb_utils.get_input_tensor_by_name(request, "logits").as_numpy()
+        answers = classify(logits, self.labels)
+        labels = np.array([[(a["label"] or "").encode("utf-8")] for a in answers], dtype=np.object_)
+        scores = np.array([[a["score"]] for a in answers], dtype=np.float32)
+        return [pb_utils.Tensor("LABEL", labels), pb_utils.Tensor("SCORE", scores)]
+
+    def _entities(self, request):
+        logits = pb_utils.get_input_tensor_by_name(request, "logits").as_numpy()
+        texts = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
+        offsets = pb_utils.get_input_tensor_by_name(request, "OFFSETS").as_numpy()
+        out = []
+        for row, raw in enumerate(texts):
+            text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+            length = min(logits.shape[1], offsets.shape[1])
+            word_ids, spans = words_from_offsets(offsets[row, :length])
+            per_word = {}
+            for label_id, wid in zip(logits[row, :length].argmax(-1), word_ids):
+                if wid >= 0 and wid not in per_word:  # a word's label is its first sub-token's, as in training
+                    per_word[wid] = int(label_id)
+            ents = entities_from_words(text, per_word, spans, self.labels)
+            out.append([json.dumps(ents, ensure_ascii=False).encode("utf-8")])
+        return [pb_utils.Tensor("ENTITIES", np.array(out, dtype=np.object_))]
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                tensors = self._entities(request) if self.token_task else self._classify(request)
+                responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+            except Exception as e:  # one bad request must not take the batch down
+                responses.append(pb_utils.InferenceResponse(
+                    output_tensors=[], error=pb_utils.TritonError(f"postprocess: {e}")))
+        return responses

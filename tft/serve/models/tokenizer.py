@@ -1,0 +1,123 @@
+"""Triton Python-backend model: TEXT (+ TEXT_PAIR) -> input_ids, attention_mask, token_type_ids (+ OFFSETS).
+
+Written by `tft serve build` as `<name>_tokenizer/<version>/model.py`, beside `tokenizer.json` and
+`tft_predictions.py`. Needs only numpy (<2) and `tokenizers` in the server's Python.
+
+All requests Triton hands to one `execute` call are tokenized in one `encode_batch`; each request
+then gets its own arrays padded to its longest text. A bad text (invalid UTF-8, empty, missing
+TEXT_PAIR) fails only its own request, with a message naming the input and row.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from tokenizers import Tokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tft_predictions.py lies beside this file
+from tft_predictions import split_words  # noqa: E402
+
+
+class RequestError(Exception):
+    pass
+
+
+def invalid_argument(message):
+    """A client error (gRPC INVALID_ARGUMENT), not a server fault; older backends lack the code."""
+    code = getattr(pb_utils.TritonError, "INVALID_ARG", None)
+    return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
+
+
+def _parameter(config, key, default):
+    value = config.get("parameters", {}).get(key, {}).get("string_value")
+    return default if value in (None, "") else value
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        here = Path(args["model_repository"]) / args["model_version"]
+        self.max_seq_length = int(_parameter(config, "max_seq_length", "128"))
+        self.max_chars = int(_parameter(config, "max_chars", "4096"))
+        self.token_task = _parameter(config, "token_task", "0") == "1"
+        self.pair_task = _parameter(config, "pair_task", "0") == "1"
+        self.word_joiner = json.loads(_parameter(config, "word_joiner", '" "'))
+        self.pad_to_multiple_of = int(_parameter(config, "pad_to_multiple_of", "1"))
+        self.outputs = [o["name"] for o in config["output"]]
+        self.tokenizer = Tokenizer.from_file(str(here / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=self.max_seq_length, strategy="longest_first")
+        self.pad_id = int(_parameter(config, "pad_token_id", "0"))
+
+    def _texts(self, request, name, required):
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        if tensor is None:
+            if required:
+                raise RequestError(f"{name} is required by this sentence-pair model")
+            return None
+        texts = []
+        for row, value in enumerate(tensor.as_numpy().reshape(-1)):
+            raw = value if isinstance(value, bytes) else str(value).encode("utf-8")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise RequestError(f"{name}[{row}] is not valid UTF-8 (byte {e.start})") from None
+            if not text.strip():
+                raise RequestError(f"{name}[{row}] is empty")
+            texts.append(text[: self.max_chars])  # cap before tokenizing: a 1 MB text costs no more than max_chars
+        return texts
+
+    def _encode_inputs(self, texts, pairs):
+        if self.token_task:
+            spans = [split_words(t, self.word_joiner) for t in texts]
+            encodings = self.tokenizer.encode_batch([[w for w, _, _ in s] for s in spans], is_pretokenized=True)
+            return encodings, spans
+        return self.tokenizer.encode_batch(texts if pairs is None else list(zip(texts, pairs))), None
+
+    def execute(self, requests):
+        parsed, all_texts, all_pairs = [], [], []
+        for request in requests:
+            try:
+                texts = self._texts(request, "TEXT", True)
+                pairs = self._texts(request, "TEXT_PAIR", True) if self.pair_task else None
+                if pairs is not None and len(pairs) != len(texts):
+                    raise RequestError(f"TEXT has {len(texts)} rows but TEXT_PAIR has {len(pairs)}")
+            except RequestError as e:
+                parsed.append(e)
+                continue
+            parsed.append((len(all_texts), len(texts)))
+            all_texts += texts
+            all_pairs += pairs or []
+        encodings, spans = self._encode_inputs(all_texts, all_pairs if self.pair_task else None) if all_texts \
+            else ([], None)
+
+        responses = []
+        for item in parsed:
+            if isinstance(item, RequestError):
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=invalid_argument(f"tokenizer: {item}")))
+                continue
+            start, count = item
+            encs = encodings[start:start + count]
+            width = max(len(e.ids) for e in encs)
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+            arrays = {
+                "input_ids": np.full((count, width), self.pad_id, dtype=np.int64),
+                "attention_mask": np.zeros((count, width), dtype=np.int64),
+                "token_type_ids": np.zeros((count, width), dtype=np.int64),
+                "OFFSETS": np.full((count, width, 2), -1, dtype=np.int64),
+            }
+            for row, enc in enumerate(encs):
+                n = len(enc.ids)
+                arrays["input_ids"][row, :n] = enc.ids
+                arrays["attention_mask"][row, :n] = enc.attention_mask
+                arrays["token_type_ids"][row, :n] = enc.type_ids
+                if spans is not None:
+                    words = spans[start + row]
+                    for col, wid in enumerate(enc.word_ids):
+                        if wid is not None:  # a token's offsets are its word's span in the original text
+                            arrays["OFFSETS"][row, col] = words[wid][1:]
+            responses.append(pb_utils.InferenceResponse(
+                output_tensors=[pb_utils.Tensor(name, arrays[name]) for name in self.outputs]))
+        return responses

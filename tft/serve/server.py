@@ -1,0 +1,292 @@
+"""The embedded Triton: the real `tritonserver` binary from the PyPI wheel `nvidia-pytriton`.
+
+That build (Triton 2.51) runs on the CPU with the Python backend only. What it needs, measured here:
+  * `--backend-directory` must hold `python/` with libtriton_python.so, triton_python_backend_utils.py
+    and the stub built for the running Python (we link them; nothing is copied);
+  * the stub imports from the first `python3` on PATH, so the venv's bin goes first;
+  * it loads `libpython3.X.so` through the dynamic linker, so LD_LIBRARY_PATH gets this Python's LIBDIR
+    (a mismatched system libpython breaks `ssl` imports in the stub);
+  * an absolute repository path, and `--exit-on-error=false` so a model with a backend this build
+    lacks (onnxruntime, tensorrt) does not stop the others from loading.
+
+Models are loaded in `explicit` control mode so that the health loop can reload one: a Python-backend
+stub that crashed leaves the model READY, so health is judged by a canary inference, not by readiness.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tft.errors import TftError
+
+log = logging.getLogger("tft")
+
+
+class ServerError(TftError):
+    """The embedded Triton could not start, or stopped."""
+
+
+def pytriton_dir() -> Path:
+    try:
+        import pytriton
+    except ImportError:
+        raise ServerError("the embedded Triton needs the `nvidia-pytriton` wheel: pip install 'tft[serve]'") from None
+    root = Path(pytriton.__file__).parent / "tritonserver"
+    if not (root / "bin" / "tritonserver").exists():
+        raise ServerError(f"{root}/bin/tritonserver not found; reinstall nvidia-pytriton")
+    return root
+
+
+def backend_directory(root: Path | None = None) -> Path:
+    """A folder laid out as Triton wants it: python/{libtriton_python.so, utils, stub} (symlinks)."""
+    root = root or pytriton_dir()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise ServerError(f"nvidia-pytriton has no Python-backend stub for Python {version} ({stub})")
+    base = Path(os.environ.get("TFT_CACHE", Path.home() / ".cache" / "tft")) / "triton-backends" / version
+    target = base / "python"
+    target.mkdir(parents=True, exist_ok=True)
+    for src in (root / "backends" / "python" / "libtriton_python.so",
+                root / "backends" / "python" / "triton_python_backend_utils.py", stub):
+        link = target / src.name
+        if link.is_symlink() and os.readlink(link) == str(src):
+            continue
+        tmp = target / f".{src.name}.{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        tmp.symlink_to(src)
+        os.replace(tmp, link)  # atomic: concurrent starts never see a missing link
+    return base
+
+
+def server_env() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+@dataclass
+class Ports:
+    grpc: int = 8001
+    http: int = 8000
+    metrics: int = 8002
+
+    @classmethod
+    def free(cls, host: str = "127.0.0.1") -> "Ports":
+        return cls(free_port(host), free_port(host), free_port(host))
+
+
+@dataclass
+class TritonServer:
+    """`tritonserver` as a child process: start(), wait_ready(), stop(); a context manager too."""
+
+    repository: Path
+    ports: Ports = field(default_factory=Ports)
+    host: str = "127.0.0.1"
+    models: list[str] | None = None  # None: every model in the repository
+    log_file: Path | None = None
+    extra_args: list[str] = field(default_factory=list)
+    process: subprocess.Popen | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.ports.grpc}"
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.ports.http}"
+
+    def command(self) -> list[str]:
+        root = pytriton_dir()
+        loads = [f"--load-model={m}" for m in self.models] if self.models else ["--load-model=*"]
+        return [str(root / "bin" / "tritonserver"),
+                f"--model-repository={Path(self.repository).resolve()}",
+                f"--backend-directory={backend_directory(root)}",
+                f"--cache-directory={root / 'caches'}",
+                "--model-control-mode=explicit", *loads,
+                "--exit-on-error=false", "--strict-readiness=true",
+                f"--grpc-address={self.host}", f"--grpc-port={self.ports.grpc}",
+                f"--http-address={self.host}", f"--http-port={self.ports.http}",
+                f"--metrics-address={self.host}", f"--metrics-port={self.ports.metrics}",
+                "--allow-gpu-metrics=false", "--log-verbose=0", *self.extra_args]
+
+    def start(self) -> "TritonServer":
+        repo = Path(self.repository)
+        if not repo.is_dir():
+            raise ServerError(f"{repo}: no such model repository (build one with `tft serve build`)")
+        for name, port in (("grpc", self.ports.grpc), ("http", self.ports.http), ("metrics", self.ports.metrics)):
+            if port_in_use(self.host, port):
+                raise ServerError(f"{self.host}:{port} ({name}) is already in use; pick another with --{name}-port")
+        if self.log_file is None:
+            fd, path = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+            os.close(fd)
+            self.log_file = Path(path)
+        self._log = open(self.log_file, "ab")
+        self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT, env=server_env(),
+                                        start_new_session=True)
+        return self
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = Path(self.log_file).read_text(encoding="utf-8", errors="replace")
+        except (OSError, TypeError):
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def client(self):
+        import tritonclient.grpc as grpcclient
+
+        return grpcclient.InferenceServerClient(self.grpc_url)
+
+    def wait_ready(self, timeout: float = 120.0) -> list[str]:
+        """Block until the server is live and the requested models are ready; return their names."""
+        deadline = time.monotonic() + timeout
+        client = self.client()
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(f"tritonserver exited with status {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if client.is_server_live():
+                    index = client.get_model_repository_index().models
+                    wanted = self.models or [m.name for m in index]
+                    states = {m.name: m.state for m in index}
+                    if all(states.get(m) == "READY" for m in wanted):
+                        return wanted
+                    failed = [m for m in wanted if states.get(m) == "UNAVAILABLE"]
+                    if failed:
+                        reasons = "; ".join(f"{m.name}: {m.reason}" for m in index if m.name in failed)
+                        raise ServerError(f"model(s) failed to load: {reasons}")
+            except ServerError:
+                raise
+            except Exception:  # not listening yet
+                pass
+            time.sleep(0.25)
+        raise ServerError(f"tritonserver not ready after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGINT)  # Triton drains in-flight requests on SIGINT/SIGTERM
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self._log.close()
+
+    def __enter__(self):
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def stub_processes(model: str | None = None) -> list[int]:
+    """PIDs of Python-backend stubs (optionally of one model), for the health loop's tests and faults."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmd and cmd[0].endswith(b"triton_python_backend_stub"):
+            if model is None or any(f"/{model}/".encode() in part for part in cmd):
+                pids.append(int(proc.name))
+    return pids
+
+
+class HealthLoop(threading.Thread):
+    """Every `interval` s, a canary inference per ensemble; a failure reloads its component models.
+
+    Triton keeps reporting a model READY after its Python stub died, so readiness alone cannot tell.
+    """
+
+    def __init__(self, server: TritonServer, canaries: dict, interval: float = 5.0, timeout: float = 10.0):
+        super().__init__(daemon=True, name="tft-health")
+        self.server, self.canaries, self.interval, self.timeout = server, canaries, interval, timeout
+        self.stopped = threading.Event()
+        self.reloads: list[tuple[float, str]] = []
+
+    def check(self, client, ensemble: str, spec: dict) -> str | None:
+        """None if the canary is answered, else the error."""
+        from tft.serve.client import canary_inputs
+
+        try:
+            client.infer(ensemble, canary_inputs(spec), client_timeout=self.timeout)
+            return None
+        except Exception as e:  # any failure of the canary means: not healthy
+            message = str(e).splitlines()[0][:300]
+            log.warning("health: canary inference on %s failed: %s", ensemble, message)
+            return message
+
+    def reload(self, client, ensemble: str, spec: dict, error: str = "") -> None:
+        steps = spec.get("steps", [])
+        # "Stub process 'x_model_0_0' is not healthy" names the instance: reload that step only
+        named = [s for s in steps if f"'{s}_" in error]
+        for model in (named or steps) + [ensemble]:
+            try:
+                client.load_model(model)  # explicit mode: a load of a loaded model reloads it
+            except Exception as e:
+                log.error("health: reload of %s failed: %s", model, str(e).splitlines()[0][:200])
+        self.reloads.append((time.time(), ensemble))
+        log.warning("health: reloaded %s", ", ".join((named or steps) + [ensemble]))
+
+    def run(self):
+        client = self.server.client()
+        while not self.stopped.wait(self.interval):
+            if self.server.process.poll() is not None:
+                return
+            for ensemble, spec in self.canaries.items():
+                error = self.check(client, ensemble, spec)
+                if error is not None:
+                    self.reload(client, ensemble, spec, error)
+
+    def stop(self):
+        self.stopped.set()
+
+
+def which_tritonserver() -> str | None:
+    return shutil.which("tritonserver")
