@@ -35,8 +35,11 @@ def test_every_config_parses_back_into_model_config(served):
         assert (repo / name / "1").is_dir()
     for step in ("afqmc_tokenizer", "afqmc_model", "afqmc_postprocess"):
         c = configs[step]
-        assert c.backend == "python" and c.dynamic_batching.max_queue_delay_microseconds == 2000
+        assert c.backend == "python" and c.HasField("dynamic_batching")
         assert c.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    # only the model step waits for batch mates
+    assert configs["afqmc_model"].dynamic_batching.max_queue_delay_microseconds == 2000
+    assert configs["afqmc_tokenizer"].dynamic_batching.max_queue_delay_microseconds == 0
     tok = configs["afqmc_tokenizer"]
     assert [(i.name, i.data_type, list(i.dims), i.optional) for i in tok.input] == [
         ("TEXT", mc.TYPE_STRING, [1], False), ("TEXT_PAIR", mc.TYPE_STRING, [1], True)]

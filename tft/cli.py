@@ -44,6 +44,7 @@ def cli(ctx, verbose, quiet):
       tft export --checkpoint runs/afqmc-<time>/best       # -> exports/afqmc-<time>
       tft serve build --export exports/afqmc-<time>        # -> model_repository/
       tft serve start && tft infer --model afqmc "text" "pair"
+      tft pipeline --task afqmc --data-dir data/afqmc              # all of it, verified end to end
 
     `tft tasks` lists the built-in tasks and their data formats.
     """
@@ -77,6 +78,9 @@ def _register_stages() -> None:
         "serve": ("Build a Triton model repository and run Triton.", "tft.serve.cli", "serve_group", "issue 5"),
         "infer": ("Send texts to a served model over gRPC.", "tft.serve.cli", "infer_command", "issue 5"),
         "bench": ("Measure served throughput and latency.", "tft.serve.cli", "bench_command", "issue 5"),
+        "pipeline": ("Train, export, serve and verify in one command.", "tft.pipeline", "pipeline_command", "issue 6"),
+        "verify": ("Check served answers against the trained checkpoint.", "tft.pipeline", "verify_command",
+                   "issue 6"),
     }
     import importlib
 

@@ -49,29 +49,48 @@ def default_artifact(manifest: dict) -> dict:
     raise TftError("the export has no fp32 ONNX artifact")
 
 
+class OrtPredictor:
+    """An export folder ready to answer raw items the way `tft predict --onnx` does."""
+
+    def __init__(self, export_dir, artifact: str | None = None, threads: int | None = None):
+        from transformers import AutoTokenizer
+
+        from tft.train.predict import task_of
+
+        self.export_dir = Path(export_dir)
+        self.manifest = read_export_manifest(self.export_dir)
+        self.task = task_of(self.manifest["checkpoint_manifest"])
+        self.tokenizer = AutoTokenizer.from_pretrained(self.export_dir)
+        art = default_artifact(self.manifest) if artifact is None else next(
+            (a for a in self.manifest["artifacts"] if a["name"] == artifact), None)
+        if art is None:
+            raise TftError(f"{self.export_dir}: no artifact named {artifact!r}")
+        self.artifact = art
+        self.model = OrtModel(self.export_dir / art["file"], threads=threads)
+        self.token_task = self.manifest["kind"] == "token_classification"
+        self.joiner = self.manifest["checkpoint_manifest"].get("word_joiner", " ")
+
+    def answer_items(self, items: list[dict], batch_size: int = 64) -> list[dict]:
+        from tft.data.features import encode_for_inference
+        from tft.export.parity import pad_batch
+        from tft.train.predict import answers
+
+        feats = encode_for_inference([i["text"] for i in items],
+                                     [i.get("text_pair", "") for i in items] if self.task.is_pair else None,
+                                     self.tokenizer, self.manifest["max_seq_length"], self.token_task, self.joiner)
+        logits = []
+        for start in range(0, len(feats), batch_size):
+            chunk = feats[start:start + batch_size]
+            out = self.model(pad_batch(chunk, self.model.input_names, self.tokenizer.pad_token_id or 0))
+            logits += [out[i, : len(f["input_ids"])] if self.token_task else out[i] for i, f in enumerate(chunk)]
+        return answers(items, logits, feats, tuple(self.manifest["labels"]), self.token_task, self.joiner)
+
+
 def predict_file(export_dir, input_path, output_path, batch_size: int = 64) -> int:
-    from transformers import AutoTokenizer
-
-    from tft.data.features import encode_for_inference
-    from tft.export.parity import pad_batch
     from tft.fsutil import atomic_write_text
-    from tft.train.predict import answers, read_inputs, task_of
+    from tft.train.predict import read_inputs
 
-    export_dir = Path(export_dir)
-    manifest = read_export_manifest(export_dir)
-    task = task_of(manifest["checkpoint_manifest"])
-    tokenizer = AutoTokenizer.from_pretrained(export_dir)
-    model = OrtModel(export_dir / default_artifact(manifest)["file"])
-    token_task = manifest["kind"] == "token_classification"
-    joiner = manifest["checkpoint_manifest"].get("word_joiner", " ")
-    items = read_inputs(input_path, task)
-    feats = encode_for_inference([i["text"] for i in items], [i.get("text_pair", "") for i in items] if task.is_pair else None,
-                                 tokenizer, manifest["max_seq_length"], token_task, joiner)
-    logits = []
-    for start in range(0, len(feats), batch_size):
-        chunk = feats[start:start + batch_size]
-        out = model(pad_batch(chunk, model.input_names, tokenizer.pad_token_id or 0))
-        logits += [out[i, : len(f["input_ids"])] if token_task else out[i] for i, f in enumerate(chunk)]
-    records = answers(items, logits, feats, tuple(manifest["labels"]), token_task, joiner)
+    predictor = OrtPredictor(export_dir)
+    records = predictor.answer_items(read_inputs(input_path, predictor.task), batch_size)
     atomic_write_text(output_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     return len(records)

@@ -77,10 +77,12 @@ def _parameters(config, values: dict) -> None:
         config.parameters[key].string_value = str(value)
 
 
-def _batching(config, opts: BuildOptions) -> None:
+def _batching(config, opts: BuildOptions, wait: bool = False) -> None:
+    """Dynamic batching on every step; only the model step waits (--queue-delay-us) for batch mates:
+    the cheap Python steps take whatever is queued, so their delays do not add up along the ensemble."""
     config.max_batch_size = opts.max_batch
     if opts.dynamic_batching:
-        config.dynamic_batching.max_queue_delay_microseconds = opts.queue_delay_us
+        config.dynamic_batching.max_queue_delay_microseconds = opts.queue_delay_us if wait else 0
 
 
 def _instances(config, opts: BuildOptions, gpu: bool = False) -> None:
@@ -157,7 +159,7 @@ class Layout:
                 _parameters(c, {"intra_op_thread_count": self.opts.threads})
         else:
             c.platform, c.default_model_filename = "tensorrt_plan", "model.plan"
-        _batching(c, self.opts)
+        _batching(c, self.opts, wait=True)
         for name in self.inputs:
             _tensor(c.input, name, "TYPE_INT64", [-1], ragged=backend == "python")
         _tensor(c.output, "logits", "TYPE_FP32", self.logits_dims)

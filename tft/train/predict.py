@@ -95,6 +95,11 @@ def read_inputs(path: str | Path, task: Task) -> list[dict]:
     examples = READERS[task.reader](path, task, require_label=False).examples
     if not examples:
         raise DataError(path, "no examples to predict")
+    return items_from_examples(examples, task)
+
+
+def items_from_examples(examples: list, task: Task) -> list[dict]:
+    """Read examples -> raw prediction inputs ({id, text, [text_pair]}), labels dropped."""
     items = []
     for ex in examples:
         if isinstance(ex, TokenExample):
@@ -117,14 +122,19 @@ def answers(items: list[dict], logits: list[np.ndarray], features: list[dict], l
     return [{**item, **ans} for item, ans in zip(items, predictions.classify(np.stack(logits), labels))]
 
 
+def answer_items(tm: TorchModel, items: list[dict], batch_size: int = 64, progress: bool = False) -> list[dict]:
+    """Raw items ({text, [text_pair]}) -> answers ({label, score} or {entities}), as `tft predict` writes them."""
+    joiner = tm.manifest.get("word_joiner", " ")
+    feats = encode_for_inference([i["text"] for i in items],
+                                 [i.get("text_pair", "") for i in items] if tm.task.is_pair else None,
+                                 tm.tokenizer, tm.manifest["max_seq_length"], tm.token_task, joiner)
+    logits = tm.logits(feats, batch_size, progress=progress)
+    return answers(items, logits, feats, tm.labels, tm.token_task, joiner)
+
+
 def predict_file(checkpoint, input_path, output_path, batch_size: int = 64) -> int:
     tm = TorchModel(checkpoint)
     items = read_inputs(input_path, tm.task)
-    feats = encode_for_inference([i["text"] for i in items],
-                                 [i.get("text_pair", "") for i in items] if tm.task.is_pair else None,
-                                 tm.tokenizer, tm.manifest["max_seq_length"], tm.token_task,
-                                 tm.manifest.get("word_joiner", " "))
-    logits = tm.logits(feats, batch_size, progress=True)
-    records = answers(items, logits, feats, tm.labels, tm.token_task, tm.manifest.get("word_joiner", " "))
+    records = answer_items(tm, items, batch_size, progress=True)
     atomic_write_text(output_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     return len(records)

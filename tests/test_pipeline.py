@@ -1,0 +1,111 @@
+"""`tft pipeline` and `tft verify`: data -> trained -> exported -> served on the embedded Triton -> the dev
+split verified over gRPC; a corrupted served model must fail verification with a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import run_tft
+
+TRAIN = ("--model", "scratch:tiny", "--max-steps", 60, "--batch-size", 32, "--lr", "5e-4", "--max-batch", 16)
+
+
+def flip_logits(onnx_path: Path) -> None:
+    """Corrupt a served model: negate its logits (flips every binary prediction). Written to a new file
+    and renamed, so the export the file was hard-linked from stays intact."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(onnx_path))
+    out = model.graph.output[0].name
+    for node in model.graph.node:
+        node.output[:] = [f"{out}_raw" if o == out else o for o in node.output]
+    model.graph.node.append(helper.make_node("Neg", [f"{out}_raw"], [out]))
+    tmp = onnx_path.with_name(".corrupt.onnx")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, onnx_path)
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(afqmc_sample, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline") / "afqmc"
+    proc = run_tft("pipeline", "--task", "afqmc", "--data-dir", afqmc_sample, "--output-dir", out, *TRAIN)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return out, proc
+
+
+def test_pipeline_trains_exports_serves_and_verifies(pipeline_run):
+    out, proc = pipeline_run
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["passed"] is True and report["examples"] == 300
+    assert set(report["runs"]) == {"pytorch", "onnxruntime", "onnxruntime-int8", "served"}
+    assert report["agreement"]["pytorch~served"] == 1.0
+    assert report["agreement"]["onnxruntime~served"] == 1.0
+    acc = {name: run["metrics"]["accuracy"] for name, run in report["runs"].items()}
+    assert acc["served"] == acc["pytorch"] == acc["onnxruntime"]
+    for run in report["runs"].values():
+        assert run["texts_per_s"] > 0 and run["latency_p50_ms"] > 0
+    assert [g["passed"] for g in report["gates"]] == [True, True]
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "result: **PASSED**" in md and "| served |" in md
+    assert (out / "model_repository" / "afqmc" / "tft-serve.json").exists()
+    assert (out / "export" / "model.int8.onnx").exists() and (out / "run" / "best" / "tft.json").exists()
+    assert "verification passed" in proc.stdout
+
+
+def test_verify_of_a_corrupted_served_model_fails_and_lists_disagreements(pipeline_run, tmp_path):
+    out, _ = pipeline_run
+    repo = tmp_path / "repo"
+    import shutil
+
+    shutil.copytree(out / "model_repository", repo)
+    flip_logits(repo / "afqmc_model" / "1" / "model.onnx")
+    proc = run_tft("verify", "--repository", repo, "--model", "afqmc", "--checkpoint", out / "run" / "best",
+                   "-o", tmp_path / "report")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "verification FAILED" in proc.stderr
+    report = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))
+    assert report["passed"] is False and report["agreement"]["pytorch~served"] == 0.0
+    assert report["disagreement_count"] == 300 and len(report["disagreements"]) == 50
+    assert (out / "export" / "model.onnx").exists()
+    # the export itself was not touched by the corruption (hard links are replaced, not written through)
+    assert json.loads((out / "report.json").read_text())["passed"] is True
+
+
+def test_verify_against_a_url_and_a_labelled_file(served, tmp_path, afqmc_sample, trained_pair):
+    proc = run_tft("verify", "--url", served.url, "--model", "afqmc", "--checkpoint", trained_pair / "best",
+                   "--data", afqmc_sample / "dev.json", "-o", tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert set(report["runs"]) == {"pytorch", "served"} and report["agreement"]["pytorch~served"] == 1.0
+
+
+def test_pipeline_exits_non_zero_when_the_served_model_is_corrupted(afqmc_sample, tmp_path, monkeypatch):
+    from tft.cli import cli
+    from tft.serve import repository
+
+    real_build = repository.build_repository
+
+    def build_then_corrupt(export_dir, repo, opts):
+        record = real_build(export_dir, repo, opts)
+        flip_logits(Path(repo) / f"{opts.name}_model" / str(record["model_versions"][f"{opts.name}_model"]) /
+                    "model.onnx")
+        return record
+
+    monkeypatch.setattr(repository, "build_repository", build_then_corrupt)
+    out = tmp_path / "p"
+    result = CliRunner().invoke(cli, ["pipeline", "--task", "afqmc", "--data-dir", str(afqmc_sample),
+                                      "--output-dir", str(out), "--no-int8", *map(str, TRAIN)])
+    assert result.exit_code == 1, result.output
+    assert "verification FAILED" in result.output
+    assert json.loads((out / "report.json").read_text(encoding="utf-8"))["passed"] is False
+
+
+def test_verify_needs_a_repository_or_url(trained_pair):
+    proc = run_tft("verify", "--model", "afqmc", "--checkpoint", trained_pair / "best")
+    assert proc.returncode == 2 and "give --repository (started here) or --url" in proc.stderr

@@ -1,0 +1,201 @@
+"""`tft pipeline` (train -> export -> serve build -> embedded Triton -> verify) and `tft verify`.
+
+    tft pipeline --task afqmc --data-dir data/afqmc --model scratch:tiny --epochs 8 --output-dir runs/demo
+    tft pipeline --task sst2 --data-dir ../shared/datasets/sst2 --model <MiniLM dir> --serve   # leave it running
+    tft verify --repository model_repository --model afqmc --checkpoint runs/afqmc/best     # embedded Triton
+    tft verify --url triton-host:8001 --model afqmc --checkpoint runs/afqmc/best            # a server elsewhere
+
+Output folder: run/ (training), export/, model_repository/, report.json, report.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from tft.errors import TftError
+
+log = logging.getLogger("tft")
+
+
+def _train(cfg, out: Path, launch: dict) -> Path:
+    """Train in a child `tft train` (so that torchrun/DDP launches work the same), resuming a previous run."""
+    run_dir = out / "run"
+    cfg.output_dir = str(run_dir)
+    if run_dir.exists() and any(run_dir.glob("checkpoint-*")) and not cfg.resume:
+        cfg.resume = "auto"  # a pipeline run again continues its training instead of refusing the folder
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = out / "train_config.yaml"
+    cfg.to_yaml(config_path)
+    cmd = [sys.executable, "-m", "tft", "--quiet", "train", "--config", str(config_path),
+           *[f"--{k.replace('_', '-')}={v}" for k, v in launch.items()]]
+    log.info("pipeline: training (%s)", " ".join(cmd[2:]))
+    if subprocess.call(cmd) != 0:
+        raise TftError(f"training failed; its outputs are in {run_dir}")
+    return run_dir / "best"
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def run_pipeline(cfg, out: Path, launch: dict, *, int8: bool, trt: bool | None, name: str | None,
+                 artifact: str | None, max_batch: int, serve: bool, ports=None, host="127.0.0.1",
+                 health_interval: float = 5.0) -> dict:
+    from tft.export.pipeline import run_export
+    from tft.serve.repository import BuildOptions, build_repository
+    from tft.serve.server import HealthLoop, Ports, TritonServer
+    from tft.verify import verify, write_report
+
+    best = _train(cfg, out, launch)
+    trt = _cuda() if trt is None else trt
+    log.info("pipeline: exporting %s", best)
+    export_dir = run_export(best, out / "export", int8=int8, trt=trt, max_batch=max_batch)
+    name = name or cfg.task
+    repo = out / "model_repository"
+    record = build_repository(export_dir, repo, BuildOptions(name=name, max_batch=max_batch, artifact=artifact))
+    log.info("pipeline: model repository %s (%s v%s)", repo, name, record["version"])
+    server = TritonServer(repo, ports or Ports.free(host), host=host, log_file=out / "triton.log")
+    with server:
+        log.info("pipeline: Triton ready at %s; verifying the dev split over gRPC", server.grpc_url)
+        report = verify(checkpoint=best, url=server.grpc_url, model=name, export_dir=export_dir,
+                        artifact=record["artifact"], also=("int8",) if int8 else ())
+        report["pipeline"] = {"output_dir": str(out.resolve()), "repository": str(repo.resolve()),
+                              "triton_log": str(server.log_file)}
+        json_path, md_path = write_report(report, out)
+        _summary(report, md_path)
+        if not report["passed"]:
+            raise TftError(f"verification FAILED: served answers differ from the trained model beyond the "
+                           f"thresholds; see {md_path}")
+        if serve:
+            click.echo(f"\nserving {name} at {server.grpc_url} (Ctrl-C stops it). Query it with:\n"
+                       f"  tft infer --url {server.grpc_url} --model {name} \"your text\"")
+            health = HealthLoop(server, {name: record}, interval=health_interval)
+            health.start()
+            try:
+                server.process.wait()
+            except KeyboardInterrupt:
+                click.echo("stopping Triton", err=True)
+            finally:
+                health.stop()
+    return report
+
+
+def _summary(report: dict, md_path: Path) -> None:
+    main = report["main_metric"]
+    parts = [f"{name} {run['metrics'].get(main, float('nan')):.4f}" for name, run in report["runs"].items()]
+    click.echo(f"dev {main} ({report['examples']} examples): " + ", ".join(parts))
+    click.echo("agreement: " + ", ".join(f"{k.replace('~', ' vs ')} {v:.4f}" for k, v in report["agreement"].items()))
+    click.echo(f"verification {'passed' if report['passed'] else 'FAILED'}; report: {md_path}")
+
+
+PIPELINE_OWN = {"config_file", "no_cache", "output_dir"}
+
+
+def _pipeline_command():
+    from tft.train.cli import LAUNCH_KEYS, train_command
+    from tft.train.config import load_yaml, merge
+
+    @click.command("pipeline", context_settings={"max_content_width": 100})
+    @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Training YAML (as tft train).")
+    @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
+                  help="Pipeline folder. Default: runs/<task>-pipeline.")
+    @click.option("--int8/--no-int8", default=True, show_default=True, help="Also export and evaluate int8.")
+    @click.option("--trt/--no-trt", default=None, help="Build a TensorRT engine. Default: when CUDA is available.")
+    @click.option("--name", help="Served model name. Default: the task.")
+    @click.option("--artifact", help="Export artifact to serve. Default: fp32.")
+    @click.option("--max-batch", default=32, show_default=True, type=int, help="Export and serving batch limit.")
+    @click.option("--serve", is_flag=True, help="Leave Triton running after verification (Ctrl-C stops it).")
+    @click.option("--grpc-port", type=int, help="With --serve: gRPC port (default 8001; else a free one).")
+    @click.option("--no-cache", "no_cache", is_flag=True, help="Do not reuse or write cached features.")
+    def pipeline(config_file, output_dir, int8, trt, name, artifact, max_batch, serve, grpc_port, no_cache,
+                 **options):
+        """Train -> export (fp32 + int8; TensorRT with a GPU) -> Triton repository -> embedded Triton ->
+        verify the whole dev split over gRPC against the PyTorch checkpoint. Writes report.json and
+        report.md; exits 1 if served answers differ beyond the export thresholds. Takes every
+        `tft train` flag.
+
+        \b
+          tft pipeline --task afqmc --data-dir data/afqmc --model scratch:tiny --epochs 8
+          tft pipeline --task cluener --data-dir ../shared/datasets/cluener --model scratch:tiny --serve
+        """
+        from tft.serve.server import Ports, free_port
+
+        launch = {k: options.pop(k) for k in LAUNCH_KEYS}
+        launch = {k: v for k, v in launch.items() if v != train_command_defaults[k]}
+        file_values = load_yaml(config_file) if config_file else {}
+        if no_cache:
+            options["cache"] = False
+        cfg = merge(file_values, options)
+        if not cfg.task:
+            raise TftError("--task is required (see `tft tasks`)")
+        out = output_dir or Path("runs") / f"{cfg.task}-pipeline"
+        ports = None
+        if serve:
+            ports = Ports(grpc_port or 8001, free_port(), free_port())
+        report = run_pipeline(cfg, out, launch, int8=int8, trt=trt, name=name, artifact=artifact,
+                              max_batch=max_batch, serve=serve, ports=ports)
+        return report
+
+    train_command_defaults = {p.name: p.default for p in train_command.params if p.name in LAUNCH_KEYS}
+    own = {p.name for p in pipeline.params}
+    pipeline.params += [p for p in train_command.params if p.name not in own and p.name not in PIPELINE_OWN]
+    return pipeline
+
+
+pipeline_command = _pipeline_command()
+
+
+@click.command("verify")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The `tft train` best/ folder the served model came from.")
+@click.option("--model", required=True, help="Served (ensemble) model name.")
+@click.option("--repository", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A `tft serve build` repository: started on the embedded Triton unless --url is given.")
+@click.option("--url", help="A Triton that already serves the model (gRPC host:port).")
+@click.option("--export", "export_dir", type=click.Path(exists=True, file_okay=False),
+              help="The export served (default: the one recorded in the repository).")
+@click.option("--data", type=click.Path(exists=True, dir_okay=False), help="Labelled file (default: the dev split).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder with the dev split (default: training's).")
+@click.option("-o", "--output-dir", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Where report.json and report.md go.")
+def verify_command(checkpoint, model, repository, url, export_dir, data, data_dir, output_dir):
+    """Send a labelled split through the served model over gRPC and compare with the PyTorch checkpoint
+    (and the exported ONNX artifact): metrics, agreement, throughput, latency, disagreeing examples.
+    Exits 1 if served answers differ beyond the export thresholds."""
+    from tft.serve.repository import SERVE_MANIFEST
+    from tft.serve.server import Ports, TritonServer
+    from tft.verify import verify, write_report
+
+    if not repository and not url:
+        raise click.UsageError("give --repository (started here) or --url (already served)")
+    artifact = None
+    if repository:
+        manifest = repository / model / SERVE_MANIFEST
+        if not manifest.exists():
+            raise TftError(f"{manifest}: not found; was {model!r} built into {repository} by `tft serve build`?")
+        record = json.loads(manifest.read_text(encoding="utf-8"))
+        artifact = record.get("artifact")
+        if export_dir is None and Path(record.get("export", "")).is_dir():
+            export_dir = record["export"]
+    kwargs = dict(checkpoint=checkpoint, model=model, export_dir=export_dir, artifact=artifact, data=data,
+                  data_dir=data_dir)
+    if url:
+        report = verify(url=url, **kwargs)
+    else:
+        with TritonServer(repository, Ports.free()) as server:
+            report = verify(url=server.grpc_url, **kwargs)
+    _, md_path = write_report(report, output_dir)
+    _summary(report, md_path)
+    if not report["passed"]:
+        raise TftError(f"verification FAILED; see {md_path}")

@@ -1,0 +1,249 @@
+"""`tft verify`: what Triton answers, against what was trained and what was exported, on a whole dev split.
+
+The same raw items go through three paths: the PyTorch checkpoint (`tft predict --checkpoint`), the
+export's ONNX artifact that is served (`tft predict --onnx`), and the served ensemble over gRPC. The
+report gives each path's dev metric, throughput and single-text latency, their pairwise agreement,
+and every example where the served answer differs from PyTorch's.
+
+Gates (any failure -> VerificationError, exit 1):
+  * served vs the exported artifact (same model file, same code): 100% agreement, scores within 1e-4;
+  * served vs PyTorch: the export's own thresholds for the artifact's precision: agreement at least
+    99.9% (fp32), 99% (fp16) or the int8 parity minimum, and a dev-metric drop of at most 1 point.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+from tft.errors import TftError
+
+log = logging.getLogger("tft")
+MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.99}
+SERVED_VS_EXPORT_ATOL = 1e-4
+MAX_METRIC_DROP = 0.01
+
+
+class VerificationError(TftError):
+    """Served answers differ from the trained model's beyond the thresholds."""
+
+
+def gold_answers(examples, labels, joiner: str) -> list:
+    from tft import predictions
+    from tft.data.readers import TokenExample
+
+    out = []
+    label2id = {label: i for i, label in enumerate(labels)}
+    for ex in examples:
+        if isinstance(ex, TokenExample):
+            text = ex.text if ex.text is not None else joiner.join(ex.tokens)
+            spans = [(s, e) for _, s, e in predictions.split_words(text, joiner)]
+            if len(spans) != len(ex.tags):  # words of the text differ from the file's tokens: compare by token
+                spans = []
+                pos = 0
+                for tok in ex.tokens:
+                    spans.append((pos, pos + len(tok)))
+                    pos += len(tok) + len(joiner)
+            per_word = {i: label2id[t] for i, t in enumerate(ex.tags)}
+            out.append({(e["type"], e["start"], e["end"])
+                        for e in predictions.entities_from_words(text, per_word, spans, labels)})
+        else:
+            out.append(ex.label)
+    return out
+
+
+def metric(kind: str, answers: list[dict], gold: list, labels) -> dict:
+    """The task's main metrics from answers: accuracy/F1 for labels, entity-level P/R/F1 for NER."""
+    import numpy as np
+
+    from tft.tasks import REGRESSION, TOKEN
+    from tft.train.metrics import classification_metrics, regression_metrics
+
+    if kind == TOKEN:
+        tp = pred_n = gold_n = 0
+        for a, g in zip(answers, gold):
+            p = {(e["type"], e["start"], e["end"]) for e in a["entities"]}
+            tp, pred_n, gold_n = tp + len(p & g), pred_n + len(p), gold_n + len(g)
+        precision = tp / pred_n if pred_n else 0.0
+        recall = tp / gold_n if gold_n else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        return {"precision": precision, "recall": recall, "f1": f1}
+    if kind == REGRESSION:
+        return regression_metrics(np.array([a["score"] for a in answers]), np.array([float(g) for g in gold]))
+    ids = {label: i for i, label in enumerate(labels)}
+    return classification_metrics(np.array([ids[a["label"]] for a in answers]), np.array([ids[g] for g in gold]),
+                                  len(labels))
+
+
+def same(a: dict, b: dict) -> bool:
+    if "entities" in a or "entities" in b:
+        return a.get("entities") == b.get("entities")
+    return a.get("label") == b.get("label")
+
+
+def agreement(xs: list[dict], ys: list[dict]) -> float:
+    return sum(same(x, y) for x, y in zip(xs, ys)) / max(1, len(xs))
+
+
+def timed(fn, items: list[dict], latency_samples: int) -> tuple[list, dict]:
+    """Answer all items (throughput), then time single-item calls (latency)."""
+    start = time.perf_counter()
+    answers = fn(items)
+    seconds = time.perf_counter() - start
+    lat = []
+    for item in items[:latency_samples]:
+        t = time.perf_counter()
+        fn([item])
+        lat.append((time.perf_counter() - t) * 1000)
+    lat.sort()
+    stats = {"seconds": round(seconds, 3), "texts_per_s": round(len(items) / seconds, 1) if seconds else None,
+             "latency_p50_ms": round(statistics.median(lat), 2) if lat else None,
+             "latency_p95_ms": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 2) if lat else None}
+    return answers, stats
+
+
+def verify(*, checkpoint, url: str, model: str, export_dir=None, artifact: str | None = None, data=None,
+           data_dir=None, also: tuple[str, ...] = (), batch_size: int = 32, concurrency: int = 8, latency_samples: int = 30, max_listed: int = 50) -> dict:
+    """Run the three paths on the dev split and compare; returns the report (raises on a failed gate)."""
+    from tft.data.dataset import load_dataset
+    from tft.data.readers import READERS
+    from tft.export.runtime import OrtPredictor
+    from tft.serve.client import Client
+    from tft.train.predict import TorchModel, answer_items, items_from_examples
+
+    tm = TorchModel(checkpoint)
+    task, labels = tm.task, tm.labels
+    joiner = tm.manifest.get("word_joiner", " ")
+    if data:
+        source = Path(data)
+        examples = READERS[task.reader](source, task, require_label=True).examples
+    else:
+        ds = load_dataset(task, data_dir or tm.manifest.get("data_dir"), ("dev",), labels=labels)
+        source, examples = ds["dev"].path, ds["dev"].examples
+    if not examples:
+        raise TftError(f"{source}: no labelled examples to verify with")
+    items = items_from_examples(examples, task)
+    gold = gold_answers(examples, labels, joiner)
+
+    client = Client(url)
+    info = client.info(model)
+    if info.tft and info.tft.get("task") != tm.manifest["task"]:
+        raise VerificationError(f"{model} at {url} serves task {info.tft.get('task')!r}, the checkpoint is "
+                                f"{tm.manifest['task']!r}")
+
+    def served(batch):
+        answers, stats = client.infer(model, batch, batch_size=batch_size, concurrency=concurrency)
+        if stats.unanswered:
+            raise VerificationError(f"{stats.unanswered} inputs unanswered by {url}: {stats.first_error}")
+        if stats.failed:
+            raise VerificationError(f"{stats.failed} inputs refused by {url}: {stats.first_error}")
+        return answers
+
+    paths = {"pytorch": lambda batch: answer_items(tm, batch, 64)}
+    precision = "fp32"
+    if export_dir:
+        ort = OrtPredictor(export_dir, artifact=artifact)
+        artifact, precision = ort.artifact["name"], ort.artifact["precision"]
+        paths["onnxruntime"] = lambda batch: ort.answer_items(batch, 64)
+        for name in also:  # other artifacts of the export, offline only (say int8 next to the served fp32)
+            if name != artifact:
+                extra = OrtPredictor(export_dir, artifact=name)
+                paths[f"onnxruntime-{name}"] = lambda batch, p=extra: p.answer_items(batch, 64)
+    paths["served"] = served
+
+    report = {"format": "tft.verify/1", "task": tm.manifest["task"], "kind": tm.manifest["kind"],
+              "checkpoint": str(Path(checkpoint).resolve()), "export": str(Path(export_dir).resolve()) if export_dir
+              else None, "artifact": artifact, "precision": precision, "served": {"url": url, "model": model},
+              "data": str(source), "examples": len(items), "runs": {}, "agreement": {}}
+    answers = {}
+    for name, fn in paths.items():
+        log.info("verify: %s on %d examples", name, len(items))
+        result, stats = timed(fn, items, latency_samples)
+        answers[name] = [{k: v for k, v in r.items() if k in ("label", "score", "entities")} for r in result]
+        report["runs"][name] = {"metrics": metric(tm.manifest["kind"], answers[name], gold, labels), **stats}
+    names = list(answers)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            report["agreement"][f"{a}~{b}"] = agreement(answers[a], answers[b])
+    disagreements = [{"id": item.get("id"), "text": item["text"], **({"text_pair": item["text_pair"]}
+                      if "text_pair" in item else {}), "pytorch": p, "served": s}
+                     for item, p, s in zip(items, answers["pytorch"], answers["served"]) if not same(p, s)]
+    report["disagreements"] = disagreements[:max_listed]
+    report["disagreement_count"] = len(disagreements)
+    report["main_metric"] = tm.manifest["main_metric"]
+    report["gates"] = gates(report, answers, precision, export_dir)
+    report["passed"] = all(g["passed"] for g in report["gates"])
+    return report
+
+
+def gates(report: dict, answers: dict, precision: str, export_dir) -> list[dict]:
+    out = []
+    main = report["main_metric"]
+    runs = report["runs"]
+    if "onnxruntime" in answers:
+        agree = report["agreement"]["onnxruntime~served"]
+        diffs = [abs(a["score"] - b["score"]) for a, b in zip(answers["onnxruntime"], answers["served"])
+                 if "score" in a and "score" in b]
+        max_diff = max(diffs, default=0.0)
+        out.append({"gate": "served equals the exported artifact", "agreement": agree,
+                    "max_score_diff": max_diff, "threshold": {"agreement": 1.0, "atol": SERVED_VS_EXPORT_ATOL},
+                    "passed": agree == 1.0 and max_diff <= SERVED_VS_EXPORT_ATOL})
+    minimum = MIN_AGREEMENT.get(precision)
+    if minimum is None:  # int8: the export's own gate, as recorded in its parity result
+        minimum = _export_min_agreement(export_dir, report.get("artifact")) or 0.99
+    agree = report["agreement"]["pytorch~served"]
+    drop = runs["pytorch"]["metrics"].get(main, 0.0) - runs["served"]["metrics"].get(main, 0.0)
+    out.append({"gate": f"served agrees with PyTorch ({precision})", "agreement": agree,
+                "metric_drop": drop, "threshold": {"agreement": minimum, "max_metric_drop": MAX_METRIC_DROP},
+                "passed": agree >= minimum and drop <= MAX_METRIC_DROP})
+    return out
+
+
+def _export_min_agreement(export_dir, artifact) -> float | None:
+    if not export_dir or not artifact:
+        return None
+    manifest = json.loads((Path(export_dir) / "manifest.json").read_text(encoding="utf-8"))
+    for art in manifest["artifacts"]:
+        if art["name"] == artifact:
+            return art.get("parity", {}).get("thresholds", {}).get("min_agreement")
+    return None
+
+
+def markdown(report: dict) -> str:
+    main = report["main_metric"]
+    lines = [f"# Verification: {report['task']} ({report['kind']})", "",
+             f"- checkpoint: `{report['checkpoint']}`",
+             f"- export: `{report['export']}` (served artifact: {report['artifact']}, {report['precision']})",
+             f"- served: `{report['served']['model']}` at `{report['served']['url']}`",
+             f"- data: `{report['data']}` ({report['examples']} examples)",
+             f"- result: **{'PASSED' if report['passed'] else 'FAILED'}**", "",
+             f"| path | {main} | texts/s | latency p50 ms | latency p95 ms |", "|---|---|---|---|---|"]
+    for name, run in report["runs"].items():
+        lines.append(f"| {name} | {run['metrics'].get(main, float('nan')):.4f} | {run['texts_per_s']} | "
+                     f"{run['latency_p50_ms']} | {run['latency_p95_ms']} |")
+    lines += ["", "| agreement | fraction of identical answers |", "|---|---|"]
+    lines += [f"| {k.replace('~', ' vs ')} | {v:.4f} |" for k, v in report["agreement"].items()]
+    lines += ["", "| gate | passed | measured | threshold |", "|---|---|---|---|"]
+    for g in report["gates"]:
+        measured = {k: round(v, 6) for k, v in g.items() if k not in ("gate", "passed", "threshold")}
+        lines.append(f"| {g['gate']} | {'yes' if g['passed'] else 'NO'} | {measured} | {g['threshold']} |")
+    lines += ["", f"## Served answers that differ from PyTorch ({report['disagreement_count']})", ""]
+    if not report["disagreements"]:
+        lines.append("None.")
+    for d in report["disagreements"]:
+        lines.append(f"- `{d['id']}` {json.dumps(d['text'], ensure_ascii=False)[:120]}: PyTorch "
+                     f"{json.dumps(d['pytorch'], ensure_ascii=False)[:200]}, served "
+                     f"{json.dumps(d['served'], ensure_ascii=False)[:200]}")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, out_dir) -> tuple[Path, Path]:
+    from tft.fsutil import atomic_write_json, atomic_write_text
+
+    out_dir = Path(out_dir)
+    atomic_write_json(out_dir / "report.json", report)
+    atomic_write_text(out_dir / "report.md", markdown(report))
+    return out_dir / "report.json", out_dir / "report.md"
