@@ -15,7 +15,8 @@ def atomic_dir(final: str | os.PathLike, overwrite: bool = False):
     """Yield a temporary sibling folder; rename it to `final` only if the block succeeds."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    remove_stale_temps(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
     try:
         yield tmp
         if final.exists():
@@ -30,6 +31,28 @@ def atomic_dir(final: str | os.PathLike, overwrite: bool = False):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(final: Path) -> None:
+    """Delete what a killed writer of `final` left behind (its hidden temp folder), unless that writer lives."""
+    for tmp in final.parent.glob(f".{final.name}.tmp-*"):
+        pid = tmp.name[len(f".{final.name}.tmp-"):].split("-", 1)[0]
+        if not pid.isdigit() or not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+    for old in final.parent.glob(f".{final.name}.old-*"):
+        pid = old.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -167,9 +167,10 @@ pipeline_command = _pipeline_command()
               help="The export served (default: the one recorded in the repository).")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False), help="Labelled file (default: the dev split).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder with the dev split (default: training's).")
+@click.option("--also", multiple=True, help="Also evaluate this export artifact offline (e.g. --also int8).")
 @click.option("-o", "--output-dir", default=".", show_default=True, type=click.Path(file_okay=False),
               help="Where report.json and report.md go.")
-def verify_command(checkpoint, model, repository, url, export_dir, data, data_dir, output_dir):
+def verify_command(checkpoint, model, repository, url, export_dir, data, data_dir, also, output_dir):
     """Send a labelled split through the served model over gRPC and compare with the PyTorch checkpoint
     (and the exported ONNX artifact): metrics, agreement, throughput, latency, disagreeing examples.
     Exits 1 if served answers differ beyond the export thresholds."""
@@ -189,7 +190,9 @@ def verify_command(checkpoint, model, repository, url, export_dir, data, data_di
         if export_dir is None and Path(record.get("export", "")).is_dir():
             export_dir = record["export"]
     kwargs = dict(checkpoint=checkpoint, model=model, export_dir=export_dir, artifact=artifact, data=data,
-                  data_dir=data_dir)
+                  data_dir=data_dir, also=tuple(also))
+    if also and not export_dir:
+        raise click.UsageError("--also needs the export folder (--export, or a repository that records it)")
     if url:
         report = verify(url=url, **kwargs)
     else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -69,6 +70,8 @@ class ModelInfo:
 def is_retryable(error: Exception) -> bool:
     status = getattr(error, "status", lambda: None)() if hasattr(error, "status") else None
     text = str(error)
+    if "protocol is restricted" in text:  # UNAVAILABLE, but no retry will bring the missing header
+        return False
     return status in RETRYABLE_STATUS or any(t in text for t in RETRYABLE_TEXT)
 
 
@@ -110,20 +113,14 @@ def decode_answers(result, info: ModelInfo, n: int) -> list[dict]:
 
 
 def _ssl_kwargs(opts: ClientOptions) -> dict:
+    """TLS options for tritonclient (it takes file paths and reads them itself; we check them first)."""
     if not (opts.ssl or opts.root_certificates or opts.certificate_chain):
         return {}
-
-    def read(path):
-        if path is None:
-            return None
-        try:
-            with open(path, "rb") as f:
-                return f.read()
-        except OSError as e:
-            raise ClientError(f"{path}: {e.strerror or e}") from None
-
-    return {"ssl": True, "root_certificates": read(opts.root_certificates), "private_key": read(opts.private_key),
-            "certificate_chain": read(opts.certificate_chain)}
+    for path in (opts.root_certificates, opts.private_key, opts.certificate_chain):
+        if path is not None and not os.access(path, os.R_OK):
+            raise ClientError(f"{path}: cannot read this TLS file")
+    return {"ssl": True, "root_certificates": opts.root_certificates, "private_key": opts.private_key,
+            "certificate_chain": opts.certificate_chain}
 
 
 def model_info(opts: ClientOptions, model: str) -> ModelInfo:

@@ -166,10 +166,32 @@ class TritonServer:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def _flag(self, name: str) -> str | None:
+        for arg in self.extra_args:
+            if arg.startswith(name + "="):
+                return arg.split("=", 1)[1]
+        return None
+
+    def tls(self) -> dict:
+        """Client TLS options matching `--grpc-use-ssl` in the extra tritonserver flags."""
+        if (self._flag("--grpc-use-ssl") or "").lower() not in ("true", "1"):
+            return {}
+        return {"ssl": True, "root_certificates": self._flag("--grpc-root-cert") or self._flag("--grpc-server-cert")}
+
+    def admin_headers(self) -> dict:
+        """The header that `--grpc-restricted-protocol=<protocols>:<key>=<value>` asks for, for our own calls."""
+        headers = {}
+        for arg in self.extra_args:
+            if arg.startswith("--grpc-restricted-protocol="):
+                _, _, rule = arg.partition("=")
+                key, _, value = rule.partition(":")[2].partition("=")
+                headers[f"triton-grpc-protocol-{key.strip().lower()}"] = value  # Triton's prefix for the key
+        return headers
+
     def client(self):
         import tritonclient.grpc as grpcclient
 
-        return grpcclient.InferenceServerClient(self.grpc_url)
+        return grpcclient.InferenceServerClient(self.grpc_url, **self.tls())
 
     def wait_ready(self, timeout: float = 120.0) -> list[str]:
         """Block until the server is live and the requested models are ready; return their names."""
@@ -179,8 +201,9 @@ class TritonServer:
             if self.process.poll() is not None:
                 raise ServerError(f"tritonserver exited with status {self.process.returncode}:\n{self.log_tail()}")
             try:
-                if client.is_server_live():
-                    index = client.get_model_repository_index().models
+                headers = self.admin_headers() or None
+                if client.is_server_live(headers=headers):
+                    index = client.get_model_repository_index(headers=headers).models
                     wanted = self.models or [m.name for m in index]
                     states = {m.name: m.state for m in index}
                     if all(states.get(m) == "READY" for m in wanted):
@@ -255,7 +278,8 @@ class HealthLoop(threading.Thread):
         from tft.serve.client import canary_inputs
 
         try:
-            client.infer(ensemble, canary_inputs(spec), client_timeout=self.timeout)
+            client.infer(ensemble, canary_inputs(spec), client_timeout=self.timeout,
+                         headers=self.server.admin_headers() or None)
             return None
         except Exception as e:  # any failure of the canary means: not healthy
             message = str(e).splitlines()[0][:300]
@@ -268,7 +292,8 @@ class HealthLoop(threading.Thread):
         named = [s for s in steps if f"'{s}_" in error]
         for model in (named or steps) + [ensemble]:
             try:
-                client.load_model(model)  # explicit mode: a load of a loaded model reloads it
+                # explicit mode: a load of a loaded model reloads it
+                client.load_model(model, headers=self.server.admin_headers() or None)
             except Exception as e:
                 log.error("health: reload of %s failed: %s", model, str(e).splitlines()[0][:200])
         self.reloads.append((time.time(), ensemble))
