@@ -13,7 +13,7 @@ from conftest import REPO, write
 from tft import __version__
 from tft.cli import cli
 
-STAGES = ["train", "eval", "predict", "export", "serve", "infer", "bench"]
+STAGES = ["train", "eval", "predict", "export", "serve", "infer", "bench", "pipeline", "verify"]
 
 
 def run(*args):

@@ -327,16 +327,20 @@ def test_ten_thousand_requests_at_concurrency_64_real_texts(served, pair_export,
             "cluener": [{"id": i, "text": r["text"]} for i, r in enumerate(sentences[:1250] * 4)]}
     client = Client(served.url)
     memory = []
+    started = time.perf_counter()
     for model, items in jobs.items():
         for start in range(0, len(items), 1000):
             answers, stats = client.infer(model, items[start:start + 1000], batch_size=1, concurrency=64)
             assert stats.failed == 0 and stats.unanswered == 0
             memory.append(_rss_kb(_server_tree(served)))
             jobs[model][start:start + 1000] = [{**i, **a} for i, a in zip(items[start:start + 1000], answers)]
+    print(f"\nload: 10,000 requests answered in {time.perf_counter() - started:.1f}s, 0 errors")
     offline = {"afqmc": OrtPredictor(pair_export), "cluener": OrtPredictor(ner_export)}
     for model, items in jobs.items():
         expected = offline[model].answer_items([{k: i[k] for k in ("text", "text_pair") if k in i} for i in items])
         key = "label" if model == "afqmc" else "entities"
         assert [i[key] for i in items] == [e[key] for e in expected]
     growth = (memory[-1] - memory[0]) / memory[0]
+    print(f"\nload: 10,000 requests at concurrency 64, server RSS after each 1,000 (MB): "
+          f"{[round(m / 1024) for m in memory]}, growth first->last {growth:+.1%}")
     assert len(memory) == 10 and growth < 0.10, memory
