@@ -9,7 +9,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO, write
+from conftest import write
 from tft import __version__
 from tft.cli import cli
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import jsonschema
-import pytest
 from click.testing import CliRunner
 
 from conftest import run_tft

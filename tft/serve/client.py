@@ -68,7 +68,7 @@ class ModelInfo:
 
 
 def is_retryable(error: Exception) -> bool:
-    status = getattr(error, "status", lambda: None)() if hasattr(error, "status") else None
+    status = error.status() if hasattr(error, "status") else None
     text = str(error)
     if "protocol is restricted" in text:  # UNAVAILABLE, but no retry will bring the missing header
         return False
@@ -225,7 +225,8 @@ class Client:
 
         info = self.info(model)
         batch_size = max(1, min(batch_size, info.max_batch))
-        batches = [list(enumerate(items))[s:s + batch_size] for s in range(0, len(items), batch_size)]
+        indexed = list(enumerate(items))
+        batches = [indexed[s:s + batch_size] for s in range(0, len(indexed), batch_size)]
         queue: asyncio.Queue = asyncio.Queue()
         for b in batches:
             queue.put_nowait(b)
@@ -285,9 +286,7 @@ class OrderedWriter:
 
     def __init__(self, handle, items: list[dict]):
         self.handle, self.items = handle, items
-        self.written = 0
 
     def __call__(self, index: int, answer: dict) -> None:
         self.handle.write(json.dumps({**self.items[index], **answer}, ensure_ascii=False) + "\n")
         self.handle.flush()  # a whole line per write: a killed client leaves only complete lines
-        self.written += 1

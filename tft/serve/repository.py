@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from google.protobuf import json_format, text_format
+from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tft.errors import TftError
@@ -37,7 +37,6 @@ PREDICTIONS_PY = Path(__file__).resolve().parents[1] / "predictions.py"
 SERVE_MANIFEST = "tft-serve.json"
 BACKENDS = ("python", "onnxruntime", "tensorrt")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-CANARY = {"pair": ("canary", "canary"), "single": ("canary",)}
 
 
 class RepositoryError(TftError):
@@ -348,14 +347,3 @@ def read_serve_manifests(repository: str | Path) -> dict[str, dict]:
             continue
         out[record["ensemble"]] = record
     return out
-
-
-def read_config(path: str | Path):
-    try:
-        return parse_pbtxt(Path(path).read_text(encoding="utf-8"))
-    except text_format.ParseError as e:
-        raise RepositoryError(f"{path}: {e}") from None
-
-
-def config_as_dict(config) -> dict:
-    return json_format.MessageToDict(config, preserving_proto_field_name=True)

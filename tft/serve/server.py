@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -311,7 +310,3 @@ class HealthLoop(threading.Thread):
 
     def stop(self):
         self.stopped.set()
-
-
-def which_tritonserver() -> str | None:
-    return shutil.which("tritonserver")
