@@ -25,31 +25,15 @@ sys.path.insert(0, str(ROOT))
 
 
 def offline_throughput(export_dir: Path, items: list[dict], threads: int, batch: int, repeats: int = 3) -> float:
-    from transformers import AutoTokenizer
+    """`tft predict --onnx`'s own path (OrtPredictor: tokenize, pad, run, answers), best of `repeats` passes."""
+    from tft.export.runtime import OrtPredictor
 
-    from tft import predictions
-    from tft.data.features import encode_for_inference
-    from tft.export.parity import pad_batch
-    from tft.export.runtime import OrtModel, default_artifact, read_export_manifest
-
-    manifest = read_export_manifest(export_dir)
-    tokenizer = AutoTokenizer.from_pretrained(export_dir)
-    model = OrtModel(export_dir / default_artifact(manifest)["file"], threads=threads)
-    pair = any("text_pair" in i for i in items)
-
-    def run():
-        for start in range(0, len(items), batch):
-            chunk = items[start:start + batch]
-            feats = encode_for_inference([c["text"] for c in chunk], [c["text_pair"] for c in chunk] if pair else None,
-                                         tokenizer, manifest["max_seq_length"], False)
-            logits = model(pad_batch(feats, model.input_names, tokenizer.pad_token_id or 0))
-            predictions.classify(logits, manifest["labels"])
-
-    run()  # warm-up
+    predictor = OrtPredictor(export_dir, threads=threads)
+    predictor.answer_items(items, batch)  # warm-up
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        run()
+        predictor.answer_items(items, batch)
         best = min(best, time.perf_counter() - start)
     return len(items) / best
 
