@@ -70,8 +70,7 @@ def test_rebuild_adds_a_version_and_production_backends(pair_export, tmp_path):
     c = parse_pbtxt((tmp_path / "prod" / "m_model" / "config.pbtxt").read_text())
     assert c.platform == "onnxruntime_onnx" and c.instance_group[0].count == 2
     assert not any(i.allow_ragged_batch for i in c.input)  # fixed-shape backend: tokenizer buckets lengths instead
-    assert parse_pbtxt((tmp_path / "prod" / "m_tokenizer" / "config.pbtxt").read_text()) \
-        .parameters["pad_to_multiple_of"].string_value == "16"
+    assert json.loads((tmp_path / "prod" / "m_tokenizer" / "1" / "step.json").read_text())["pad_to_multiple_of"] == 16
 
 
 @pytest.mark.parametrize("args,message", [
@@ -259,7 +258,7 @@ def test_infer_resume_finishes_an_interrupted_file_without_repeats(served, afqmc
     assert proc.returncode == 1 and "add --resume" in proc.stderr
     proc = run_tft("infer", "--url", served.url, "--model", "afqmc", "-i", dev, "-o", out, "--resume")
     assert proc.returncode == 0, proc.stderr
-    assert "resumed after 120" in proc.stderr
+    assert "resumed: 120 answers kept, 180 inputs sent" in proc.stderr
     assert read_jsonl(out) == read_jsonl(full) and not partial.exists()
 
 
@@ -290,7 +289,7 @@ def test_killed_stub_is_detected_by_canary_and_reloaded(served):
     for pid in before:
         os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 60
-    while "health: reloaded afqmc_model, afqmc" not in served.output():
+    while "health: reloaded afqmc_model: answering again" not in served.output():
         assert time.monotonic() < deadline, served.output()[-2000:]
         time.sleep(0.5)
     assert "health: canary inference on afqmc failed" in served.output()

@@ -57,6 +57,8 @@ def test_predict_pairs_from_task_file_and_text_lines(trained_pair, afqmc_sample,
     assert all(r["label"] in ("0", "1") and 0.5 <= r["score"] <= 1 for r in rows)
     lines = write(tmp_path / "in.txt", "花呗怎么还款\t花呗如何还款\n借呗怎么开通\t余额宝额度是多少\n")
     proc = run_tft("predict", "--checkpoint", trained_pair / "best", lines, "-o", out)
+    assert proc.returncode == 1 and f"-o {out}: already exists; add --overwrite" in proc.stderr
+    proc = run_tft("predict", "--checkpoint", trained_pair / "best", lines, "-o", out, "--overwrite")
     assert proc.returncode == 0, proc.stderr
     assert [json.loads(line)["text_pair"] for line in out.read_text().splitlines()] == ["花呗如何还款", "余额宝额度是多少"]
     bad = write(tmp_path / "bad.txt", "only one text\n")

@@ -3,29 +3,53 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from pathlib import Path
 
 import click
 
 from tft import __version__
-from tft.errors import NotBuiltError
 
 log = logging.getLogger("tft")
 
 
+def library_log_path() -> Path:
+    return Path(os.environ.get("TFT_CACHE", Path.home() / ".cache" / "tft")) / "logs" / "libraries.log"
+
+
 def setup_logging(verbose: int, quiet: bool) -> None:
+    """tft's own messages go to stderr; other libraries' warnings (Python warnings included) go to a
+    log file, or to stderr with -v, so piped output stays readable."""
     level = logging.ERROR if quiet else (logging.DEBUG if verbose else logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s" if verbose else "%(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
+    root = logging.getLogger()
+    if verbose:
+        lib = logging.StreamHandler(sys.stderr)
+    else:
+        path = library_log_path()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lib = logging.FileHandler(path, delay=True, encoding="utf-8")
+        except OSError:
+            lib = logging.NullHandler()
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    lib.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root.handlers[:] = [lib]
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.captureWarnings(True)
     if not verbose:
         try:
-            import transformers
+            from transformers.utils import logging as hf_logging
 
-            transformers.logging.set_verbosity_error()
-        except ImportError:  # pragma: no cover
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
+        except ImportError:  # a client-only install has no transformers
             pass
 
 
@@ -54,47 +78,62 @@ def cli(ctx, verbose, quiet):
     setup_logging(verbose, quiet)
 
 
-def _not_built(name: str, summary: str, issue: str):
-    @cli.command(name, help=f"{summary}\n\nNot built yet ({issue}): exits with status 2.",
-                 context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    def command():
-        raise NotBuiltError(f"'tft {name}' is not built yet ({issue})")
-
-    return command
-
-
 def _register_stages() -> None:
     from tft.data.cli import data_group, tasks_command
+    from tft.export.cli import export_command
+    from tft.pipeline import pipeline_command, verify_command
+    from tft.serve.cli import bench_command, infer_command, serve_group
+    from tft.train.cli import eval_command, predict_command, train_command
 
-    cli.add_command(tasks_command)
-    cli.add_command(data_group)
-    stages = {
-        "train": ("Fine-tune a model on a task.", "tft.train.cli", "train_command", "issue 3"),
-        "eval": ("Evaluate a trained checkpoint on a split.", "tft.train.cli", "eval_command", "issue 3"),
-        "predict": ("Predict labels or entities for a file with a checkpoint or an export.", "tft.train.cli",
-                    "predict_command", "issue 3"),
-        "export": ("Export a checkpoint to ONNX / TensorRT with parity checks.", "tft.export.cli",
-                   "export_command", "issue 4"),
-        "serve": ("Build a Triton model repository and run Triton.", "tft.serve.cli", "serve_group", "issue 5"),
-        "infer": ("Send texts to a served model over gRPC.", "tft.serve.cli", "infer_command", "issue 5"),
-        "bench": ("Measure served throughput and latency.", "tft.serve.cli", "bench_command", "issue 5"),
-        "pipeline": ("Train, export, serve and verify in one command.", "tft.pipeline", "pipeline_command", "issue 6"),
-        "verify": ("Check served answers against the trained checkpoint.", "tft.pipeline", "verify_command",
-                   "issue 6"),
-    }
-    import importlib
-
-    for name, (summary, module, attr, issue) in stages.items():
-        try:
-            command = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
-            _not_built(name, summary, issue)
-        else:
-            cli.add_command(command, name)
+    for command in (tasks_command, data_group, train_command, eval_command, predict_command, export_command,
+                    serve_group, infer_command, bench_command, pipeline_command, verify_command):
+        cli.add_command(command)
 
 
 _register_stages()
 
+# a module that is missing -> the extra that installs it
+EXTRAS = {"tritonclient": "serve", "pytriton": "serve", "grpc": "serve", "onnxruntime": "cpu",
+          "tensorrt": "trt", "polygraphy": "trt", "torch": "train", "transformers": "train",
+          "accelerate": "train", "onnx": "train", "seqeval": "train", "sklearn": "train"}
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
 
 def main() -> None:
-    cli(prog_name="tft")
+    """Every failure a user can cause ends in one line and a non-zero exit; -v adds the traceback."""
+    args = sys.argv[1:]
+    verbose = any(a in ("-v", "--verbose") or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in args)
+    try:
+        cli.main(args=args, prog_name="tft", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        _fail("interrupted", 130)
+    except click.UsageError as e:
+        command = e.ctx.command_path if e.ctx else "tft"
+        _fail(f"{e.format_message()} (see '{command} --help')", e.exit_code)
+    except click.ClickException as e:
+        _fail(e.format_message(), e.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except ModuleNotFoundError as e:
+        if verbose:
+            raise
+        root = (e.name or "").split(".")[0]
+        extra = EXTRAS.get(root)
+        hint = f": pip install 'tft[{extra}]'" if extra else ""
+        _fail(f"this command needs the Python package '{root}', which is not installed{hint}", 1)
+    except OSError as e:
+        if verbose:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        _fail(f"{where}{e.strerror or e}", 1)
+    except Exception as e:  # noqa: BLE001 - a bug of ours: still one line, the traceback with -v
+        if verbose:
+            raise
+        _fail(f"internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+              "(run again with -v for the traceback, and please report it)", 1)

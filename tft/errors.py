@@ -27,9 +27,3 @@ class TaskError(TftError):
 
 class DownloadError(TftError):
     """A dataset archive could not be fetched, verified or unpacked."""
-
-
-class NotBuiltError(TftError):
-    """A command that exists in the CLI but is not implemented yet."""
-
-    exit_code = 2

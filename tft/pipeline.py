@@ -23,13 +23,53 @@ from tft.errors import TftError
 log = logging.getLogger("tft")
 
 
-def _train(cfg, out: Path, launch: dict) -> Path:
-    """Train in a child `tft train` (so that torchrun/DDP launches work the same), resuming a previous run."""
+PIPELINE_MARKER = "tft-pipeline.json"
+PIPELINE_FILES = {"run", "export", "model_repository", "report.json", "report.md", "train_config.yaml",
+                  "triton.log", PIPELINE_MARKER}
+
+
+def claim_pipeline_dir(out: Path, settings: dict, resume: bool, overwrite: bool) -> None:
+    """A pipeline folder is new, or an earlier pipeline's continued with the same settings (--resume),
+    or started over (--overwrite); never an old run reported under new settings."""
+    from tft.fsutil import OutputError, atomic_write_json, check_output_dir
+
+    if resume and overwrite:
+        raise TftError("--resume and --overwrite exclude each other: continue the pipeline, or start it over")
+    exists = check_output_dir(out, what="pipeline folder", marker=PIPELINE_MARKER, overwrite=True)
+    entries = sorted(p.name for p in out.iterdir()) if exists else []
+    if entries:
+        if overwrite:
+            foreign = [e for e in entries if e not in PIPELINE_FILES and not e.startswith(".")]
+            if foreign:
+                raise OutputError(f"--output-dir {out}: --overwrite would delete {', '.join(foreign[:3])}, which tft "
+                                  "did not write; move it away or choose another folder")
+            import shutil
+
+            for name in entries:
+                target = out / name
+                shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+        elif not resume:
+            raise OutputError(f"--output-dir {out}: holds an earlier pipeline; add --resume auto to continue it with "
+                              "the same settings, --overwrite to start it over, or choose another folder")
+        else:
+            recorded = json.loads((out / PIPELINE_MARKER).read_text(encoding="utf-8")).get("settings", {})
+            for key, value in settings.items():
+                if key in recorded and recorded[key] != value:
+                    raise TftError(f"--resume: {out} ran with --{key.replace('_', '-')} {recorded[key]!r}, this run "
+                                   f"asks for {value!r}; use the same settings, or --overwrite to start over")
+    atomic_write_json(out / PIPELINE_MARKER, {"format": "tft.pipeline/1", "settings": settings})
+
+
+def _train(cfg, out: Path, launch: dict, resume: bool) -> Path:
+    """Train in a child `tft train` (so that torchrun/DDP launches work the same); a resumed pipeline
+    continues its run (a finished one is not trained again)."""
+    from tft.train.rundir import is_finished
+
     run_dir = out / "run"
-    cfg.output_dir = str(run_dir)
-    if run_dir.exists() and any(run_dir.glob("checkpoint-*")) and not cfg.resume:
-        cfg.resume = "auto"  # a pipeline run again continues its training instead of refusing the folder
-    out.mkdir(parents=True, exist_ok=True)
+    if resume and is_finished(run_dir):
+        log.info("pipeline: %s already finished training with these settings; not trained again", run_dir)
+        return run_dir / "best"
+    cfg = cfg.replace(output_dir=str(run_dir), resume="auto" if resume else None, overwrite=False)
     config_path = out / "train_config.yaml"
     cfg.to_yaml(config_path)
     cmd = [sys.executable, "-m", "tft", "--quiet", "train", "--config", str(config_path),
@@ -54,13 +94,17 @@ def run_pipeline(cfg, out: Path, launch: dict, *, int8: bool, trt: bool | None, 
                  health_interval: float = 5.0) -> dict:
     from tft.export.pipeline import run_export
     from tft.serve.repository import BuildOptions, build_repository
-    from tft.serve.server import HealthLoop, Ports, TritonServer
+    from tft.serve.server import HealthLoop, Ports, TritonServer, serve_until_stopped, stop_on_signals
     from tft.verify import verify, write_report
 
-    best = _train(cfg, out, launch)
+    resume = cfg.resume is not None
+    settings = {**{k: v for k, v in vars(cfg).items() if k not in ("resume", "overwrite", "output_dir")},
+                "int8": int8, "max_batch": max_batch, "name": name, "artifact": artifact}
+    claim_pipeline_dir(out, settings, resume, cfg.overwrite)
+    best = _train(cfg, out, launch, resume)
     trt = _cuda() if trt is None else trt
     log.info("pipeline: exporting %s", best)
-    export_dir = run_export(best, out / "export", int8=int8, trt=trt, max_batch=max_batch)
+    export_dir = run_export(best, out / "export", int8=int8, trt=trt, max_batch=max_batch, overwrite=True)
     name = name or cfg.task
     repo = out / "model_repository"
     record = build_repository(export_dir, repo, BuildOptions(name=name, max_batch=max_batch, artifact=artifact))
@@ -80,10 +124,11 @@ def run_pipeline(cfg, out: Path, launch: dict, *, int8: bool, trt: bool | None, 
         if serve:
             click.echo(f"\nserving {name} at {server.grpc_url} (Ctrl-C stops it). Query it with:\n"
                        f"  tft infer --url {server.grpc_url} --model {name} \"your text\"")
+            stop_on_signals()
             health = HealthLoop(server, {name: record}, interval=health_interval)
             health.start()
             try:
-                server.process.wait()
+                serve_until_stopped(server, health)
             except KeyboardInterrupt:
                 click.echo("stopping Triton", err=True)
             finally:
@@ -99,7 +144,7 @@ def _summary(report: dict, md_path: Path) -> None:
     click.echo(f"verification {'passed' if report['passed'] else 'FAILED'}; report: {md_path}")
 
 
-PIPELINE_OWN = {"config_file", "no_cache", "output_dir"}
+PIPELINE_OWN = {"config_file", "output_dir"}
 
 
 def _pipeline_command():
@@ -114,12 +159,11 @@ def _pipeline_command():
     @click.option("--trt/--no-trt", default=None, help="Build a TensorRT engine. Default: when CUDA is available.")
     @click.option("--name", help="Served model name. Default: the task.")
     @click.option("--artifact", help="Export artifact to serve. Default: fp32.")
-    @click.option("--max-batch", default=32, show_default=True, type=int, help="Export and serving batch limit.")
+    @click.option("--max-batch", default=32, show_default=True, type=click.IntRange(1, 4096),
+                  help="Export and serving batch limit.")
     @click.option("--serve", is_flag=True, help="Leave Triton running after verification (Ctrl-C stops it).")
-    @click.option("--grpc-port", type=int, help="With --serve: gRPC port (default 8001; else a free one).")
-    @click.option("--no-cache", "no_cache", is_flag=True, help="Do not reuse or write cached features.")
-    def pipeline(config_file, output_dir, int8, trt, name, artifact, max_batch, serve, grpc_port, no_cache,
-                 **options):
+    @click.option("--grpc-port", type=click.IntRange(1, 65535), help="With --serve: gRPC port (default 8001; else a free one).")
+    def pipeline(config_file, output_dir, int8, trt, name, artifact, max_batch, serve, grpc_port, **options):
         """Train -> export (fp32 + int8; TensorRT with a GPU) -> Triton repository -> embedded Triton ->
         verify the whole dev split over gRPC against the PyTorch checkpoint. Writes report.json and
         report.md; exits 1 if served answers differ beyond the export thresholds. Takes every
@@ -134,9 +178,9 @@ def _pipeline_command():
         launch = {k: options.pop(k) for k in LAUNCH_KEYS}
         launch = {k: v for k, v in launch.items() if v != train_command_defaults[k]}
         file_values = load_yaml(config_file) if config_file else {}
-        if no_cache:
-            options["cache"] = False
         cfg = merge(file_values, options)
+        if cfg.resume not in (None, "auto"):
+            raise TftError("--resume: a pipeline continues its own run: use --resume auto")
         if not cfg.task:
             raise TftError("--task is required (see `tft tasks`)")
         out = output_dir or Path("runs") / f"{cfg.task}-pipeline"

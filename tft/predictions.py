@@ -15,6 +15,12 @@ import numpy as np
 # import nothing but numpy and the standard library.
 
 
+def max_chars_for(max_seq_length: int, max_chars: int | None = None) -> int:
+    """Characters kept per text before tokenizing, in training, offline prediction and serving alike:
+    far more than `max_seq_length` tokens ever need, and a 50 MB line costs no more than this."""
+    return int(max_chars) if max_chars else max(4096, 32 * int(max_seq_length))
+
+
 def split_words(text: str, word_joiner: str) -> list[tuple[str, int, int]]:
     """Raw text -> the words a model of this task was trained on, with character spans.
 

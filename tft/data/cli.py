@@ -6,6 +6,7 @@ import json
 
 import click
 
+from tft.errors import TftError
 from tft.tasks import SPLITS, TASKS, get_task
 
 
@@ -60,10 +61,13 @@ def data_check(task_name, data_dir, splits, text_field, text_pair_field, label_f
 @click.option("--dev", "n_dev", default=500, show_default=True, help="Dev examples.")
 @click.option("--test", "n_test", default=200, show_default=True, help="Unlabelled test examples.")
 @click.option("--seed", default=0, show_default=True)
-def data_sample(task_name, out, n_train, n_dev, n_test, seed):
+@click.option("--overwrite", is_flag=True, help="Replace an earlier sample in --out (never a folder of other files).")
+def data_sample(task_name, out, n_train, n_dev, n_test, seed, overwrite):
     """Write a deterministic, learnable synthetic dataset in the task's official format
     (offline demos and smoke tests)."""
     from tft.data.synthetic import write_sample
 
-    path = write_sample(task_name, out, n_train, n_dev, n_test, seed)
+    if min(n_train, n_dev, n_test) < 1:
+        raise TftError("--train, --dev and --test must each be at least 1")
+    path = write_sample(task_name, out, n_train, n_dev, n_test, seed, overwrite=overwrite)
     click.echo(f"wrote {task_name} sample ({n_train}/{n_dev}/{n_test}) to {path}")

@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from tft.errors import DownloadError
+from tft.console import on_terminal
 from tft.fsutil import atomic_dir, file_sha256
 from tft.tasks import Archive
 
@@ -57,7 +58,7 @@ def _download(url: str, dest: Path, timeout: float) -> None:
             expected = int(response.headers.get("Content-Length") or 0) or None
             received = 0
             with tqdm(total=expected, unit="B", unit_scale=True, desc=f"downloading {dest.name}",
-                      disable=None, leave=False) as bar:
+                      disable=not on_terminal(), leave=False) as bar:
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
                     received += len(chunk)

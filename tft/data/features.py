@@ -13,7 +13,7 @@ from tokenizers import Tokenizer
 
 from tft.data.readers import TextExample, TokenExample
 from tft.errors import TftError
-from tft.predictions import split_words
+from tft.predictions import max_chars_for, split_words
 from tft.tasks import REGRESSION
 
 IGNORE_INDEX = -100  # label of sub-tokens after the first, and of special tokens: not scored
@@ -23,6 +23,7 @@ IGNORE_INDEX = -100  # label of sub-tokens after the first, and of special token
 class Encoded:
     features: list[dict]
     truncated: int  # examples cut at max_length
+    capped: int = 0  # texts cut at max_chars before tokenizing
 
     def __len__(self):
         return len(self.features)
@@ -55,10 +56,13 @@ def _inputs(enc, names) -> dict:
     return out
 
 
-def encode_texts(examples: list[TextExample], tokenizer, max_length: int, label2id: dict | None, kind: str) -> Encoded:
+def encode_texts(examples: list[TextExample], tokenizer, max_length: int, label2id: dict | None, kind: str,
+                 max_chars: int | None = None) -> Encoded:
     tok = backend_tokenizer(tokenizer, max_length)
     names = model_input_names(tokenizer)
-    pairs = [ex.text if ex.text_pair is None else (ex.text, ex.text_pair) for ex in examples]
+    limit = max_chars_for(max_length, max_chars)
+    capped = sum(len(ex.text) > limit or len(ex.text_pair or "") > limit for ex in examples)
+    pairs = [ex.text[:limit] if ex.text_pair is None else (ex.text[:limit], ex.text_pair[:limit]) for ex in examples]
     encodings = tok.encode_batch(pairs)
     features, truncated = [], 0
     for ex, enc in zip(examples, encodings):
@@ -67,7 +71,7 @@ def encode_texts(examples: list[TextExample], tokenizer, max_length: int, label2
         if ex.label is not None and label2id is not None:
             feat["labels"] = float(ex.label) if kind == REGRESSION else label2id[ex.label]
         features.append(feat)
-    return Encoded(features, truncated)
+    return Encoded(features, truncated, capped)
 
 
 def align_labels(word_ids: list[int | None], word_tags: list[str], label2id: dict) -> list[int]:
@@ -82,10 +86,13 @@ def align_labels(word_ids: list[int | None], word_tags: list[str], label2id: dic
     return labels
 
 
-def encode_tokens(examples: list[TokenExample], tokenizer, max_length: int, label2id: dict | None) -> Encoded:
+def encode_tokens(examples: list[TokenExample], tokenizer, max_length: int, label2id: dict | None,
+                  max_chars: int | None = None) -> Encoded:
     tok = backend_tokenizer(tokenizer, max_length)
     names = model_input_names(tokenizer)
-    encodings = tok.encode_batch([ex.tokens for ex in examples], is_pretokenized=True)
+    limit = max_chars_for(max_length, max_chars)
+    capped = sum(len(ex.tokens) > limit or any(len(t) > limit for t in ex.tokens) for ex in examples)
+    encodings = tok.encode_batch([[t[:limit] for t in ex.tokens[:limit]] for ex in examples], is_pretokenized=True)
     features, truncated = [], 0
     for ex, enc in zip(examples, encodings):
         feat = _inputs(enc, names)
@@ -93,14 +100,19 @@ def encode_tokens(examples: list[TokenExample], tokenizer, max_length: int, labe
         if ex.tags is not None and label2id is not None:
             feat["labels"] = align_labels(enc.word_ids, ex.tags, label2id)
         features.append(feat)
-    return Encoded(features, truncated)
+    return Encoded(features, truncated, capped)
 
 
 def encode_for_inference(texts: list[str], pairs: list[str] | None, tokenizer, max_length: int,
-                         token_task: bool, word_joiner: str = " ") -> list[dict]:
-    """Raw texts -> model inputs; NER inputs also carry `word_ids` (-1 for special tokens)."""
+                         token_task: bool, word_joiner: str = " ", max_chars: int | None = None) -> list[dict]:
+    """Raw texts -> model inputs; NER inputs also carry `word_ids` (-1 for special tokens).
+
+    Texts are cut at max_chars first, exactly as the served tokenizer step does."""
     tok = backend_tokenizer(tokenizer, max_length)
     names = model_input_names(tokenizer)
+    limit = max_chars_for(max_length, max_chars)
+    texts = [t[:limit] for t in texts]
+    pairs = None if pairs is None else [p[:limit] for p in pairs]
     if token_task:
         words = [[w for w, _, _ in split_words(t, word_joiner)] for t in texts]
         encodings = tok.encode_batch(words, is_pretokenized=True)
@@ -115,12 +127,13 @@ def encode_for_inference(texts: list[str], pairs: list[str] | None, tokenizer, m
     return out
 
 
-def encode(examples: list, tokenizer, max_length: int, labels: tuple[str, ...], kind: str) -> Encoded:
+def encode(examples: list, tokenizer, max_length: int, labels: tuple[str, ...], kind: str,
+           max_chars: int | None = None) -> Encoded:
     """Turn examples of any task kind into features with labels (when the examples have them)."""
     label2id = {label: i for i, label in enumerate(labels)} if labels else None
     if examples and isinstance(examples[0], TokenExample):
-        return encode_tokens(examples, tokenizer, max_length, label2id)
-    return encode_texts(examples, tokenizer, max_length, label2id, kind)
+        return encode_tokens(examples, tokenizer, max_length, label2id, max_chars)
+    return encode_texts(examples, tokenizer, max_length, label2id, kind, max_chars)
 
 
 def make_collator(tokenizer, token_task: bool):

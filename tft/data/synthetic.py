@@ -12,7 +12,7 @@ import json
 import random
 from pathlib import Path
 
-from tft.fsutil import atomic_dir
+from tft.fsutil import atomic_dir, check_output_dir
 
 PRODUCTS = ["花呗", "借呗", "余额宝", "信用卡", "网商贷", "支付宝", "银行卡", "蚂蚁森林"]
 INTENTS = {
@@ -77,15 +77,26 @@ def cluener_rows(n: int, rng: random.Random) -> list[dict]:
     return rows
 
 
-def write_sample(task: str, out: str | Path, train: int = 3000, dev: int = 500, test: int = 200, seed: int = 0) -> Path:
-    """Write train/dev/test files for `task` ('afqmc' or 'cluener') into `out`, atomically."""
+SAMPLE_MARKER = "tft-sample.json"
+
+
+def write_sample(task: str, out: str | Path, train: int = 3000, dev: int = 500, test: int = 200, seed: int = 0,
+                 overwrite: bool = False) -> Path:
+    """Write train/dev/test files for `task` ('afqmc' or 'cluener') into `out`, atomically.
+
+    An existing `out` is replaced only if it is an earlier sample (its marker file is there) and
+    `overwrite` is set; a folder of anything else is refused.
+    """
+    replace = check_output_dir(out, what="data sample", marker=SAMPLE_MARKER, option="--out", overwrite=overwrite)
     rng = random.Random(seed)
     make = {"afqmc": afqmc_rows, "cluener": cluener_rows}[task]
     splits = {"train": make(train, rng), "dev": make(dev, rng), "test": make(test, rng)}
     for i, row in enumerate(splits["test"]):
         row.pop("label")
         splits["test"][i] = {"id": i, **row}
-    with atomic_dir(out, overwrite=True) as tmp:
+    with atomic_dir(out, overwrite=replace) as tmp:
+        (Path(tmp) / SAMPLE_MARKER).write_text(json.dumps({"task": task, "train": train, "dev": dev, "test": test,
+                                                           "seed": seed}) + "\n", encoding="utf-8")
         for split, rows in splits.items():
             with open(Path(tmp) / f"{split}.json", "w", encoding="utf-8") as f:
                 for row in rows:

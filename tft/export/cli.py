@@ -11,22 +11,23 @@ import click
 @click.option("--int8", is_flag=True, help="Also write a dynamically quantized int8 ONNX model (CPU).")
 @click.option("--fp16", is_flag=True, help="Also write an fp16 ONNX model (GPU; LayerNorm/Softmax kept fp32).")
 @click.option("--trt", is_flag=True, help="Also build a TensorRT fp16 engine (NVIDIA GPU + tft[trt]).")
-@click.option("--opset", default=17, show_default=True, help="ONNX opset (17+ keeps LayerNormalization whole).")
+@click.option("--opset", default=17, show_default=True, type=click.IntRange(17, 23), help="ONNX opset (17+ keeps LayerNormalization whole).")
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript", show_default=True,
               help="PyTorch ONNX exporter; torchscript fuses fully in ONNX Runtime.")
-@click.option("--max-batch", default=64, show_default=True, help="Largest batch served (parity and TensorRT profile).")
-@click.option("--max-seq-length", type=int, help="Longest sequence served.  [default: the checkpoint's]")
-@click.option("--opt-batch", default=8, show_default=True, help="TensorRT profile: batch size to optimize for.")
-@click.option("--opt-seq-length", type=int, help="TensorRT profile: sequence length to optimize for.  [default: min(max, 128)]")
-@click.option("--parity-samples", default=512, show_default=True, help="Dev examples compared against PyTorch.")
+@click.option("--max-batch", default=64, show_default=True, type=click.IntRange(1, 4096), help="Largest batch served (parity and TensorRT profile).")
+@click.option("--max-seq-length", type=click.IntRange(1, 8192), help="Longest sequence served.  [default: the checkpoint's]")
+@click.option("--opt-batch", type=click.IntRange(1, 4096), help="TensorRT profile: batch size to optimize for.  [default: min(8, max batch)]")
+@click.option("--opt-seq-length", type=click.IntRange(1, 8192), help="TensorRT profile: sequence length to optimize for.  [default: min(max, 128)]")
+@click.option("--parity-samples", default=512, show_default=True, type=click.IntRange(1), help="Dev examples compared against PyTorch.")
 @click.option("--parity-data", type=click.Path(exists=True, dir_okay=False), help="Compare on this file (task format) instead of dev.")
-@click.option("--atol-fp32", type=float, help="fp32 max |logit diff|.  [default: 1e-4]")
-@click.option("--atol-fp16", type=float, help="fp16 max |logit diff|.  [default: 1e-2]")
-@click.option("--int8-min-agreement", type=float, help="int8: least prediction agreement.  [default: 0.99]")
-@click.option("--int8-max-metric-drop", type=float, help="int8: largest dev metric drop (fraction).  [default: 0.01]")
+@click.option("--atol-fp32", type=click.FloatRange(0), help="fp32 max |logit diff|.  [default: 1e-4]")
+@click.option("--atol-fp16", type=click.FloatRange(0), help="fp16 max |logit diff|.  [default: 1e-2]")
+@click.option("--int8-min-agreement", type=click.FloatRange(0, 1), help="int8: least prediction agreement.  [default: 0.99]")
+@click.option("--int8-max-metric-drop", type=click.FloatRange(0, 1), help="int8: largest dev metric drop (fraction).  [default: 0.01]")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export in --output-dir (never a folder of other files).")
 def export_command(checkpoint, output_dir, int8, fp16, trt, opset, exporter, max_batch, max_seq_length, opt_batch,
                    opt_seq_length, parity_samples, parity_data, atol_fp32, atol_fp16, int8_min_agreement,
-                   int8_max_metric_drop):
+                   int8_max_metric_drop, overwrite):
     """Export a checkpoint to ONNX (and TensorRT), proving each artifact against PyTorch.
 
     Every artifact is compared with PyTorch on dev examples and edge shapes (batch 1, the max batch,
@@ -52,5 +53,6 @@ def export_command(checkpoint, output_dir, int8, fp16, trt, opset, exporter, max
         thresholds["int8"]["max_metric_drop"] = int8_max_metric_drop
     out = run_export(checkpoint, output_dir, int8=int8, fp16=fp16, trt=trt, opset=opset, max_batch=max_batch,
                      max_seq_length=max_seq_length, parity_samples=parity_samples, parity_data=parity_data,
-                     exporter=exporter, thresholds=thresholds, opt_batch=opt_batch, opt_seq_length=opt_seq_length)
+                     exporter=exporter, thresholds=thresholds, opt_batch=opt_batch, opt_seq_length=opt_seq_length,
+                     overwrite=overwrite)
     click.echo(f"export: {out}")

@@ -67,6 +67,7 @@ def parity_batches(features: list[dict], names, max_batch: int, max_len: int, vo
                    cls_id: int, sep_id: int, batch_size: int = 32) -> list[tuple[str, dict, list]]:
     """(label, inputs, labels-or-None per row) for dev batches and synthetic edge shapes."""
     out = []
+    batch_size = min(batch_size, max_batch)  # never beyond the profile that TensorRT was built for
     for start in range(0, len(features), batch_size):
         chunk = features[start:start + batch_size]
         out.append(("dev", pad_batch(chunk, names), [f.get("labels") for f in chunk]))

@@ -17,12 +17,12 @@ import torch
 from tft.data.dataset import load_dataset
 from tft.data.features import encode
 from tft.export import onnx_export, quantize
-from tft.export.config import onnx_config_for
+from tft.export.config import ExportError, onnx_config_for
 from tft.export.parity import THRESHOLDS, compare, parity_batches
 from tft.export.runtime import EXPORT_MANIFEST, OrtModel
-from tft.fsutil import atomic_dir, atomic_write_json, file_sha256
+from tft.fsutil import atomic_dir, atomic_write_json, check_output_dir, file_sha256
 from tft.manifest import now, read_checkpoint_manifest, versions
-from tft.train.predict import task_of
+from tft.train.predict import items_from_examples, task_of
 
 log = logging.getLogger("tft")
 EXPORT_FORMAT = "tft.export/1"
@@ -49,28 +49,62 @@ def parity_inputs(checkpoint_manifest, tokenizer, hf_config, max_batch, max_len,
         ds = load_dataset(task, checkpoint_manifest["data_dir"], ("dev",), labels=labels)
         examples = ds["dev"].examples
     examples = examples[:samples]
-    features = encode(examples, tokenizer, max_len, labels, task.kind).features
+    if not examples:
+        raise ExportError(f"no examples to check parity on{' in ' + str(parity_data) if parity_data else ''}")
+    features = encode(examples, tokenizer, max_len, labels, task.kind, checkpoint_manifest.get("max_chars")).features
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in features[0]]
+    canary = items_from_examples(examples[:1], task)[0]
     return parity_batches(features, names, max_batch, max_len, hf_config.vocab_size,
-                          tokenizer.cls_token_id or 0, tokenizer.sep_token_id or 0)
+                          tokenizer.cls_token_id or 0, tokenizer.sep_token_id or 0), canary
+
+
+def check_shapes(max_batch: int, max_len: int, opt_batch: int, opt_len: int | None, positions: int | None) -> None:
+    """Profile and parity shapes, checked before any export work (one line each)."""
+    for option, value in (("--max-batch", max_batch), ("--max-seq-length", max_len), ("--opt-batch", opt_batch),
+                          ("--opt-seq-length", opt_len)):
+        if value is not None and value < 1:
+            raise ExportError(f"{option} {value}: must be at least 1")
+    if opt_batch > max_batch:
+        raise ExportError(f"--opt-batch {opt_batch}: must not exceed --max-batch {max_batch}")
+    if opt_len is not None and opt_len > max_len:
+        raise ExportError(f"--opt-seq-length {opt_len}: must not exceed --max-seq-length {max_len}")
+    if positions and max_len > positions:
+        raise ExportError(f"--max-seq-length {max_len}: the model has {positions} positions")
+
+
+def check_labels(cm: dict, hf_config, checkpoint: Path) -> None:
+    """The label list in tft.json must match the model's outputs (a hand-edited tft.json would mislabel answers)."""
+    if cm["kind"] == "regression":
+        return
+    if len(cm["labels"]) != hf_config.num_labels:
+        raise ExportError(f"{checkpoint / 'tft.json'}: lists {len(cm['labels'])} labels but the model has "
+                          f"{hf_config.num_labels} outputs; was tft.json edited?")
 
 
 def run_export(checkpoint, output_dir=None, *, int8=False, fp16=False, trt=False, opset=17, max_batch=64,
                max_seq_length=None, parity_samples=512, parity_data=None, exporter="torchscript",
-               thresholds=None, opt_batch=8, opt_seq_length=None, optimize=True) -> Path:
+               thresholds=None, opt_batch=None, opt_seq_length=None, optimize=True, overwrite=False) -> Path:
     from transformers import AutoConfig, AutoTokenizer
 
     checkpoint = Path(checkpoint)
     cm = read_checkpoint_manifest(checkpoint)
     out = Path(output_dir) if output_dir else default_output_dir(checkpoint)
+    run_dir = checkpoint.parent if checkpoint.name == "best" else None
+    replace = check_output_dir(out, what="export", marker=EXPORT_MANIFEST, overwrite=overwrite,
+                               protect=(checkpoint, run_dir))
     max_len = max_seq_length or cm["max_seq_length"]
     thresholds = {**THRESHOLDS, **(thresholds or {})}
     token_task = cm["kind"] == "token_classification"
+    if parity_samples < 1:
+        raise ExportError(f"--parity-samples {parity_samples}: must be at least 1")
     hf_config = AutoConfig.from_pretrained(checkpoint)
+    opt_batch = opt_batch or min(8, max_batch)
+    check_shapes(max_batch, max_len, opt_batch, opt_seq_length, getattr(hf_config, "max_position_embeddings", None))
+    check_labels(cm, hf_config, checkpoint)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     cfg = onnx_config_for(cm, hf_config, opset)
     model = onnx_export.load_for_export(checkpoint, token_task)
-    batches = parity_inputs(cm, tokenizer, hf_config, max_batch, max_len, parity_samples, parity_data)
+    batches, canary = parity_inputs(cm, tokenizer, hf_config, max_batch, max_len, parity_samples, parity_data)
     batches = [(n, {k: v for k, v in b.items() if k in cfg.inputs}, lab) for n, b, lab in batches]
 
     @torch.no_grad()
@@ -93,7 +127,7 @@ def run_export(checkpoint, output_dir=None, *, int8=False, fp16=False, trt=False
                           "sha256": file_sha256(path), "bytes": Path(path).stat().st_size, "parity": result.to_dict(),
                           **(extra or {})})
 
-    with atomic_dir(out, overwrite=True) as tmp:
+    with atomic_dir(out, overwrite=replace) as tmp:
         start = time.perf_counter()
         fp32 = onnx_export.export_onnx(model, cfg, tmp / "model.onnx", exporter)
         log.info("exported %s with the %s exporter in %.1fs", fp32.name, exporter, time.perf_counter() - start)
@@ -107,15 +141,19 @@ def run_export(checkpoint, output_dir=None, *, int8=False, fp16=False, trt=False
         if fp16:
             # from the un-fused graph: a per-op fp32 block list cannot split ORT's fused Attention
             check("fp16", "fp16", quantize.convert_fp16(fp32, tmp / "model.fp16.onnx"))
+        files = {}
         for name in TOKENIZER_FILES:
             if (checkpoint / name).exists():
                 shutil.copy(checkpoint / name, tmp / name)
+                files[name] = file_sha256(tmp / name)
         manifest = {
             "format": EXPORT_FORMAT, "task": cm["task"], "kind": cm["kind"], "labels": list(labels),
             "inputs": [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in cfg.inputs],
             "outputs": [{"name": cfg.output, "dtype": "float32", "shape": cfg.output_shape()}],
             "max_batch": max_batch, "max_seq_length": max_len, "opset": opset, "model_type": cfg.model_type,
-            "artifacts": artifacts, "tokenizer": "tokenizer.json", "checkpoint": str(checkpoint.resolve()),
+            "artifacts": artifacts, "tokenizer": "tokenizer.json", "files": files,
+            # a real example (the first parity text) that health checks send to the served model
+            "canary": {k: v for k, v in canary.items() if k in ("text", "text_pair")}, "checkpoint": str(checkpoint.resolve()),
             "checkpoint_manifest": cm, "created": now(), "versions": {**versions(), **_onnx_versions()},
         }
         atomic_write_json(tmp / EXPORT_MANIFEST, manifest)

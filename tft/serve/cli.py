@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -38,13 +37,13 @@ def serve_group():
               "Triton); onnxruntime / tensorrt: Triton's own backends (NVIDIA's Triton container).")
 @click.option("--artifact", help="Export artifact to serve (fp32, fp32-optimized, int8, fp16, tensorrt-fp16). "
               "Default: fp32, or tensorrt-fp16 with --backend tensorrt.")
-@click.option("--max-batch", type=int, help="max_batch_size of every model. Default: the export's max batch.")
-@click.option("--instances", default=1, show_default=True, type=int, help="Instances of each model.")
-@click.option("--queue-delay-us", default=2000, show_default=True, type=int,
+@click.option("--max-batch", type=click.IntRange(1, 4096), help="max_batch_size of every model. Default: the export's max batch.")
+@click.option("--instances", default=1, show_default=True, type=click.IntRange(1, 256), help="Instances of each model.")
+@click.option("--queue-delay-us", default=2000, show_default=True, type=click.IntRange(0, 10_000_000),
               help="Dynamic batcher: how long a request may wait for others to batch with.")
 @click.option("--no-dynamic-batching", is_flag=True, help="Serve each request as it comes (for comparison).")
-@click.option("--threads", default=0, type=int, help="ONNX Runtime threads per model instance (0: its default).")
-@click.option("--max-chars", default=0, type=int,
+@click.option("--threads", default=0, type=click.IntRange(0, 1024), help="ONNX Runtime threads per model instance (0: its default).")
+@click.option("--max-chars", default=0, type=click.IntRange(0),
               help="Cap on characters per text, applied before tokenizing (default 32 x max_seq_length, >= 4096).")
 def build_command(export_dir, repository, name, backend, artifact, max_batch, instances, queue_delay_us,
                   no_dynamic_batching, threads, max_chars):
@@ -68,11 +67,11 @@ def build_command(export_dir, repository, name, backend, artifact, max_batch, in
               type=click.Path(file_okay=False, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind. 127.0.0.1 keeps the server local; see docs/serving.md before exposing it.")
-@click.option("--grpc-port", default=8001, show_default=True, type=int)
-@click.option("--http-port", default=8000, show_default=True, type=int)
-@click.option("--metrics-port", default=8002, show_default=True, type=int)
+@click.option("--grpc-port", default=8001, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--http-port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--metrics-port", default=8002, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--model", "models", multiple=True, help="Load only these models (repeatable). Default: all.")
-@click.option("--health-interval", default=5.0, show_default=True, type=float,
+@click.option("--health-interval", default=5.0, show_default=True, type=click.FloatRange(0, 3600),
               help="Seconds between canary inferences; a failing model is reloaded. 0 turns the loop off.")
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Triton's log (default: a temporary file, printed on failure).")
@@ -84,19 +83,21 @@ def start_command(repository, host, grpc_port, http_port, metrics_port, models, 
                   ready_file, extra):
     """Run the embedded Triton (the `tritonserver` binary of nvidia-pytriton, CPU, Python backend) in the
     foreground until Ctrl-C. Waits for the models to be ready and prints the endpoints."""
-    from tft.fsutil import atomic_write_json
-    from tft.serve.repository import read_serve_manifests
-    from tft.serve.server import HealthLoop, Ports, TritonServer
+    from tft.fsutil import atomic_write_json, check_output_file
+    from tft.serve.repository import check_integrity, read_serve_manifests
+    from tft.serve.server import HealthLoop, Ports, TritonServer, serve_until_stopped, stop_on_signals
 
-    server = TritonServer(repository, Ports(grpc_port, http_port, metrics_port), host=host,
-                          models=list(models) or None, log_file=log_file, extra_args=list(extra))
-    stop = {"signal": None}
-
-    def on_signal(signum, _frame):
-        stop["signal"] = signum
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
+    ports = Ports(grpc_port, http_port, metrics_port)
+    if len({ports.grpc, ports.http, ports.metrics}) < 3:
+        raise click.UsageError("--grpc-port, --http-port and --metrics-port must differ")
+    if ready_file:
+        check_output_file(ready_file, option="--ready-file", overwrite=True)
+    if repository.is_dir():
+        checked = check_integrity(repository)
+        log.info("repository %s: %d files match their build records", repository, checked)
+    server = TritonServer(repository, ports, host=host, models=list(models) or None, log_file=log_file,
+                          extra_args=list(extra))
+    stop_on_signals()
     health = None
     try:
         server.start()
@@ -117,8 +118,7 @@ def start_command(repository, host, grpc_port, http_port, metrics_port, models, 
         if health_interval > 0 and canaries:
             health = HealthLoop(server, canaries, interval=health_interval)
             health.start()
-        code = server.process.wait()
-        raise TftError(f"tritonserver exited with status {code}:\n{server.log_tail()}")
+        serve_until_stopped(server, health)
     except KeyboardInterrupt:
         click.echo("stopping Triton", err=True)
     finally:
@@ -155,8 +155,9 @@ def client_options(f):
                      help="Client certificate for mutual TLS."),
         click.option("-H", "--header", "headers", multiple=True,
                      help="Extra gRPC metadata, e.g. -H 'authorization: Bearer T' (repeatable)."),
-        click.option("--timeout", default=30.0, show_default=True, type=float, help="Seconds per request."),
-        click.option("--retries", default=8, show_default=True, type=int,
+        click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0, 86400, min_open=True),
+                     help="Seconds per request."),
+        click.option("--retries", default=8, show_default=True, type=click.IntRange(0, 100),
                      help="Retries of an unavailable server or crashed model, with exponential backoff."),
     ]):
         f = option(f)
@@ -187,27 +188,6 @@ def _items(info, texts, input_path):
     return [{"id": f"arg-{i}", "text": t} for i, t in enumerate(texts)]
 
 
-def _resume_point(partial: Path, items: list[dict]) -> int:
-    """Count the complete lines of an interrupted run, drop a torn last line, check they match the input."""
-    data = partial.read_bytes()
-    complete = data[: data.rfind(b"\n") + 1]
-    if len(complete) != len(data):
-        with open(partial, "r+b") as f:
-            f.truncate(len(complete))
-    lines = complete.decode("utf-8").splitlines()
-    if len(lines) > len(items):
-        raise TftError(f"{partial}: has {len(lines)} answers but the input has {len(items)} items")
-    for number, line in enumerate(lines, 1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise TftError(f"{partial}:{number}: not a JSON line; delete the file to start over") from None
-        if record.get("id") != items[number - 1].get("id"):
-            raise TftError(f"{partial}:{number}: answers input {record.get('id')!r}, but input {number} is "
-                           f"{items[number - 1].get('id')!r}; is this the output of another input file?")
-    return len(lines)
-
-
 @click.command("infer")
 @click.argument("texts", nargs=-1)
 @client_options
@@ -215,12 +195,14 @@ def _resume_point(partial: Path, items: list[dict]) -> int:
               help="The task's own file format, or .txt lines (pairs tab-separated).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="JSON lines, in input order (default: stdout).")
-@click.option("--batch-size", default=32, show_default=True, type=int, help="Texts per request.")
-@click.option("--concurrency", default=8, show_default=True, type=int, help="Requests in flight.")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run from OUTPUT.partial.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096), help="Texts per request.")
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 1024), help="Requests in flight.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from OUTPUT.partial (inputs whose text "
+              "changed are asked again).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
 @click.pass_context
 def infer_command(ctx, texts, url, model, ssl, root_certificates, private_key, certificate_chain, headers, timeout,
-                  retries, input_path, output, batch_size, concurrency, resume):
+                  retries, input_path, output, batch_size, concurrency, resume, overwrite):
     """Send texts to a served model over gRPC; print or write labels/scores or entities.
 
     \b
@@ -229,10 +211,13 @@ def infer_command(ctx, texts, url, model, ssl, root_certificates, private_key, c
     Answers are written to OUTPUT.partial as they arrive (complete lines, input order) and renamed to
     OUTPUT when every input is answered; after a failure, --resume sends only what is missing.
     """
-    from tft.serve.client import Client, OrderedWriter
+    if resume and output is None:
+        raise click.UsageError("--resume needs -o OUTPUT")
+    from tft.fsutil import check_output_file
+    from tft.serve.client import Client, OrderedWriter, PartialOutput
 
-    if batch_size < 1 or concurrency < 1:
-        raise click.BadParameter("--batch-size and --concurrency must be at least 1")
+    if output is not None and not resume:
+        check_output_file(output, overwrite=overwrite, inputs=[input_path])
     opts = _client_options(url, ssl, root_certificates, private_key, certificate_chain, headers, timeout, retries)
     client = Client(options=opts)
     info = client.info(model)
@@ -243,32 +228,27 @@ def infer_command(ctx, texts, url, model, ssl, root_certificates, private_key, c
         for item, answer in zip(items, answers):
             if answer is not None:
                 click.echo(json.dumps({**item, **answer}, ensure_ascii=False))
+        todo = items
     else:
-        partial = output.with_name(output.name + ".partial")
-        done = 0
-        if resume:
-            if not partial.exists():
-                raise TftError(f"{partial}: nothing to resume (no interrupted run)")
-            done = _resume_point(partial, items)
-        elif partial.exists():
-            raise TftError(f"{partial} exists from an interrupted run: add --resume to finish it, or delete it")
-        output.parent.mkdir(parents=True, exist_ok=True)
-        todo = items[done:]
-        with open(partial, "a" if resume else "w", encoding="utf-8") as handle:
+        partial = PartialOutput(output, items, resume)
+        todo = partial.todo
+        with partial.open() as handle:
             writer = OrderedWriter(handle, todo)
             answers, stats = client.infer(model, todo, batch_size, concurrency, on_answer=writer,
                                           progress=not quiet)
             handle.flush()
             os.fsync(handle.fileno())
         if stats.unanswered == 0:
-            os.replace(partial, output)
+            partial.finish(answers)
         if resume:
-            click.echo(f"resumed after {done} answered inputs", err=True)
+            click.echo(f"resumed: {len(items) - len(todo)} answers kept, {len(todo)} inputs sent"
+                       + (f", {partial.stale} answers for texts no longer in the input dropped" if partial.stale
+                          else ""), err=True)
     rate = f"{stats.throughput:.1f} texts/s" if stats.seconds else ""
-    click.echo(f"answered {stats.answered} of {len(items) if output is None else len(items) - done} inputs in "
-               f"{stats.seconds:.2f}s ({rate}), {stats.retries} retries", err=True)
+    click.echo(f"answered {stats.answered} of {len(todo)} inputs in {stats.seconds:.2f}s ({rate}), "
+               f"{stats.retries} retries", err=True)
     if stats.unanswered:
-        where = f"; answers so far are in {partial}, run again with --resume" if output else ""
+        where = f"; answers so far are in {partial.path}, run again with --resume" if output else ""
         raise TftError(f"{stats.unanswered} inputs unanswered: {stats.first_error}{where}")
     if stats.failed:
         raise TftError(f"{stats.failed} inputs refused by the server (see their \"error\" field); "
@@ -280,15 +260,20 @@ def infer_command(ctx, texts, url, model, ssl, root_certificates, private_key, c
 @click.option("-i", "--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Real texts to send (the task's file format or .txt lines), cycled.")
 @click.option("--concurrency", default="1,4,16", show_default=True, help="Comma-separated levels.")
-@click.option("--requests", default=500, show_default=True, type=int, help="Timed requests per level.")
-@click.option("--batch-size", default=1, show_default=True, type=int, help="Texts per request.")
-@click.option("--warmup", default=20, show_default=True, type=int, help="Untimed requests first.")
+@click.option("--requests", default=500, show_default=True, type=click.IntRange(1), help="Timed requests per level.")
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(1, 4096), help="Texts per request.")
+@click.option("--warmup", default=20, show_default=True, type=click.IntRange(0), help="Untimed requests first.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the rows as JSON.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG chart.")
+@click.option("--overwrite", is_flag=True, help="Replace existing --json / --plot files.")
 def bench_command(url, model, ssl, root_certificates, private_key, certificate_chain, headers, timeout, retries,
-                  input_path, concurrency, requests, batch_size, warmup, json_out, plot_out):
+                  input_path, concurrency, requests, batch_size, warmup, json_out, plot_out, overwrite):
     """Throughput and p50/p95/p99 latency of a served model at each concurrency level."""
-    from tft.fsutil import atomic_write_json
+    from tft.fsutil import atomic_write_json, check_output_file
+
+    for option, path in (("--json", json_out), ("--plot", plot_out)):
+        if path:
+            check_output_file(path, option=option, overwrite=overwrite, inputs=[input_path])
     from tft.serve import bench as bench_mod
     from tft.serve.client import Client
 
@@ -296,8 +281,8 @@ def bench_command(url, model, ssl, root_certificates, private_key, certificate_c
         levels = [int(c) for c in concurrency.split(",") if c.strip()]
     except ValueError:
         raise click.BadParameter(f"{concurrency!r}: expected numbers like 1,4,16", param_hint="--concurrency") from None
-    if not levels or min(levels) < 1 or requests < 1 or batch_size < 1:
-        raise click.BadParameter("levels, --requests and --batch-size must be at least 1")
+    if not levels or min(levels) < 1 or max(levels) > 1024:
+        raise click.BadParameter(f"{concurrency!r}: levels from 1 to 1024", param_hint="--concurrency")
     opts = _client_options(url, ssl, root_certificates, private_key, certificate_chain, headers, timeout, retries)
     info = Client(options=opts).info(model)
     items = _items(info, (), input_path)

@@ -96,9 +96,12 @@ def text_inputs(module, texts: list, pairs: list | None):
 
 
 def canary_inputs(spec: dict):
+    """The serve record's canary (a real example text) as inputs for one health-check request."""
     import tritonclient.grpc as grpcclient
 
-    return text_inputs(grpcclient, ["canary"], ["canary"] if spec.get("pair") else None)
+    canary = spec.get("canary") or {"text": "canary", "text_pair": "canary"}
+    return text_inputs(grpcclient, [canary["text"]], [canary.get("text_pair") or canary["text"]]
+                       if spec.get("pair") else None)
 
 
 def decode_answers(result, info: ModelInfo, n: int) -> list[dict]:
@@ -230,7 +233,10 @@ class Client:
         queue: asyncio.Queue = asyncio.Queue()
         for b in batches:
             queue.put_nowait(b)
-        bar = tqdm(total=len(items), desc=f"infer {model}", unit="text", disable=not progress, leave=False)
+        from tft.console import on_terminal
+
+        bar = tqdm(total=len(items), desc=f"infer {model}", unit="text", disable=not (progress and on_terminal()),
+                   leave=False)
         client = aio.InferenceServerClient(self.opts.url, **_ssl_kwargs(self.opts))
         down = asyncio.Event()
 
@@ -290,3 +296,70 @@ class OrderedWriter:
     def __call__(self, index: int, answer: dict) -> None:
         self.handle.write(json.dumps({**self.items[index], **answer}, ensure_ascii=False) + "\n")
         self.handle.flush()  # a whole line per write: a killed client leaves only complete lines
+
+
+ANSWER_FIELDS = ("label", "score", "entities")
+
+
+def item_key(item: dict) -> str:
+    """An input's identity for resuming: its text (and pair), not its position or id."""
+    import hashlib
+
+    raw = json.dumps([item.get("text"), item.get("text_pair")], ensure_ascii=False)
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
+
+
+class PartialOutput:
+    """`OUT.partial`, the answers of an unfinished `tft infer -o OUT`, one complete JSON line each.
+
+    Resuming keeps each answer whose input text is still in the input, whatever its position, and
+    redoes inputs that are new or whose text changed; `finish` writes OUT in input order, atomically.
+    """
+
+    def __init__(self, output, items: list[dict], resume: bool):
+        from pathlib import Path
+
+        self.output = Path(output)
+        self.path = self.output.with_name(self.output.name + ".partial")
+        self.items = items
+        self.known: dict[str, dict] = {}
+        self.stale = 0
+        if resume:
+            if not self.path.exists():
+                raise TftError(f"{self.path}: nothing to resume (no interrupted run)")
+            self._read()
+        elif self.path.exists():
+            raise TftError(f"{self.path} exists from an interrupted run: add --resume to finish it, or delete it")
+        keys = [item_key(i) for i in items]
+        wanted = set(keys)
+        self.stale = sum(k not in wanted for k in self.known)
+        self.todo = [item for item, k in zip(items, keys) if k not in self.known]
+
+    def _read(self) -> None:
+        data = self.path.read_bytes()
+        complete = data[: data.rfind(b"\n") + 1]  # a killed writer may leave a torn last line
+        for number, line in enumerate(complete.decode("utf-8", errors="replace").splitlines(), 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise TftError(f"{self.path}:{number}: not a JSON line; delete the file to start over") from None
+            if not isinstance(record, dict) or "text" not in record:
+                raise TftError(f"{self.path}:{number}: not an answer record of `tft infer`; delete the file to "
+                               "start over")
+            if "error" not in record:  # refused inputs are asked again
+                self.known[item_key(record)] = {k: record[k] for k in ANSWER_FIELDS if k in record}
+
+    def open(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return open(self.path, "a", encoding="utf-8")
+
+    def finish(self, new_answers: list[dict | None]) -> None:
+        """All inputs answered: OUT in input order (kept answers and new ones), then drop the partial."""
+        from tft.fsutil import atomic_write_text
+
+        answers = dict(self.known)
+        for item, answer in zip(self.todo, new_answers):
+            answers[item_key(item)] = answer
+        lines = [json.dumps({**item, **answers[item_key(item)]}, ensure_ascii=False) + "\n" for item in self.items]
+        atomic_write_text(self.output, "".join(lines))
+        self.path.unlink(missing_ok=True)

@@ -6,10 +6,17 @@
     <name>             the ensemble wiring the three: text in, answers out
 
 Every config.pbtxt is a `ModelConfig` protobuf printed with `text_format`, so its syntax is right by
-construction (and tests parse each back). A model that is new to the repository is written in a
-temporary sibling folder and renamed into place; a model that exists gets version N+1, written
-under a hidden name and renamed, then its config replaced atomically. The ensemble goes last, so it
-never points at steps that are not there yet.
+construction (and tests parse each back).
+
+A build is a transaction. Everything is validated first (the export manifest, the sha256 of each file
+it uses, the label count against the model's output, names and options); then each step gets a new
+version folder N+1, staged under a hidden name and renamed in while the step's `version_policy` still
+lists only the versions the ensemble uses; then the step configs list both; then the ensemble's
+config.pbtxt, which pins each step's version, is replaced in one rename: the commit. Whatever the
+moment a build stops, Triton loads either the old repository or the complete new one. Settings
+that differ between versions (labels, lengths, pad id) live in each version's step.json, so versions
+never share them through config.pbtxt. Each version's files are recorded with their sha256 in
+`<name>/<version>/tft-serve.json`, which `tft serve start` checks before serving.
 """
 
 from __future__ import annotations
@@ -19,7 +26,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +33,11 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tft.errors import TftError
-from tft.export.runtime import default_artifact, read_export_manifest
-from tft.fsutil import atomic_write_json, atomic_write_text
-from tft.manifest import now, versions
+from tft.export.runtime import check_file, default_artifact, read_export_manifest
+from tft.fsutil import atomic_write_json, atomic_write_text, file_sha256, make_temp_dir
+from tft.manifest import now
+from tft.manifest import versions as versions_info
+from tft.predictions import max_chars_for
 
 log = logging.getLogger("tft")
 MODELS_DIR = Path(__file__).parent / "models"
@@ -99,13 +107,14 @@ def parse_pbtxt(text: str):
 
 
 class Layout:
-    """Names and tensor shapes of one served model, from the export manifest."""
+    """Names, tensor shapes and per-version settings of one served model, from the export manifest."""
 
     def __init__(self, manifest: dict, opts: BuildOptions):
         self.manifest, self.opts = manifest, opts
+        cm = manifest["checkpoint_manifest"]
         self.token_task = manifest["kind"] == "token_classification"
         self.pair_task = manifest["kind"] == "pair_classification" or (
-            manifest["checkpoint_manifest"].get("text_pair_field") is not None and not self.token_task)
+            cm.get("text_pair_field") is not None and not self.token_task)
         self.inputs = [i["name"] for i in manifest["inputs"]]
         self.labels = manifest["labels"]
         self.num_labels = max(1, len(self.labels))
@@ -115,11 +124,34 @@ class Layout:
             f"{n}_tokenizer", f"{n}_model", f"{n}_postprocess", n)
 
     @property
+    def steps(self) -> list[str]:
+        return [self.tokenizer, self.model, self.postprocess]
+
+    @property
     def outputs(self) -> list[tuple[str, str, list[int]]]:
         if self.token_task:
             return [("ENTITIES", "TYPE_STRING", [1])]
         return [("LABEL", "TYPE_STRING", [1]), ("SCORE", "TYPE_FP32", [1])]
 
+    # -- per-version settings (step.json beside each Python-backend model.py) --------------------------
+    def tokenizer_settings(self) -> dict:
+        max_len = self.manifest["max_seq_length"]
+        cm = self.manifest["checkpoint_manifest"]
+        return {"max_seq_length": max_len, "max_chars": max_chars_for(max_len, self.opts.max_chars or cm.get("max_chars")),
+                "token_task": self.token_task, "pair_task": self.pair_task,
+                "word_joiner": cm.get("word_joiner", " "),
+                # fixed-shape backends batch only equal shapes: bucket lengths for them; Python pads ragged batches
+                "pad_to_multiple_of": 1 if self.opts.backend == "python" else 16,
+                "pad_token_id": self.manifest["pad_token_id"]}
+
+    def model_settings(self) -> dict:
+        return {"onnx_file": "model.onnx", "token_task": self.token_task, "intra_op_threads": self.opts.threads,
+                "pad_token_id": self.manifest["pad_token_id"]}
+
+    def postprocess_settings(self) -> dict:
+        return {"labels": self.labels, "token_task": self.token_task}
+
+    # -- configs (what Triton needs: backend, tensors, batching, instances) -----------------------------
     def tokenizer_config(self):
         c = mc.ModelConfig(name=self.tokenizer, backend="python")
         _batching(c, self.opts)
@@ -131,17 +163,6 @@ class Layout:
         if self.token_task:
             _tensor(c.output, "OFFSETS", "TYPE_INT64", [-1, 2])
         _instances(c, self.opts)
-        max_len = self.manifest["max_seq_length"]
-        cm = self.manifest["checkpoint_manifest"]
-        _parameters(c, {
-            "max_seq_length": max_len,
-            "max_chars": self.opts.max_chars or max(4096, 32 * max_len),
-            "token_task": int(self.token_task), "pair_task": int(self.pair_task),
-            "word_joiner": json.dumps(cm.get("word_joiner", " ")),
-            # fixed-shape backends batch only equal shapes: bucket lengths for them; Python pads ragged batches
-            "pad_to_multiple_of": 1 if self.opts.backend == "python" else 16,
-            "pad_token_id": self.manifest.get("pad_token_id", 0),
-        })
         return c
 
     def model_config(self):
@@ -149,9 +170,6 @@ class Layout:
         c = mc.ModelConfig(name=self.model)
         if backend == "python":
             c.backend = "python"
-            _parameters(c, {"onnx_file": "model.onnx", "token_task": int(self.token_task),
-                            "intra_op_threads": self.opts.threads,
-                            "pad_token_id": self.manifest.get("pad_token_id", 0)})
         elif backend == "onnxruntime":
             c.platform, c.default_model_filename = "onnxruntime_onnx", "model.onnx"
             if self.opts.threads:
@@ -175,11 +193,12 @@ class Layout:
         for name, dtype, dims in self.outputs:
             _tensor(c.output, name, dtype, dims)
         _instances(c, self.opts)
-        _parameters(c, {"labels": json.dumps(self.labels, ensure_ascii=False), "token_task": int(self.token_task)})
         return c
 
-    def ensemble_config(self):
+    def ensemble_config(self, versions: dict[str, int], record_version: int):
+        """The ensemble, pinned to one version of each step: replacing this file is a build's commit."""
         c = mc.ModelConfig(name=self.ensemble, platform="ensemble", max_batch_size=self.opts.max_batch)
+        c.version_policy.specific.versions.append(record_version)
         _tensor(c.input, "TEXT", "TYPE_STRING", [1])
         if self.pair_task:
             _tensor(c.input, "TEXT_PAIR", "TYPE_STRING", [1], optional=True)
@@ -188,7 +207,7 @@ class Layout:
 
         def step(model, inputs: dict, outputs: dict):
             s = c.ensemble_scheduling.step.add()
-            s.model_name, s.model_version = model, -1
+            s.model_name, s.model_version = model, versions[model]
             for k, v in inputs.items():
                 s.input_map[k] = v
             for k, v in outputs.items():
@@ -208,8 +227,30 @@ class Layout:
             "task": cm["task"], "kind": cm["kind"], "text_field": cm.get("text_field"),
             "text_pair_field": cm.get("text_pair_field"), "label_field": cm.get("label_field"),
             "word_joiner": cm.get("word_joiner", " "), "labels": self.labels,
-            "max_seq_length": self.manifest["max_seq_length"]}, ensure_ascii=False)})
+            "max_seq_length": self.manifest["max_seq_length"]}, ensure_ascii=False),
+            "tft_record": f"{record_version}/{SERVE_MANIFEST}"})
         return c
+
+
+def _with_versions(config, versions: list[int]):
+    c = mc.ModelConfig()
+    c.CopyFrom(config)
+    c.version_policy.Clear()
+    c.version_policy.specific.versions.extend(sorted(set(versions)))
+    return c
+
+
+def _structure(config) -> tuple:
+    """What a step's versions must share: backend and tensors (batching and instances may change)."""
+    return (config.backend, config.platform, tuple(t.SerializeToString() for t in config.input),
+            tuple(t.SerializeToString() for t in config.output))
+
+
+def read_config(path: Path):
+    try:
+        return parse_pbtxt(path.read_text(encoding="utf-8"))
+    except (OSError, text_format.ParseError) as e:
+        raise RepositoryError(f"{path}: unreadable model config ({str(e).splitlines()[0]})") from None
 
 
 def next_version(model_dir: Path) -> int:
@@ -219,45 +260,54 @@ def next_version(model_dir: Path) -> int:
 
 
 def clean_stale(repository: Path) -> None:
-    """Remove what a killed build left: hidden temporary folders (never visible to Triton as models)."""
+    """Remove what a killed build left: hidden staging folders (never visible to Triton as models)."""
     if not repository.is_dir():
         return
     for path in list(repository.glob(".*.tmp-*")) + list(repository.glob("*/.*.tmp-*")):
+        pid = path.name.split(".tmp-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and pid != str(os.getpid()) and _alive(int(pid)):
+            continue  # another build is writing right now
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _write_model(repository: Path, name: str, config, files: dict[str, Path | str | None]) -> int:
-    """Write one model (config + version folder with `files`: dest name -> source path, text or None)."""
-    model_dir = repository / name
-    version = next_version(model_dir)
-    is_new = not model_dir.exists()
-    staging_parent = repository if is_new else model_dir
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name if is_new else version}.tmp-", dir=staging_parent))
+def _alive(pid: int) -> bool:
     try:
-        vdir = (tmp / str(version)) if is_new else tmp
-        vdir.mkdir(exist_ok=True)
-        for dest, src in files.items():
-            if isinstance(src, Path):
-                try:
-                    os.link(src, vdir / dest)  # same filesystem: no copy of a large model
-                except OSError:
-                    shutil.copy2(src, vdir / dest)
-            elif src is not None:
-                (vdir / dest).write_text(src, encoding="utf-8")
-        if is_new:
-            (tmp / "config.pbtxt").write_text(to_pbtxt(config), encoding="utf-8")
-            os.replace(tmp, model_dir)
-        else:
-            os.replace(tmp, model_dir / str(version))
-            atomic_write_text(model_dir / "config.pbtxt", to_pbtxt(config))
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return version
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
-def build_repository(export_dir: str | Path, repository: str | Path, opts: BuildOptions) -> dict:
-    export_dir, repository = Path(export_dir), Path(repository)
+def _place_file(src: Path | str, dest: Path) -> None:
+    if isinstance(src, Path):
+        try:
+            os.link(src, dest)  # same filesystem: no copy of a large model
+        except OSError:
+            shutil.copy2(src, dest)
+    else:
+        dest.write_text(src, encoding="utf-8")
+
+
+def checkpoint(step: str) -> None:
+    """A point between two phases of a build; tests make it fail to prove each phase leaves a servable state."""
+
+
+def onnx_output_width(path: Path) -> int | None:
+    """The last dimension of an ONNX model's first output (its label count), if fixed."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        dims = model.graph.output[0].type.tensor_type.shape.dim
+        return dims[-1].dim_value or None if dims else None
+    except Exception:  # noqa: BLE001 - not a readable ONNX graph: the check below names it
+        raise RepositoryError(f"{path}: not a readable ONNX model") from None
+
+
+def validate(export_dir: Path, repository: Path, opts: BuildOptions) -> tuple[dict, dict, Path, Path]:
+    """Everything a build needs, checked before anything is written: (manifest, artifact, model file, tokenizer)."""
     manifest = read_export_manifest(export_dir)
     if not NAME_RE.match(opts.name):
         raise RepositoryError(f"--name {opts.name!r}: use letters, digits, '_', '-' and '.'")
@@ -268,43 +318,145 @@ def build_repository(export_dir: str | Path, repository: str | Path, opts: Build
                               f"(the export's parity was checked up to batch {manifest['max_batch']})")
     if opts.instances < 1:
         raise RepositoryError("--instances must be at least 1")
-    tokenizer_json = export_dir / manifest.get("tokenizer", "tokenizer.json")
-    if not tokenizer_json.exists():
-        raise RepositoryError(f"{tokenizer_json}: not found; the export has no fast tokenizer")
+    if repository.exists() and not repository.is_dir():
+        raise RepositoryError(f"--repository {repository}: is a file, expected a folder")
+    if repository.resolve() == export_dir.resolve() or export_dir.resolve() in repository.resolve().parents:
+        raise RepositoryError(f"--repository {repository}: is inside the export {export_dir}; choose another folder")
+    files = manifest.get("files", {})
+    tokenizer_json = check_file(export_dir, manifest.get("tokenizer", "tokenizer.json"), files.get("tokenizer.json"))
     artifact = _pick_artifact(manifest, opts)
-    model_file = export_dir / artifact["file"]
-    if not model_file.exists():
-        raise RepositoryError(f"{model_file}: listed in the manifest but missing")
-    manifest = {**manifest, "pad_token_id": _pad_id(export_dir)}
+    model_file = check_file(export_dir, artifact["file"], artifact.get("sha256"))
+    if model_file.suffix == ".onnx" and manifest["kind"] != "regression":
+        width = onnx_output_width(model_file)
+        if width is not None and width != len(manifest["labels"]):
+            raise RepositoryError(f"{model_file}: the model has {width} outputs but {export_dir / 'manifest.json'} "
+                                  f"lists {len(manifest['labels'])} labels")
+    return manifest, artifact, model_file, tokenizer_json
+
+
+def _owned_models(repository: Path) -> set[str]:
+    """Models that tft built into this repository (every step of every recorded ensemble)."""
+    owned = set()
+    for name, record in read_serve_manifests(repository).items():
+        owned |= {name, *record.get("steps", [])}
+    return owned
+
+
+def build_repository(export_dir: str | Path, repository: str | Path, opts: BuildOptions) -> dict:
+    export_dir, repository = Path(export_dir), Path(repository)
+    manifest, artifact, model_file, tokenizer_json = validate(export_dir, repository, opts)
+    manifest = {**manifest, "pad_token_id": manifest.get("pad_token_id", _pad_id(tokenizer_json))}
     layout = Layout(manifest, opts)
+    names = [*layout.steps, layout.ensemble]
+    owned = _owned_models(repository) if repository.is_dir() else set()
+    for name in names:
+        if (repository / name).exists() and name not in owned:
+            raise RepositoryError(f"{repository / name}: a model that `tft serve build` did not write; tft never "
+                                  "replaces what it did not write: use another --name or --repository")
+
+    helper = PREDICTIONS_PY.read_text(encoding="utf-8")
+    model_files: dict[str, Path | str] = {"model.plan" if opts.backend == "tensorrt" else "model.onnx": model_file}
+    if opts.backend == "python":
+        model_files["model.py"] = (MODELS_DIR / "onnx_model.py").read_text(encoding="utf-8")
+        model_files["step.json"] = json.dumps(layout.model_settings(), indent=2) + "\n"
+    contents = {
+        layout.tokenizer: (layout.tokenizer_config(), {
+            "model.py": (MODELS_DIR / "tokenizer.py").read_text(encoding="utf-8"), "tft_predictions.py": helper,
+            "tokenizer.json": tokenizer_json,
+            "step.json": json.dumps(layout.tokenizer_settings(), ensure_ascii=False, indent=2) + "\n"}),
+        layout.model: (layout.model_config(), model_files),
+        layout.postprocess: (layout.postprocess_config(), {
+            "model.py": (MODELS_DIR / "postprocess.py").read_text(encoding="utf-8"), "tft_predictions.py": helper,
+            "step.json": json.dumps(layout.postprocess_settings(), ensure_ascii=False, indent=2) + "\n"}),
+    }
+    old_configs = {name: read_config(repository / name / "config.pbtxt") for name in layout.steps
+                   if (repository / name / "config.pbtxt").exists()}
+    old_record = read_serve_manifests(repository).get(layout.ensemble) if repository.is_dir() else None
+    old_versions = old_record.get("model_versions", {}) if old_record else {}
+    for name, old in old_configs.items():
+        if _structure(old) != _structure(contents[name][0]):
+            raise RepositoryError(f"{repository / name}: this export changes the model's backend or tensors "
+                                  f"({opts.backend}, {layout.num_labels} labels); versions of one model must share "
+                                  "them: serve it under another --name or in another --repository")
 
     repository.mkdir(parents=True, exist_ok=True)
     clean_stale(repository)
-    helper = PREDICTIONS_PY.read_text(encoding="utf-8")
-    model_files = {"model.plan" if opts.backend == "tensorrt" else "model.onnx": model_file}
-    if opts.backend == "python":
-        model_files["model.py"] = (MODELS_DIR / "onnx_model.py").read_text(encoding="utf-8")
-    written = {
-        layout.tokenizer: _write_model(repository, layout.tokenizer, layout.tokenizer_config(), {
-            "model.py": (MODELS_DIR / "tokenizer.py").read_text(encoding="utf-8"),
-            "tft_predictions.py": helper, "tokenizer.json": tokenizer_json}),
-        layout.model: _write_model(repository, layout.model, layout.model_config(), model_files),
-        layout.postprocess: _write_model(repository, layout.postprocess, layout.postprocess_config(), {
-            "model.py": (MODELS_DIR / "postprocess.py").read_text(encoding="utf-8"), "tft_predictions.py": helper}),
-    }
-    ensemble_version = _write_model(repository, layout.ensemble, layout.ensemble_config(), {})
-    written[layout.ensemble] = ensemble_version
+    versions = {name: next_version(repository / name) for name in names}
     record = {
-        "format": "tft.serve/1", "name": opts.name, "ensemble": layout.ensemble, "version": ensemble_version,
-        "steps": [layout.tokenizer, layout.model, layout.postprocess], "backend": opts.backend,
+        "format": "tft.serve/2", "name": opts.name, "ensemble": layout.ensemble, "version": versions[layout.ensemble],
+        "steps": layout.steps, "backend": opts.backend,
         "artifact": artifact["name"], "artifact_sha256": artifact.get("sha256"), "export": str(export_dir.resolve()),
         "kind": manifest["kind"], "task": manifest["task"], "pair": layout.pair_task, "labels": layout.labels,
         "outputs": [n for n, _, _ in layout.outputs], "max_batch": opts.max_batch, "instances": opts.instances,
-        "dynamic_batching": opts.dynamic_batching, "queue_delay_us": opts.queue_delay_us, "model_versions": written,
-        "created": now(), "versions": versions(),
+        "dynamic_batching": opts.dynamic_batching, "queue_delay_us": opts.queue_delay_us, "model_versions": versions,
+        "canary": canary_item(export_dir, manifest, layout.pair_task),
+        "files": {}, "created": now(), "versions": versions_info(),
     }
-    atomic_write_json(repository / layout.ensemble / SERVE_MANIFEST, record)
+    staged: dict[str, Path] = {}
+    try:
+        # 1. stage every new version folder under a hidden name
+        for name, (config, files) in contents.items():
+            tmp = make_temp_dir(repository, f".{name}.tmp-{os.getpid()}-")
+            vdir = tmp / str(versions[name])
+            vdir.mkdir()
+            for dest, src in files.items():
+                _place_file(src, vdir / dest)
+                record["files"][f"{name}/{versions[name]}/{dest}"] = file_sha256(vdir / dest)
+            staged[name] = tmp
+        tmp = make_temp_dir(repository, f".{layout.ensemble}.tmp-{os.getpid()}-")
+        (tmp / str(versions[layout.ensemble])).mkdir()
+        atomic_write_json(tmp / str(versions[layout.ensemble]) / SERVE_MANIFEST, record)
+        staged[layout.ensemble] = tmp
+        checkpoint("staged")
+        # 2. new versions into place, invisible: each step's policy still lists only the versions in use
+        for name in layout.steps:
+            vdir = staged[name] / str(versions[name])
+            if name in old_configs:
+                in_use = [old_versions.get(name, versions[name] - 1)]
+                atomic_write_text(repository / name / "config.pbtxt", to_pbtxt(_with_versions(old_configs[name], in_use)))
+                os.replace(vdir, repository / name / str(versions[name]))
+            else:
+                (staged[name] / "config.pbtxt").write_text(
+                    to_pbtxt(_with_versions(contents[name][0], [versions[name]])), encoding="utf-8")
+                os.replace(staged[name], repository / name)
+            checkpoint(f"placed {name}")
+        ensemble_dir = repository / layout.ensemble
+        if ensemble_dir.exists():
+            os.replace(staged[layout.ensemble] / str(versions[layout.ensemble]),
+                       ensemble_dir / str(versions[layout.ensemble]))
+        # 3. steps list old and new versions: whichever the ensemble pins is loadable
+        for name in layout.steps:
+            if name in old_configs:
+                in_use = [old_versions.get(name, versions[name] - 1), versions[name]]
+                atomic_write_text(repository / name / "config.pbtxt", to_pbtxt(_with_versions(old_configs[name], in_use)))
+                checkpoint(f"both versions of {name}")
+        # 4. the commit: the ensemble pinned to the new versions, in one rename
+        ensemble = to_pbtxt(layout.ensemble_config(versions, versions[layout.ensemble]))
+        if ensemble_dir.exists():
+            atomic_write_text(ensemble_dir / "config.pbtxt", ensemble)
+        else:
+            (staged[layout.ensemble] / "config.pbtxt").write_text(ensemble, encoding="utf-8")
+            os.replace(staged[layout.ensemble], ensemble_dir)
+        checkpoint("committed")
+        # 5. tidy: steps keep only the new version loaded; the record's copy at the top for people
+        for name in layout.steps:
+            atomic_write_text(repository / name / "config.pbtxt",
+                              to_pbtxt(_with_versions(contents[name][0], [versions[name]])))
+        atomic_write_json(ensemble_dir / SERVE_MANIFEST, record)
+    finally:
+        for tmp in staged.values():
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return record
+
+
+def canary_item(export_dir: Path, manifest: dict, pair: bool) -> dict:
+    """A real example for health checks: the one the export recorded (its first parity text)."""
+    canary = manifest.get("canary") if isinstance(manifest.get("canary"), dict) else {}
+    item = {"text": str(canary.get("text") or "canary")[:1000]}
+    if pair:
+        item["text_pair"] = str(canary.get("text_pair") or item["text"])[:1000]
+    return item
 
 
 def _pick_artifact(manifest: dict, opts: BuildOptions) -> dict:
@@ -321,14 +473,17 @@ def _pick_artifact(manifest: dict, opts: BuildOptions) -> dict:
                 return art
         names = ", ".join(a["name"] for a in manifest["artifacts"] if a.get("runtime") != "tensorrt")
         raise RepositoryError(f"--artifact {opts.artifact!r}: the export has {names}")
-    return default_artifact(manifest)
+    try:
+        return default_artifact(manifest)
+    except TftError as e:
+        raise RepositoryError(str(e)) from None
 
 
-def _pad_id(export_dir: Path) -> int:
+def _pad_id(tokenizer_json: Path) -> int:
     try:
         from tokenizers import Tokenizer
 
-        tok = Tokenizer.from_file(str(export_dir / "tokenizer.json"))
+        tok = Tokenizer.from_file(str(tokenizer_json))
         for token in ("[PAD]", "<pad>"):
             if tok.token_to_id(token) is not None:
                 return int(tok.token_to_id(token))
@@ -337,13 +492,53 @@ def _pad_id(export_dir: Path) -> int:
     return 0
 
 
-def read_serve_manifests(repository: str | Path) -> dict[str, dict]:
-    """{ensemble name: its tft-serve.json} for every tft-built model in a repository."""
-    out = {}
-    for path in sorted(Path(repository).glob(f"*/{SERVE_MANIFEST}")):
+def _record_of(model_dir: Path) -> dict | None:
+    """The serve record of the version the ensemble's config.pbtxt points at (the committed one)."""
+    config_path = model_dir / "config.pbtxt"
+    candidates = []
+    try:
+        params = parse_pbtxt(config_path.read_text(encoding="utf-8")).parameters
+        if "tft_record" in params:
+            candidates.append(model_dir / params["tft_record"].string_value)
+    except (OSError, text_format.ParseError):
+        pass
+    candidates.append(model_dir / SERVE_MANIFEST)  # repositories built before records were versioned
+    for path in candidates:
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):
             continue
-        out[record["ensemble"]] = record
+        if isinstance(record, dict) and "ensemble" in record:
+            return record
+    return None
+
+
+def read_serve_manifests(repository: str | Path) -> dict[str, dict]:
+    """{ensemble name: its committed serve record} for every tft-built model in a repository."""
+    out = {}
+    repository = Path(repository)
+    if not repository.is_dir():
+        return out
+    for model_dir in sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if (model_dir / SERVE_MANIFEST).exists() or (model_dir / "config.pbtxt").exists():
+            record = _record_of(model_dir)
+            if record is not None and record.get("ensemble") == model_dir.name:
+                out[record["ensemble"]] = record
     return out
+
+
+def check_integrity(repository: str | Path) -> int:
+    """Every file each committed build recorded is there with the sha256 it had; returns the files checked."""
+    repository = Path(repository)
+    checked = 0
+    for name, record in read_serve_manifests(repository).items():
+        for rel, sha in record.get("files", {}).items():
+            path = repository / rel
+            if not path.is_file():
+                raise RepositoryError(f"{path}: missing; `tft serve build` wrote it for {name} "
+                                      f"v{record.get('version')} (build again)")
+            if file_sha256(path) != sha:
+                raise RepositoryError(f"{path}: differs from what `tft serve build` wrote for {name} "
+                                      f"v{record.get('version')} (sha256 changed); build again or restore it")
+            checked += 1
+    return checked

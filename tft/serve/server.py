@@ -11,6 +11,10 @@ That build (Triton 2.51) runs on the CPU with the Python backend only. What it n
 
 Models are loaded in `explicit` control mode so that the health loop can reload one: a Python-backend
 stub that crashed leaves the model READY, so health is judged by a canary inference, not by readiness.
+A load of a model whose files did not change is a no-op in Triton (the dead stub stays dead), so a
+failed step is unloaded and loaded again, which starts a new stub; if that does not bring the canary
+back, the server is restarted. `tritonserver` gets SIGTERM when its parent dies (PR_SET_DEATHSIG), so a
+killed `tft serve start` never leaves it holding the ports.
 """
 
 from __future__ import annotations
@@ -79,6 +83,21 @@ def server_env() -> dict:
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+def _die_with_parent(parent: int):
+    """preexec_fn: the child gets SIGTERM when the process that started it dies, even by SIGKILL."""
+    def set_death_signal():
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:  # not Linux: the stop() paths still apply
+            return
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return set_death_signal
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -155,8 +174,15 @@ class TritonServer:
             self.log_file = Path(path)
         self._log = open(self.log_file, "ab")
         self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT, env=server_env(),
-                                        start_new_session=True)
+                                        start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
         return self
+
+    def restart(self, timeout: float = 120.0) -> list[str]:
+        """Stop and start the same server (same ports and log); called from the thread that started it,
+        since the parent-death signal follows the starting thread."""
+        self.stop()
+        self.start()
+        return self.wait_ready(timeout)
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -270,6 +296,7 @@ class HealthLoop(threading.Thread):
         super().__init__(daemon=True, name="tft-health")
         self.server, self.canaries, self.interval, self.timeout = server, canaries, interval, timeout
         self.stopped = threading.Event()
+        self.restart_requested = threading.Event()  # the starting thread restarts the server (see restart())
         self.reloads: list[tuple[float, str]] = []
 
     def check(self, client, ensemble: str, spec: dict) -> str | None:
@@ -285,28 +312,68 @@ class HealthLoop(threading.Thread):
             log.warning("health: canary inference on %s failed: %s", ensemble, message)
             return message
 
-    def reload(self, client, ensemble: str, spec: dict, error: str = "") -> None:
+    def reload(self, client, ensemble: str, spec: dict, error: str = "") -> bool:
+        """Reload the failed steps for real, then check the canary again; False if it still fails.
+
+        A plain load of unchanged files is a no-op in Triton (the dead stub stays dead), and an unload
+        waits out the dead stub's 30 s timeout and takes the ensemble down with it. A load with the
+        model's own config plus a fresh `tft_reload` parameter is a real reload: new instances (new
+        stubs) replace the old ones with no gap for the ensemble."""
+        import json as _json
+
+        headers = self.server.admin_headers() or None
         steps = spec.get("steps", [])
         # "Stub process 'x_model_0_0' is not healthy" names the instance: reload that step only
         named = [s for s in steps if f"'{s}_" in error]
-        for model in (named or steps) + [ensemble]:
+        for model in named or steps:
             try:
-                # explicit mode: a load of a loaded model reloads it
-                client.load_model(model, headers=self.server.admin_headers() or None)
+                config = client.get_model_config(model, headers=headers, as_json=True)["config"]
+                config.setdefault("parameters", {})["tft_reload"] = {"string_value": f"{time.time():.6f}"}
+                client.load_model(model, headers=headers, config=_json.dumps(config))
             except Exception as e:
                 log.error("health: reload of %s failed: %s", model, str(e).splitlines()[0][:200])
+        with contextlib.suppress(Exception):
+            client.load_model(ensemble, headers=headers)  # a no-op when loaded; loads it if it was lost
         self.reloads.append((time.time(), ensemble))
-        log.warning("health: reloaded %s", ", ".join((named or steps) + [ensemble]))
+        ok = self.check(client, ensemble, spec) is None
+        log.warning("health: reloaded %s: %s", ", ".join(named or steps), "answering again" if ok else "still failing")
+        return ok
 
     def run(self):
         client = self.server.client()
         while not self.stopped.wait(self.interval):
-            if self.server.process.poll() is not None:
-                return
+            if self.server.process is None or self.server.process.poll() is not None or self.restart_requested.is_set():
+                continue
             for ensemble, spec in self.canaries.items():
                 error = self.check(client, ensemble, spec)
-                if error is not None:
-                    self.reload(client, ensemble, spec, error)
+                if error is not None and not self.reload(client, ensemble, spec, error):
+                    log.error("health: %s did not recover by reloading; restarting Triton", ensemble)
+                    self.restart_requested.set()
+                    break
 
     def stop(self):
         self.stopped.set()
+
+
+def serve_until_stopped(server: TritonServer, health: HealthLoop | None) -> None:
+    """The starting thread's loop: restart the server when the health loop asks; raise if it exits."""
+    while True:
+        try:
+            code = server.process.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            if health is not None and health.restart_requested.is_set():
+                server.restart()
+                health.restart_requested.clear()
+                log.warning("health: Triton restarted; every model is ready again")
+            continue
+        raise ServerError(f"tritonserver exited with status {code}:\n{server.log_tail()}")
+
+
+def stop_on_signals() -> None:
+    """SIGINT, SIGTERM and SIGHUP stop the server cleanly, also when a script started us with `&`
+    (a background job of a non-interactive shell inherits SIGINT ignored)."""
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)

@@ -10,6 +10,7 @@ from pathlib import Path
 from transformers.trainer_callback import ProgressCallback, TrainerCallback
 
 from tft.fsutil import atomic_write_text
+from tft.train.rundir import COMPLETE_MARKER
 
 
 class CheckpointMarker(TrainerCallback):
@@ -18,8 +19,6 @@ class CheckpointMarker(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            from tft.train.recipe import COMPLETE_MARKER
-
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
                 atomic_write_text(folder / COMPLETE_MARKER, json.dumps({"step": state.global_step}) + "\n")
@@ -34,6 +33,31 @@ class JsonlLogger(TrainerCallback):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs}) + "\n")
+
+
+class LineProgress(TrainerCallback):
+    """Progress for logs and pipes: one line every 30 s (and at each evaluation), no carriage returns."""
+
+    def __init__(self, args, every: float = 30.0):
+        from tft.console import Ticker
+
+        self.samples_per_step = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
+        self.ticker, self.start, self.start_step = Ticker(every), None, 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start, self.start_step = time.time(), state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        if "loss" in logs:
+            rate = (state.global_step - self.start_step) * self.samples_per_step / max(time.time() - self.start, 1e-9)
+            self.ticker.tick(f"step {state.global_step}/{state.max_steps}: loss {logs['loss']:.4f}, "
+                             f"lr {logs.get('learning_rate', 0):.2e}, {rate:.1f} samples/s")
+        elif any(k.startswith("eval_") for k in logs):
+            shown = {k[5:]: round(v, 4) for k, v in logs.items()
+                     if k.startswith("eval_") and isinstance(v, float) and "runtime" not in k and "per_second" not in k}
+            self.ticker.tick(f"step {state.global_step}: dev {shown}", force=True)
 
 
 class Progress(ProgressCallback):

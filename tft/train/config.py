@@ -1,14 +1,22 @@
-"""Training options: one dataclass whose fields are the `tft train` flags and the YAML config keys."""
+"""Training options: one typed layer for `tft train` flags and YAML config keys alike.
+
+`TrainConfig` holds the defaults; `RULES` says, per option, its type, its range and its help; the
+click options of `tft train` (and `tft pipeline`) are generated from both, and every value, from a
+flag or a config file, goes through `parse`, so a bad one is one line naming the option.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import yaml
 
 from tft.errors import TftError
+
+MAX_SEQ_LENGTH_LIMIT = 8192  # above any BERT-class encoder's positions; a typo here must not allocate 160 GB
 
 
 @dataclass
@@ -34,8 +42,10 @@ class TrainConfig:
     save_total_limit: int = 2
     early_stopping: int | None = None
     resume: str | None = None  # "auto" or a checkpoint path
+    overwrite: bool = False
     limit_train: int | None = None
     limit_eval: int | None = None
+    max_chars: int | None = None  # characters per text kept before tokenizing; default 32 x max_seq_length
     text_field: str | None = None
     text_pair_field: str | None = None
     label_field: str | None = None
@@ -56,15 +66,132 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_yaml(self, path: Path) -> None:
-        Path(path).write_text(yaml.safe_dump(dataclasses.asdict(self), sort_keys=False), encoding="utf-8")
+        from tft.fsutil import atomic_write_text
+
+        atomic_write_text(path, yaml.safe_dump(dataclasses.asdict(self), sort_keys=False))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one option is read: its type, its bounds (inclusive unless `above`), its help line."""
+
+    type: type
+    help: str
+    low: float | None = None
+    high: float | None = None
+    above: bool = False  # low is exclusive
+    metavar: str | None = None
+    flag: bool = False  # a plain --x flag (no --no-x)
+
+
+RULES: dict[str, Rule] = {
+    "task": Rule(str, "Task name (see `tft tasks`)."),
+    "data_dir": Rule(str, "Folder with the split files (default: the task's public download).", metavar="DIR"),
+    "model": Rule(str, "Hugging Face model name or local path; `scratch:tiny` for an offline smoke model. "
+                       "Default: the task's."),
+    "output_dir": Rule(str, "Run folder. Default: runs/<task>-<timestamp>.", metavar="DIR"),
+    "epochs": Rule(float, "Training epochs.", low=0, above=True),
+    "max_steps": Rule(int, "Stop after this many optimizer steps (overrides --epochs; -1: off).", low=-1),
+    "batch_size": Rule(int, "Per-device batch size.", low=1, high=65536),
+    "eval_batch_size": Rule(int, "Per-device eval batch size.  [default: 2x batch size]", low=1, high=65536),
+    "grad_accum": Rule(int, "Gradient accumulation steps.", low=1, high=65536),
+    "lr": Rule(float, "Peak learning rate.", low=0, high=10, above=True),
+    "weight_decay": Rule(float, "AdamW weight decay.", low=0, high=10),
+    "warmup": Rule(float, "Warm-up: a fraction of steps (<1) or a step count.", low=0),
+    "max_seq_length": Rule(int, "Truncate inputs to this many tokens (at most the model's positions).", low=8,
+                           high=MAX_SEQ_LENGTH_LIMIT),
+    "seed": Rule(int, "Random seed.", low=0, high=2**32 - 1),
+    "fp16": Rule(bool, "CUDA mixed precision with loss scaling."),
+    "bf16": Rule(bool, "bfloat16 mixed precision (Ampere+ GPUs, or CPU autocast)."),
+    "allow_fp32_fallback": Rule(bool, "Train in fp32 when --fp16/--bf16 is unsupported here.", flag=True),
+    "eval_every": Rule(int, "Evaluate and checkpoint every N steps.  [default: each epoch]", low=1),
+    "save_total_limit": Rule(int, "Checkpoints to keep (the best is always kept).", low=1),
+    "early_stopping": Rule(int, "Stop after PATIENCE evaluations without improvement.", low=1, metavar="PATIENCE"),
+    "resume": Rule(str, "Continue this run folder from a checkpoint, or from its newest complete one (`auto`).",
+                   metavar="PATH|auto"),
+    "overwrite": Rule(bool, "Start over in an earlier run folder of tft's (its outputs are replaced).", flag=True),
+    "limit_train": Rule(int, "Use the first N training examples (quick runs).", low=1, metavar="N"),
+    "limit_eval": Rule(int, "Use the first N dev examples.", low=1, metavar="N"),
+    "max_chars": Rule(int, "Characters kept per text before tokenizing (as serving does).  "
+                           "[default: 32 x max seq length, at least 4096]", low=1, metavar="N"),
+    "text_field": Rule(str, "Generic csv/jsonl tasks: text column."),
+    "text_pair_field": Rule(str, "Generic csv/jsonl tasks: second text column (makes it a pair task)."),
+    "label_field": Rule(str, "Generic csv/jsonl tasks: label column."),
+    "group_by_length": Rule(bool, "Batch similar lengths together."),
+    "pad_to_max_length": Rule(bool, "Pad every example to --max-seq-length (slow; for comparison).", flag=True),
+    "compile": Rule(bool, "torch.compile the model.", flag=True),
+    "workers": Rule(int, "Data-loader worker processes.", low=0, high=256),
+    "trust_remote_code": Rule(bool, "Allow model code from the hub (off by default).", flag=True),
+    "cache": Rule(bool, "Reuse and write cached features."),
+    "logging_steps": Rule(int, "Log loss and learning rate every N steps.", low=1),
+    "plot": Rule(bool, "Write training.png at the end."),
+}
+assert set(RULES) == TrainConfig.keys(), "every TrainConfig field needs a rule"
+DEFAULTS = TrainConfig()
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _shown(value) -> str:
+    return value if isinstance(value, str) and value.strip() and len(value) < 80 else repr(value)[:80]
+
+
+def _number(name: str, rule: Rule, value, where: str):
+    if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+        raise TftError(f"{where}{_shown(value)}: expected a number")
+    try:
+        number = float(value) if not isinstance(value, int) else value
+    except (TypeError, ValueError):
+        raise TftError(f"{where}{_shown(value)}: expected a number") from None
+    if isinstance(number, float) and not math.isfinite(number):
+        raise TftError(f"{where}{_shown(value)}: expected a finite number")
+    if rule.type is int:
+        if isinstance(number, float):
+            if not number.is_integer():
+                raise TftError(f"{where}{_shown(value)}: expected a whole number")
+            number = int(number)
+    else:
+        number = float(number)
+    if rule.low is not None and (number <= rule.low if rule.above else number < rule.low):
+        raise TftError(f"{where}{_shown(value)}: must be {'greater than' if rule.above else 'at least'} {rule.low:g}")
+    if rule.high is not None and number > rule.high:
+        raise TftError(f"{where}{_shown(value)}: must be at most {rule.high:g}")
+    return number
+
+
+def parse(name: str, value, source: str | None = None):
+    """One option's value (a string from the command line, or any YAML value) -> its typed value."""
+    rule = RULES[name]
+    where = f"{source}: {name}: " if source else f"{flag(name)} "
+    if value is None:
+        default = getattr(DEFAULTS, name)
+        if default is None or rule.type is str:
+            return None
+        raise TftError(f"{where}null: expected a {'true/false' if rule.type is bool else 'value'}")
+    if rule.type is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "false"):
+            return text == "true"
+        raise TftError(f"{where}{_shown(value)}: expected true or false")
+    if rule.type is str:
+        if not isinstance(value, str) or not value.strip() or "\0" in value:
+            raise TftError(f"{where}{_shown(value)}: expected a non-empty text")
+        return value
+    return _number(name, rule, value, where)
 
 
 def load_yaml(path: str | Path) -> dict:
-    """Read a config file; keys mirror the flags (dashes or underscores)."""
+    """Read a config file; keys mirror the flags (dashes or underscores); every value is checked."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise TftError(f"{path}: config file not found") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise TftError(f"{path}: cannot read this config file ({type(e).__name__})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -77,14 +204,42 @@ def load_yaml(path: str | Path) -> dict:
         name = str(key).replace("-", "_")
         if name not in known:
             raise TftError(f"{path}: unknown option '{key}'")
-        out[name] = value
+        out[name] = parse(name, value, str(path))
     return out
 
 
 def merge(file_values: dict, cli_values: dict) -> TrainConfig:
-    """Defaults < config file < flags given on the command line."""
-    values = {**file_values, **{k: v for k, v in cli_values.items() if v is not None}}
-    try:
-        return TrainConfig(**values)
-    except TypeError as e:
-        raise TftError(f"invalid training options: {e}") from None
+    """Defaults < config file (already parsed) < flags given on the command line (parsed here)."""
+    values = dict(file_values)
+    for name, value in cli_values.items():
+        if value is not None:
+            values[name] = parse(name, value)
+    cfg = TrainConfig(**values)
+    check(cfg)
+    return cfg
+
+
+def check(cfg: TrainConfig) -> None:
+    """Rules between options."""
+    if cfg.fp16 and cfg.bf16:
+        raise TftError("--fp16 and --bf16 exclude each other; choose one")
+    if cfg.max_steps == 0:
+        raise TftError("--max-steps 0: must be at least 1 (or -1 to train for --epochs)")
+    if cfg.resume is not None and cfg.overwrite:
+        raise TftError("--resume and --overwrite exclude each other: continue the run, or start it over")
+
+
+def click_options(f):
+    """The `tft train` options, generated from TrainConfig and RULES (help shows the real defaults)."""
+    import click
+
+    for name in reversed(list(RULES)):
+        rule, default = RULES[name], getattr(DEFAULTS, name)
+        shown = "" if default in (None, False) or "[default" in rule.help else f"  [default: {default}]"
+        if rule.type is bool:
+            decl = flag(name) if rule.flag else f"{flag(name)}/--no-{name.replace('_', '-')}"
+            f = click.option(decl, name, is_flag=True, default=None, help=rule.help + shown)(f)
+        else:
+            metavar = rule.metavar or {int: "INT", float: "FLOAT", str: "TEXT"}[rule.type]
+            f = click.option(flag(name), name, type=str, metavar=metavar, help=rule.help + shown)(f)
+    return f

@@ -10,6 +10,7 @@ import torch
 from tqdm import tqdm
 
 from tft import predictions
+from tft.console import on_terminal
 from tft.data.dataset import load_dataset
 from tft.data.features import encode, encode_for_inference, make_collator
 from tft.data.readers import TokenExample, read_lines
@@ -51,7 +52,8 @@ class TorchModel:
         """One array per example: (num_labels,) or, for NER, (seq_len, num_labels) without padding."""
         out = []
         names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in features[0]] if features else []
-        for start in tqdm(range(0, len(features), batch_size), desc="predict", disable=not progress, leave=False):
+        for start in tqdm(range(0, len(features), batch_size), desc="predict", disable=not (progress and on_terminal()),
+                          leave=False):
             chunk = [{k: f[k] for k in names} for f in features[start:start + batch_size]]
             batch = {k: v.to(self.device) for k, v in self.collator(chunk).items()}
             logits = self.model(**batch).logits.float().cpu().numpy()

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 from pathlib import Path
 
@@ -23,19 +22,17 @@ import numpy as np
 import torch
 
 from tft.data.dataset import load_dataset, resolve_data_dir
-from tft.data.features import encode, make_collator, model_input_names
+from tft.data.features import encode, make_collator, max_chars_for, model_input_names
 from tft.errors import TftError
 from tft.fsutil import atomic_dir, atomic_write_json, file_sha256
 from tft.manifest import command_line, now, versions, write_checkpoint_manifest
 from tft.tasks import REGRESSION, TOKEN, get_task
 from tft.train import metrics as task_metrics
 from tft.train.config import TrainConfig
+from tft.train.rundir import claim, mark, read_marker
 from tft.train.scratch import is_scratch, scratch_config, texts_of, train_tokenizer
 
 log = logging.getLogger("tft")
-
-COMPLETE_MARKER = ".tft-complete"  # written after a checkpoint's last file: only marked ones are resumed
-
 
 def is_distributed_launch() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -43,15 +40,6 @@ def is_distributed_launch() -> bool:
 
 def is_rank0() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def complete_checkpoints(output_dir: Path) -> list[Path]:
-    found = []
-    for path in Path(output_dir).glob("checkpoint-*"):
-        m = re.fullmatch(r"checkpoint-(\d+)", path.name)
-        if m and (path / COMPLETE_MARKER).exists():
-            found.append((int(m.group(1)), path))
-    return [p for _, p in sorted(found)]
 
 
 class FeatureDataset(torch.utils.data.Dataset):
@@ -67,12 +55,12 @@ class FeatureDataset(torch.utils.data.Dataset):
 
 # --- tokenization cache: features keyed by (files, tokenizer, max length, labels) -------------------
 
-def feature_fingerprint(split, tokenizer, max_length: int, labels, limit, task) -> str:
+def feature_fingerprint(split, tokenizer, max_length: int, labels, limit, task, max_chars=None) -> str:
     tok_json = tokenizer.backend_tokenizer.to_str()
     key = {"file": file_sha256(split.path), "tokenizer": hashlib.sha256(tok_json.encode()).hexdigest(),
            "inputs": list(model_input_names(tokenizer)), "max_length": max_length, "labels": list(labels),
            "limit": limit, "task": task.name, "fields": [task.text_field, task.text_pair_field, task.label_field],
-           "format": 1}
+           "max_chars": max_chars_for(max_length, max_chars), "format": 2}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -122,9 +110,14 @@ class TrainRecipe:
                 raise TftError("pass --output-dir when launching with torchrun directly (every rank must agree on it)")
             cfg.output_dir = f"runs/{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         self.output_dir = Path(cfg.output_dir)
-        self.resume_from = self._resolve_resume()
         self.model_name = cfg.model or task.default_model
+        self.settings = {**vars(cfg), "model": self.model_name}
+        claimed = claim(self.output_dir, cfg.resume, cfg.overwrite and is_rank0(), self.settings)
+        self.finished, self.resume_from = claimed.finished, claimed.resume_from
+        if self.finished:
+            return
 
+        self._check_positions()
         root = resolve_data_dir(task, cfg.data_dir)
         splits = ("train", "dev") if (root / task.files["dev"]).exists() else ("train",)
         self.data = load_dataset(task, root, splits)
@@ -152,8 +145,6 @@ class TrainRecipe:
 
     def _check_precision(self) -> None:
         cfg = self.cfg
-        if cfg.fp16 and cfg.bf16:
-            raise TftError("--fp16 and --bf16 exclude each other; choose one")
         cuda = torch.cuda.is_available()
         if cfg.fp16 and not cuda:
             if not cfg.allow_fp32_fallback:
@@ -166,22 +157,20 @@ class TrainRecipe:
             log.warning("GPU lacks bf16: --bf16 ignored, training in fp32 (--allow-fp32-fallback)")
             cfg.bf16 = False
 
-    def _resolve_resume(self) -> str | None:
-        cfg, out = self.cfg, self.output_dir
-        existing = complete_checkpoints(out) if out.exists() else []
-        if cfg.resume is None:
-            if existing:
-                raise TftError(f"{out} already holds checkpoints; pass --resume auto to continue or another --output-dir")
-            return None
-        if cfg.resume == "auto":
-            if not existing:
-                log.info("--resume auto: no complete checkpoint in %s, starting from scratch", out)
-                return None
-            return str(existing[-1])
-        path = Path(cfg.resume)
-        if not (path / COMPLETE_MARKER).exists() and not (path / "trainer_state.json").exists():
-            raise TftError(f"{path}: not a complete training checkpoint (expected a checkpoint-N folder)")
-        return str(path)
+    def _check_positions(self) -> None:
+        """--max-seq-length within the model's positions, checked before any data is read."""
+        if is_scratch(self.model_name):
+            return
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(self.model_name, trust_remote_code=self.cfg.trust_remote_code)
+        except (OSError, ValueError):
+            return  # _load_tokenizer / _load_model say what is wrong with the model
+        positions = usable_positions(config)
+        if positions is not None and self.cfg.max_seq_length > positions:
+            raise TftError(f"--max-seq-length {self.cfg.max_seq_length}: model '{self.model_name}' has {positions} "
+                           "positions; use at most that")
 
     def _load_tokenizer(self, train_examples):
         cfg = self.cfg
@@ -228,14 +217,18 @@ class TrainRecipe:
 
     def _features(self, split, examples, limit) -> list[dict]:
         cfg = self.cfg
-        key = feature_fingerprint(split, self.tokenizer, cfg.max_seq_length, self.labels, limit, self.task)
+        key = feature_fingerprint(split, self.tokenizer, cfg.max_seq_length, self.labels, limit, self.task,
+                                  cfg.max_chars)
         from tft.data.download import cache_root
 
         path = cache_root() / "features" / f"{key}.npz"
         if cfg.cache and path.exists():
             log.debug("features of %s from cache %s", split.path, path)
             return load_features(path)
-        enc = encode(examples, self.tokenizer, cfg.max_seq_length, self.labels, self.task.kind)
+        enc = encode(examples, self.tokenizer, cfg.max_seq_length, self.labels, self.task.kind, cfg.max_chars)
+        if enc.capped:
+            log.warning("%s: %d texts longer than %d characters were cut before tokenizing (--max-chars)",
+                        split.path, enc.capped, max_chars_for(cfg.max_seq_length, cfg.max_chars))
         if enc.truncated:
             log.warning("%s: %d of %d examples truncated to --max-seq-length %d", split.path, enc.truncated,
                         len(enc), cfg.max_seq_length)
@@ -248,6 +241,8 @@ class TrainRecipe:
 
     def _training_args(self, has_dev: bool):
         from transformers import TrainingArguments
+
+        from tft.console import on_terminal
 
         cfg = self.cfg
         cuda = torch.cuda.is_available()
@@ -278,7 +273,7 @@ class TrainRecipe:
                 train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
                 optim="adamw_torch_fused", torch_compile=cfg.compile,
                 dataloader_num_workers=cfg.workers, dataloader_pin_memory=cuda,
-                remove_unused_columns=False, disable_tqdm=not is_rank0(),
+                remove_unused_columns=False, disable_tqdm=not (is_rank0() and on_terminal()),
                 warmup_steps=warmup,
             )
         except (ValueError, TypeError) as e:
@@ -286,9 +281,10 @@ class TrainRecipe:
 
     def _make_trainer(self, collator):
         from transformers import EarlyStoppingCallback, Trainer
-        from transformers.trainer_callback import ProgressCallback
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-        from tft.train.callbacks import CheckpointMarker, JsonlLogger, Progress
+        from tft.console import on_terminal
+        from tft.train.callbacks import CheckpointMarker, JsonlLogger, LineProgress, Progress
 
         callbacks = [CheckpointMarker(), JsonlLogger(self.output_dir / "train_log.jsonl")]
         if self.cfg.early_stopping:
@@ -301,11 +297,14 @@ class TrainRecipe:
             compute_metrics=task_metrics.trainer_metrics(self.task.kind, self.labels), callbacks=callbacks,
         )
         trainer.remove_callback(ProgressCallback)
-        trainer.add_callback(Progress(self.args))
+        trainer.remove_callback(PrinterCallback)  # printed dicts on a pipe: LineProgress says it in lines
+        trainer.add_callback(Progress(self.args) if on_terminal() else LineProgress(self.args))
         return trainer
 
     # ------------------------------------------------------------------------------------------------
     def train(self) -> dict:
+        if self.trainer.is_world_process_zero():
+            mark(self.output_dir, self.settings, finished=False)
         if self.resume_from:
             log.info("resuming from %s", self.resume_from)
         result = self.trainer.train(resume_from_checkpoint=self.resume_from)
@@ -334,7 +333,8 @@ class TrainRecipe:
                 "text_pair_field": task.text_pair_field, "label_field": task.label_field,
                 "labels": list(self.labels), "entity_types": sorted({t[2:] for t in self.labels if t != "O"})
                 if task.is_token_task else None, "word_joiner": task.word_joiner,
-                "max_seq_length": cfg.max_seq_length, "model_input_names": list(model_input_names(self.tokenizer)),
+                "max_seq_length": cfg.max_seq_length, "max_chars": max_chars_for(cfg.max_seq_length, cfg.max_chars),
+                "model_input_names": list(model_input_names(self.tokenizer)),
                 "main_metric": task.main_metric, "metrics": {k: v for k, v in dev.items() if k != "per_type"},
                 "base_model": self.model_name, "smoke_test_model": is_scratch(self.model_name),
                 "model_type": self.model.config.model_type,
@@ -342,6 +342,8 @@ class TrainRecipe:
                 "command": command_line(), "train_config": {k: v for k, v in vars(cfg).items()},
             })
         atomic_write_json(self.output_dir / "metrics.json", self.final_metrics)
+        mark(self.output_dir, self.settings, finished=True,
+             metrics={k: v for k, v in self.final_metrics.get("dev", {}).items() if k != "per_type"})
         if cfg.plot:
             from tft.train.callbacks import plot_history
 
@@ -349,8 +351,24 @@ class TrainRecipe:
         return best
 
 
+def usable_positions(config) -> int | None:
+    """Token positions a model can take (RoBERTa-style models reserve padding_idx + 1 of theirs)."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is None:
+        return None
+    if config.model_type in ("roberta", "xlm-roberta", "camembert", "longformer"):
+        positions -= (getattr(config, "pad_token_id", 1) or 1) + 1
+    return positions
+
+
 def run(cfg: TrainConfig) -> Path | None:
     recipe = TrainRecipe(cfg)
     recipe.setup()
+    if recipe.finished:
+        metrics = (read_marker(recipe.output_dir) or {}).get("metrics") or {}
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+        log.info("%s already finished training%s; nothing to do (--overwrite starts it over)", recipe.output_dir,
+                 f" (dev {shown})" if shown else "")
+        return recipe.output_dir / "best"
     recipe.train()
     return recipe.save_checkpoint()

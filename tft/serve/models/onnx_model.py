@@ -13,27 +13,30 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 
-def _parameter(config, key, default):
-    value = config.get("parameters", {}).get(key, {}).get("string_value")
-    return default if value in (None, "") else value
+def _settings(args):
+    """This version's settings: step.json, written beside this file by `tft serve build` (per version, so
+    that versions of one model never share settings through config.pbtxt)."""
+    here = Path(args["model_repository"]) / args["model_version"]
+    return json.loads((here / "step.json").read_text(encoding="utf-8"))
 
 
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         here = Path(args["model_repository"]) / args["model_version"]
+        settings = _settings(args)
         options = ort.SessionOptions()
-        threads = int(_parameter(config, "intra_op_threads", "0"))
+        threads = int(settings.get("intra_op_threads", 0))
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(here / _parameter(config, "onnx_file", "model.onnx")), options,
+        self.session = ort.InferenceSession(str(here / settings.get("onnx_file", "model.onnx")), options,
                                             providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_name = config["output"][0]["name"]
-        self.token_task = _parameter(config, "token_task", "0") == "1"
-        self.pad_id = int(_parameter(config, "pad_token_id", "0"))
+        self.token_task = bool(settings["token_task"])
+        self.pad_id = int(settings.get("pad_token_id", 0))
 
     def execute(self, requests):
         per_request = []

@@ -16,9 +16,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tft_predictions.py l
 from tft_predictions import classify, entities_from_words  # noqa: E402
 
 
-def _parameter(config, key, default):
-    value = config.get("parameters", {}).get(key, {}).get("string_value")
-    return default if value in (None, "") else value
+def _settings(args):
+    """This version's settings: step.json, written beside this file by `tft serve build` (per version, so
+    that versions of one model never share settings through config.pbtxt)."""
+    here = Path(args["model_repository"]) / args["model_version"]
+    return json.loads((here / "step.json").read_text(encoding="utf-8"))
 
 
 def words_from_offsets(offsets):
@@ -37,9 +39,9 @@ def words_from_offsets(offsets):
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        self.labels = json.loads(_parameter(config, "labels", "[]"))
-        self.token_task = _parameter(config, "token_task", "0") == "1"
+        settings = _settings(args)
+        self.labels = settings["labels"]
+        self.token_task = bool(settings["token_task"])
 
     def _classify(self, request):
         logits = pb_utils.get_input_tensor_by_name(request, "logits").as_numpy()

@@ -30,26 +30,29 @@ def invalid_argument(message):
     return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
 
 
-def _parameter(config, key, default):
-    value = config.get("parameters", {}).get(key, {}).get("string_value")
-    return default if value in (None, "") else value
+def _settings(args):
+    """This version's settings: step.json, written beside this file by `tft serve build` (per version, so
+    that versions of one model never share settings through config.pbtxt)."""
+    here = Path(args["model_repository"]) / args["model_version"]
+    return json.loads((here / "step.json").read_text(encoding="utf-8"))
 
 
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         here = Path(args["model_repository"]) / args["model_version"]
-        self.max_seq_length = int(_parameter(config, "max_seq_length", "128"))
-        self.max_chars = int(_parameter(config, "max_chars", "4096"))
-        self.token_task = _parameter(config, "token_task", "0") == "1"
-        self.pair_task = _parameter(config, "pair_task", "0") == "1"
-        self.word_joiner = json.loads(_parameter(config, "word_joiner", '" "'))
-        self.pad_to_multiple_of = int(_parameter(config, "pad_to_multiple_of", "1"))
+        settings = _settings(args)
+        self.max_seq_length = int(settings["max_seq_length"])
+        self.max_chars = int(settings["max_chars"])
+        self.token_task = bool(settings["token_task"])
+        self.pair_task = bool(settings["pair_task"])
+        self.word_joiner = settings["word_joiner"]
+        self.pad_to_multiple_of = int(settings.get("pad_to_multiple_of", 1))
         self.outputs = [o["name"] for o in config["output"]]
         self.tokenizer = Tokenizer.from_file(str(here / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.max_seq_length, strategy="longest_first")
-        self.pad_id = int(_parameter(config, "pad_token_id", "0"))
+        self.pad_id = int(settings.get("pad_token_id", 0))
 
     def _texts(self, request, name, required):
         tensor = pb_utils.get_input_tensor_by_name(request, name)
@@ -101,7 +104,8 @@ class TritonPythonModel:
             start, count = item
             encs = encodings[start:start + count]
             width = max(len(e.ids) for e in encs)
-            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+            # bucket lengths for fixed-shape backends, never past the longest the model takes
+            width = min(-(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of, max(width, self.max_seq_length))
             arrays = {
                 "input_ids": np.full((count, width), self.pad_id, dtype=np.int64),
                 "attention_mask": np.zeros((count, width), dtype=np.int64),
