@@ -129,7 +129,19 @@ def atomic_dir(final: str | os.PathLike, overwrite: bool = False):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def clear_own_dir(path: Path, ours, option: str = "--output-dir") -> None:
+    """Empty a folder that tft wrote, for --overwrite: refused if it holds any entry `ours(name)` denies."""
+    entries = sorted(p.name for p in Path(path).iterdir())
+    foreign = [e for e in entries if not ours(e)]
+    if foreign:
+        raise OutputError(f"{option} {path}: --overwrite would delete {', '.join(foreign[:3])}, which tft did not "
+                          "write; move it away or choose another folder")
+    for name in entries:
+        target = Path(path) / name
+        shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+
+
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -143,11 +155,11 @@ def remove_stale_temps(final: Path) -> None:
     """Delete what a killed writer of `final` left behind (its hidden temp folder), unless that writer lives."""
     for tmp in final.parent.glob(f".{final.name}.tmp-*"):
         pid = tmp.name[len(f".{final.name}.tmp-"):].split("-", 1)[0]
-        if not pid.isdigit() or not _alive(int(pid)):
+        if not pid.isdigit() or not pid_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
     for old in final.parent.glob(f".{final.name}.old-*"):
         pid = old.name.rsplit("-", 1)[-1]
-        if not pid.isdigit() or not _alive(int(pid)):
+        if not pid.isdigit() or not pid_alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
 
 

@@ -31,7 +31,7 @@ PIPELINE_FILES = {"run", "export", "model_repository", "report.json", "report.md
 def claim_pipeline_dir(out: Path, settings: dict, resume: bool, overwrite: bool) -> None:
     """A pipeline folder is new, or an earlier pipeline's continued with the same settings (--resume),
     or started over (--overwrite); never an old run reported under new settings."""
-    from tft.fsutil import OutputError, atomic_write_json, check_output_dir
+    from tft.fsutil import OutputError, atomic_write_json, check_output_dir, clear_own_dir
 
     if resume and overwrite:
         raise TftError("--resume and --overwrite exclude each other: continue the pipeline, or start it over")
@@ -39,15 +39,7 @@ def claim_pipeline_dir(out: Path, settings: dict, resume: bool, overwrite: bool)
     entries = sorted(p.name for p in out.iterdir()) if exists else []
     if entries:
         if overwrite:
-            foreign = [e for e in entries if e not in PIPELINE_FILES and not e.startswith(".")]
-            if foreign:
-                raise OutputError(f"--output-dir {out}: --overwrite would delete {', '.join(foreign[:3])}, which tft "
-                                  "did not write; move it away or choose another folder")
-            import shutil
-
-            for name in entries:
-                target = out / name
-                shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+            clear_own_dir(out, lambda name: name in PIPELINE_FILES or name.startswith("."))
         elif not resume:
             raise OutputError(f"--output-dir {out}: holds an earlier pipeline; add --resume auto to continue it with "
                               "the same settings, --overwrite to start it over, or choose another folder")
@@ -214,7 +206,8 @@ pipeline_command = _pipeline_command()
 @click.option("--also", multiple=True, help="Also evaluate this export artifact offline (e.g. --also int8).")
 @click.option("-o", "--output-dir", default=".", show_default=True, type=click.Path(file_okay=False),
               help="Where report.json and report.md go.")
-def verify_command(checkpoint, model, repository, url, export_dir, data, data_dir, also, output_dir):
+@click.option("--overwrite", is_flag=True, help="Replace an earlier report.json / report.md there.")
+def verify_command(checkpoint, model, repository, url, export_dir, data, data_dir, also, output_dir, overwrite):
     """Send a labelled split through the served model over gRPC and compare with the PyTorch checkpoint
     (and the exported ONNX artifact): metrics, agreement, throughput, latency, disagreeing examples.
     Exits 1 if served answers differ beyond the export thresholds."""
@@ -224,6 +217,10 @@ def verify_command(checkpoint, model, repository, url, export_dir, data, data_di
 
     if not repository and not url:
         raise click.UsageError("give --repository (started here) or --url (already served)")
+    from tft.fsutil import check_output_file
+
+    for name in ("report.json", "report.md"):
+        check_output_file(Path(output_dir) / name, option="-o", overwrite=overwrite)
     artifact = None
     if repository:
         manifest = repository / model / SERVE_MANIFEST

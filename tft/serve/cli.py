@@ -62,6 +62,56 @@ def build_command(export_dir, repository, name, backend, artifact, max_batch, in
     click.echo(f"start it with: tft serve start --repository {repository}")
 
 
+@serve_group.command("deploy")
+@click.option("--repository", default="model_repository", show_default=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path), help="A `tft serve build` repository.")
+@click.option("--name", help="The served ensemble. Default: the only one in the repository.")
+@click.option("--chart-values", "values_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Values file to write for deploy/helm/tft-triton.")
+@click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
+@click.option("--gpus", type=click.IntRange(1, 64), default=1, show_default=True, help="GPUs per pod with --device gpu.")
+@click.option("--image", help="Triton image (default: NVIDIA's nvcr.io/nvidia/tritonserver).")
+@click.option("--image-tag", default="24.10-py3", show_default=True, help="Triton release of the image.")
+@click.option("--built-image", is_flag=True, help="The image was built from deploy/Dockerfile: install no packages at start.")
+@click.option("--model-url", help="Object-store copy of the repository: s3://, gs:// or as://.")
+@click.option("--credentials-secret", help="Secret with the object store's credentials (with --model-url).")
+@click.option("--pvc", help="PersistentVolumeClaim holding the repository (instead of --model-url).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing values file.")
+def deploy_command(repository, name, values_file, device, gpus, image, image_tag, built_image, model_url,
+                   credentials_secret, pvc, overwrite):
+    """Write Helm values for deploy/helm/tft-triton from a built repository: the model and step names,
+    the canary request of the liveness probe, the device, image and where the repository lives.
+
+    \b
+      tft serve deploy --name afqmc --chart-values values-afqmc.yaml --pvc models
+      helm install afqmc deploy/helm/tft-triton -f values-afqmc.yaml
+    """
+    import yaml
+
+    from tft.fsutil import atomic_write_text, check_output_file
+    from tft.serve.deploy import chart_values
+    from tft.serve.repository import read_serve_manifests
+
+    check_output_file(values_file, option="--chart-values", overwrite=overwrite)
+    records = read_serve_manifests(repository)
+    if not records:
+        raise TftError(f"{repository}: no model built by `tft serve build` in it")
+    if name is None:
+        if len(records) > 1:
+            raise click.UsageError(f"{repository} serves {', '.join(sorted(records))}: pick one with --name")
+        name = next(iter(records))
+    if name not in records:
+        raise TftError(f"{repository}: no model {name!r} (it has {', '.join(sorted(records))})")
+    values = chart_values(records[name], device=device, gpus=gpus, image=image, image_tag=image_tag,
+                          model_url=model_url, credentials_secret=credentials_secret, pvc=pvc,
+                          stock_image=not built_image)
+    header = (f"# Written by: tft serve deploy --repository {repository} --name {name} --chart-values {values_file}\n"
+              f"# Install: helm install {name} deploy/helm/tft-triton -f {values_file}\n")
+    atomic_write_text(values_file, header + yaml.safe_dump(values, allow_unicode=True, sort_keys=False))
+    click.echo(f"wrote {values_file}: {name} on {device}; install it with\n"
+               f"  helm install {name} deploy/helm/tft-triton -f {values_file}")
+
+
 @serve_group.command("start")
 @click.option("--repository", default="model_repository", show_default=True,
               type=click.Path(file_okay=False, path_type=Path))

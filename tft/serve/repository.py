@@ -34,7 +34,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from tft.errors import TftError
 from tft.export.runtime import check_file, default_artifact, read_export_manifest
-from tft.fsutil import atomic_write_json, atomic_write_text, file_sha256, make_temp_dir
+from tft.fsutil import atomic_write_json, atomic_write_text, file_sha256, make_temp_dir, pid_alive
 from tft.manifest import now
 from tft.manifest import versions as versions_info
 from tft.predictions import max_chars_for
@@ -265,19 +265,9 @@ def clean_stale(repository: Path) -> None:
         return
     for path in list(repository.glob(".*.tmp-*")) + list(repository.glob("*/.*.tmp-*")):
         pid = path.name.split(".tmp-", 1)[1].split("-", 1)[0]
-        if pid.isdigit() and pid != str(os.getpid()) and _alive(int(pid)):
+        if pid.isdigit() and pid != str(os.getpid()) and pid_alive(int(pid)):
             continue  # another build is writing right now
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _place_file(src: Path | str, dest: Path) -> None:
@@ -390,6 +380,9 @@ def build_repository(export_dir: str | Path, repository: str | Path, opts: Build
         "outputs": [n for n, _, _ in layout.outputs], "max_batch": opts.max_batch, "instances": opts.instances,
         "dynamic_batching": opts.dynamic_batching, "queue_delay_us": opts.queue_delay_us, "model_versions": versions,
         "canary": canary_item(export_dir, manifest, layout.pair_task),
+        # what the Python-backend steps import, as installed here: a container needs these (numpy < 2 for
+        # Triton's string tensors); deploy/Dockerfile and `tft serve deploy` read them from here
+        "python_packages": python_packages(opts.backend),
         "files": {}, "created": now(), "versions": versions_info(),
     }
     staged: dict[str, Path] = {}
@@ -443,11 +436,33 @@ def build_repository(export_dir: str | Path, repository: str | Path, opts: Build
             atomic_write_text(repository / name / "config.pbtxt",
                               to_pbtxt(_with_versions(contents[name][0], [versions[name]])))
         atomic_write_json(ensemble_dir / SERVE_MANIFEST, record)
+        write_requirements(repository, record)
     finally:
         for tmp in staged.values():
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     return record
+
+
+REQUIREMENTS = "tft-requirements.txt"
+
+
+def write_requirements(repository: Path, current: dict) -> None:
+    """<repository>/tft-requirements.txt: what every tft model in it imports (deploy/Dockerfile installs it)."""
+    pins: dict[str, str] = {}
+    for record in [current, *read_serve_manifests(repository).values()]:
+        for requirement in record.get("python_packages", []):
+            pins.setdefault(re.split(r"[=<>!~ ]", requirement, maxsplit=1)[0], requirement)
+    atomic_write_text(repository / REQUIREMENTS, "".join(f"{r}\n" for r in sorted(pins.values())))
+
+
+def python_packages(backend: str) -> list[str]:
+    from importlib.metadata import version
+
+    packages = [f"numpy=={version('numpy')}", f"tokenizers=={version('tokenizers')}"]
+    if backend == "python":
+        packages.append(f"onnxruntime=={version('onnxruntime')}")
+    return packages
 
 
 def canary_item(export_dir: Path, manifest: dict, pair: bool) -> dict:

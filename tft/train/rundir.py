@@ -12,12 +12,11 @@ import json
 import logging
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from tft.errors import TftError
-from tft.fsutil import OutputError, atomic_write_json
+from tft.fsutil import OutputError, atomic_write_json, clear_own_dir
 
 log = logging.getLogger("tft")
 
@@ -85,13 +84,7 @@ def claim(out: Path, resume: str | None, overwrite: bool, settings: dict) -> Cla
                           "replaces what it did not write: choose another folder")
     if entries and is_run_dir(out):
         if overwrite:
-            foreign = [e for e in entries if not _tool_entry(e)]
-            if foreign:
-                raise OutputError(f"--output-dir {out}: --overwrite would delete {', '.join(foreign[:3])}, which tft "
-                                  "did not write; move it away or choose another folder")
-            for name in entries:
-                target = out / name
-                shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+            clear_own_dir(out, _tool_entry)
             return Claim()
         if resume is None:
             state = "a finished" if is_finished(out) else "an unfinished"

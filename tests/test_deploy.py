@@ -1,0 +1,254 @@
+"""The Helm chart (deploy/helm/tft-triton), `tft serve deploy` and the KServe example, offline: rendered with
+Helm's own Go SDK (helm-python-sdk), every object validated against the Kubernetes 1.30 schemas
+(kubernetes-validate), key facts asserted, bad values refused by the templates, and the canary probe run
+for real against the embedded Triton (it passes, and fails once a Python stub is killed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, ServeProcess, run_tft
+
+CHART = REPO / "deploy" / "helm" / "tft-triton"
+KSERVE = REPO / "deploy" / "kserve" / "inferenceservice.yaml"
+KUBE_VERSION = "1.30"
+CANARY = {"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": ["花呗怎么还款"]},
+                     {"name": "TEXT_PAIR", "shape": [1, 1], "datatype": "BYTES", "data": ["花呗如何还款"]}],
+          "outputs": [{"name": "LABEL"}, {"name": "SCORE"}]}
+MODEL = {"name": "afqmc", "steps": ["afqmc_tokenizer", "afqmc_model", "afqmc_postprocess"], "canary": CANARY}
+VALUE_SETS = {
+    "cpu": {"model": MODEL, "modelRepository": {"source": "pvc", "pvc": {"claimName": "models"}}},
+    "gpu": {"model": MODEL, "device": "gpu", "resources": {"gpu": 2},
+            "modelRepository": {"source": "pvc", "pvc": {"claimName": "models", "subPath": "repo"}},
+            "image": {"pythonPackages": ["numpy==1.26.4", "tokenizers==0.23.3"]},
+            "monitoring": {"serviceMonitor": {"enabled": True}}},
+    "s3": {"model": MODEL, "modelRepository": {"source": "url", "url": "s3://bucket/model_repository",
+                                               "credentialsSecret": "s3-credentials"}},
+    "gcs": {"model": MODEL, "autoscaling": {"enabled": False}, "replicaCount": 3,
+            "modelRepository": {"source": "url", "url": "gs://bucket/repo", "credentialsSecret": "gcs-key"}},
+}
+
+
+def render(values: dict) -> dict[str, list[dict]]:
+    """{kind: [objects]} of the chart rendered with `values`."""
+    import helm_python
+
+    chart = helm_python.Chart.load(str(CHART))
+    try:
+        files = chart.render(values, name="afqmc", namespace="serving")
+    finally:
+        chart.close()
+    objects: dict[str, list[dict]] = {}
+    for path, text in files.items():
+        if path.endswith(".txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                objects.setdefault(doc["kind"], []).append(doc)
+    return objects
+
+
+def container(objects) -> dict:
+    return objects["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_every_rendered_object_is_valid_kubernetes(name):
+    import kubernetes_validate
+
+    objects = render(VALUE_SETS[name])
+    checked = 0
+    for kind, docs in objects.items():
+        for doc in docs:
+            if kind == "ServiceMonitor":  # a prometheus-operator CRD: not in the core schemas
+                assert doc["spec"]["endpoints"][0]["port"] == "metrics"
+                continue
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+            checked += 1
+    assert {"Deployment", "Service", "ConfigMap"} <= set(objects) and checked >= 4
+
+
+def test_probes_ports_and_canary():
+    objects = render(VALUE_SETS["cpu"])
+    c = container(objects)
+    assert c["startupProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert c["livenessProbe"]["exec"]["command"] == ["python3", "/opt/tft-probe/canary.py"]
+    probe = next(cm for cm in objects["ConfigMap"] if cm["metadata"]["name"].endswith("-probe"))
+    assert json.loads(probe["data"]["canary.json"]) == CANARY
+    assert {(p["name"], p["containerPort"]) for p in c["ports"]} == {("http", 8000), ("grpc", 8001), ("metrics", 8002)}
+    service = objects["Service"][0]["spec"]
+    assert {(p["name"], p["port"]) for p in service["ports"]} == {("http", 8000), ("grpc", 8001), ("metrics", 8002)}
+    assert service["selector"] == objects["Deployment"][0]["spec"]["selector"]["matchLabels"]
+    shm = next(v for v in objects["Deployment"][0]["spec"]["template"]["spec"]["volumes"] if v["name"] == "shm")
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Gi"}
+    pod = objects["Deployment"][0]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert objects["PodDisruptionBudget"][0]["spec"]["minAvailable"] == 1
+
+
+def test_autoscaling_is_on_a_rate_of_queue_time_per_request():
+    objects = render(VALUE_SETS["cpu"])
+    hpa = objects["HorizontalPodAutoscaler"][0]["spec"]
+    metric = hpa["metrics"][0]
+    assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == "tft_queue_time_us_per_request"
+    assert hpa["scaleTargetRef"]["name"] == objects["Deployment"][0]["metadata"]["name"]
+    rule = yaml.safe_load(next(cm for cm in objects["ConfigMap"] if cm["metadata"]["name"].endswith("adapter-rule"))
+                          ["data"]["rule.yaml"])[0]
+    assert rule["name"]["as"] == "tft_queue_time_us_per_request"
+    query = rule["metricsQuery"]
+    numerator, denominator = query.split(" / ")
+    assert numerator.startswith("sum(rate(nv_inference_queue_duration_us{") and "[1m]))" in numerator
+    assert 'model=~"afqmc|afqmc_tokenizer|afqmc_model|afqmc_postprocess"' in numerator
+    assert "rate(nv_inference_request_success{" in denominator and 'model="afqmc"' in denominator
+    assert "replicas" not in objects["Deployment"][0]["spec"]  # the HPA owns the count
+    no_hpa = render(VALUE_SETS["gcs"])
+    assert "HorizontalPodAutoscaler" not in no_hpa and no_hpa["Deployment"][0]["spec"]["replicas"] == 3
+
+
+def test_gpus_are_requested_only_by_the_gpu_value_set():
+    for name, values in VALUE_SETS.items():
+        c = container(render(values))
+        gpus = {c["resources"]["limits"].get("nvidia.com/gpu"), c["resources"]["requests"].get("nvidia.com/gpu")}
+        assert gpus == ({2} if name == "gpu" else {None}), name
+
+
+def test_repository_sources_and_credentials_wiring():
+    cpu = container(render(VALUE_SETS["cpu"]))
+    assert "--model-repository=/models" in cpu["args"][0]
+    assert {"name": "models", "mountPath": "/models", "readOnly": True} in cpu["volumeMounts"]
+    gpu = render(VALUE_SETS["gpu"])
+    mount = next(m for m in container(gpu)["volumeMounts"] if m["name"] == "models")
+    assert mount["subPath"] == "repo"
+    assert "pip install --no-cache-dir --target /opt/tft-site 'numpy==1.26.4' 'tokenizers==0.23.3'" in container(gpu)["args"][0]
+    assert {"name": "PYTHONPATH", "value": "/opt/tft-site"} in container(gpu)["env"]
+    s3 = container(render(VALUE_SETS["s3"]))
+    assert "--model-repository=s3://bucket/model_repository" in s3["args"][0]
+    assert s3["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+    assert not any(m["name"] == "models" for m in s3["volumeMounts"])
+    gcs = render(VALUE_SETS["gcs"])
+    assert {"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": "/var/secrets/gcs/key.json"} in container(gcs)["env"]
+    volume = next(v for v in gcs["Deployment"][0]["spec"]["template"]["spec"]["volumes"] if v["name"] == "gcs-credentials")
+    assert volume["secret"]["secretName"] == "gcs-key"
+
+
+@pytest.mark.parametrize("change,says", [
+    ({"model": {**MODEL, "name": ""}}, "model.name is required"),
+    ({"model": {**MODEL, "canary": {}}}, "model.canary is required"),
+    ({"resources": {"gpu": 1}}, "resources.gpu is 1 but device is cpu"),
+    ({"device": "gpu"}, "device is gpu but resources.gpu is 0"),
+    ({"device": "tpu"}, 'device must be cpu or gpu, not "tpu"'),
+    ({"modelRepository": {"source": "url", "url": "s3://bucket/repo"}},
+     "modelRepository.credentialsSecret is required with url s3://bucket/repo"),
+    ({"modelRepository": {"source": "url", "url": "ftp://x", "credentialsSecret": "s"}}, "must be s3://, gs:// or as://"),
+    ({"modelRepository": {"source": "pvc"}}, "modelRepository.pvc.claimName is required"),
+    ({"autoscaling": {"minReplicas": 4, "maxReplicas": 2}}, "maxReplicas must be at least"),
+])
+def test_bad_values_fail_rendering_with_one_message(change, says):
+    import helm_python
+
+    values = {**VALUE_SETS["cpu"], **change}
+    with pytest.raises(helm_python.HelmRenderError) as e:
+        render(values)
+    assert says in str(e.value)
+
+
+def test_chart_lints_clean():
+    import helm_python
+
+    result = helm_python.lint(str(CHART), VALUE_SETS["cpu"])
+    assert result["errors"] == [] and result["messages"] == []
+
+
+def test_deploy_writes_values_that_render_and_refuses_bad_combinations(pair_export, tmp_path):
+    repo = tmp_path / "repo"
+    assert run_tft("serve", "build", "--export", pair_export, "--repository", repo, "--name", "kc").returncode == 0
+    values = tmp_path / "values.yaml"
+    proc = run_tft("serve", "deploy", "--repository", repo, "--chart-values", values, "--model-url", "s3://b/repo",
+                   "--credentials-secret", "creds")
+    assert proc.returncode == 0, proc.stderr
+    data = yaml.safe_load(values.read_text(encoding="utf-8"))
+    assert data["model"]["name"] == "kc" and data["model"]["steps"] == ["kc_tokenizer", "kc_model", "kc_postprocess"]
+    record = json.loads((repo / "kc" / "tft-serve.json").read_text())
+    assert data["model"]["canary"]["inputs"][0]["data"] == [record["canary"]["text"]]
+    assert any(p.startswith("onnxruntime==") for p in data["image"]["pythonPackages"])
+    objects = render(data)
+    assert "--model-repository=s3://b/repo" in container(objects)["args"][0]
+    before = values.read_bytes()
+    for args, says in ((("--device", "gpu", "--overwrite"), "built with --backend python, which runs on the CPU"),
+                       (("--model-url", "s3://b/r", "--overwrite"), "--model-url needs --credentials-secret"),
+                       (("--model-url", "http://b/r", "--credentials-secret", "c", "--overwrite"), "use s3://, gs://"),
+                       (("--name", "nope", "--overwrite"), "no model 'nope'"),
+                       ((), "already exists; add --overwrite")):
+        proc = run_tft("serve", "deploy", "--repository", repo, "--chart-values", values, *args)
+        assert proc.returncode == 1 and says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert values.read_bytes() == before
+
+
+def _post(url: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, {}
+
+
+def test_the_charts_canary_probe_passes_on_triton_and_fails_after_a_stub_dies(pair_export, tmp_path):
+    """The probe script and body exactly as the chart renders them, run against the embedded Triton."""
+    from tft.serve.server import stub_processes
+
+    repo = tmp_path / "repo"
+    assert run_tft("serve", "build", "--export", pair_export, "--repository", repo, "--name", "lp").returncode == 0
+    values = tmp_path / "values.yaml"
+    assert run_tft("serve", "deploy", "--repository", repo, "--chart-values", values, "--pvc", "m").returncode == 0
+    probe = next(cm for cm in render(yaml.safe_load(values.read_text()))["ConfigMap"]
+                 if cm["metadata"]["name"].endswith("-probe"))
+    folder = tmp_path / "probe"
+    folder.mkdir()
+    for name, text in probe["data"].items():
+        (folder / name).write_text(text, encoding="utf-8")
+    server = ServeProcess(repo, tmp_path, health_interval=0).wait_ready()  # no health loop: nothing repairs it
+    try:
+        url = f"http://127.0.0.1:{server.ports.http}"
+        status, answer = _post(f"{url}/v2/models/lp/infer", (folder / "canary.json").read_bytes())
+        assert status == 200 and {o["name"] for o in answer["outputs"]} == {"LABEL", "SCORE"}
+        label = next(o for o in answer["outputs"] if o["name"] == "LABEL")
+        assert label["data"][0] in ("0", "1")
+        env = {**os.environ, "TFT_PROBE_URL": url}
+        assert subprocess.run([sys.executable, folder / "canary.py"], env=env).returncode == 0
+        for pid in stub_processes("lp_model"):
+            os.kill(pid, signal.SIGKILL)
+        ready = urllib.request.urlopen(f"{url}/v2/health/ready", timeout=10).status
+        assert ready == 200  # Triton still says ready: the condition only the canary catches
+        status, _ = _post(f"{url}/v2/models/lp/infer", (folder / "canary.json").read_bytes())
+        assert status != 200
+        failed = subprocess.run([sys.executable, folder / "canary.py"], env=env, capture_output=True, text=True)
+        assert failed.returncode == 1 and "canary failed" in failed.stderr
+    finally:
+        server.stop()
+
+
+def test_kserve_example_carries_the_same_probe():
+    import kubernetes_validate
+
+    config_map, service = list(yaml.safe_load_all(KSERVE.read_text(encoding="utf-8")))
+    kubernetes_validate.validate(config_map, KUBE_VERSION, strict=True)
+    chart_probe = next(cm for cm in render(VALUE_SETS["cpu"])["ConfigMap"] if cm["metadata"]["name"].endswith("-probe"))
+    assert config_map["data"]["canary.py"] == chart_probe["data"]["canary.py"]
+    assert json.loads(config_map["data"]["canary.json"])["inputs"][0]["name"] == "TEXT"
+    model = service["spec"]["predictor"]["model"]
+    assert service["kind"] == "InferenceService" and model["modelFormat"]["name"] == "triton"
+    assert model["livenessProbe"]["exec"]["command"] == container(render(VALUE_SETS["cpu"]))["livenessProbe"]["exec"]["command"]
+    volume = service["spec"]["predictor"]["volumes"][0]
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    assert {"name": "TFT_PROBE_URL", "value": "http://127.0.0.1:8080"} in model["env"]
