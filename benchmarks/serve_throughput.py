@@ -69,7 +69,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="tft-serve-bench-"))
 
     from tft.export.runtime import read_export_manifest
-    from tft.train.predict import read_inputs, task_of
+    from tft.inference import read_inputs, task_of
 
     if args.export:
         export_dir = Path(args.export)

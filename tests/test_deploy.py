@@ -184,7 +184,7 @@ def test_deploy_writes_values_that_render_and_refuses_bad_combinations(pair_expo
     objects = render(data)
     assert "--model-repository=s3://b/repo" in container(objects)["args"][0]
     before = values.read_bytes()
-    for args, says in ((("--device", "gpu", "--overwrite"), "built with --backend python, which runs on the CPU"),
+    for args, says in ((("--device", "gpu", "--overwrite"), "was built for the CPU (backend python)"),
                        (("--model-url", "s3://b/r", "--overwrite"), "--model-url needs --credentials-secret"),
                        (("--model-url", "http://b/r", "--credentials-secret", "c", "--overwrite"), "use s3://, gs://"),
                        (("--name", "nope", "--overwrite"), "no model 'nope'"),
@@ -252,3 +252,57 @@ def test_kserve_example_carries_the_same_probe():
     volume = service["spec"]["predictor"]["volumes"][0]
     assert volume["configMap"]["name"] == config_map["metadata"]["name"]
     assert {"name": "TFT_PROBE_URL", "value": "http://127.0.0.1:8080"} in model["env"]
+
+
+def test_scheduling_pull_secrets_extra_args_and_notes():
+    import helm_python
+
+    values = {**VALUE_SETS["cpu"], "image": {"pullSecrets": ["ngc"]}, "extraArgs": ["--log-verbose=1"],
+              "nodeSelector": {"pool": "inference"}, "tolerations": [{"key": "gpu", "operator": "Exists"}],
+              "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}}}
+    objects = render(values)
+    pod = objects["Deployment"][0]["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "ngc"}] and pod["nodeSelector"] == {"pool": "inference"}
+    assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}] and "podAntiAffinity" in pod["affinity"]
+    assert container(objects)["args"][0].endswith("--metrics-port=8002 --log-verbose=1")
+    chart = helm_python.Chart.load(str(CHART))
+    try:
+        notes = chart.render(VALUE_SETS["cpu"], name="afqmc", namespace="serving")["tft-triton/templates/NOTES.txt"]
+    finally:
+        chart.close()
+    assert "tft infer --url 127.0.0.1:8001 --model afqmc" in notes and "tft verify --url 127.0.0.1:8001" in notes
+    assert "kubectl -n serving port-forward svc/afqmc-tft-triton 8001:8001 8000:8000" in notes
+
+
+def test_a_repository_answers_from_an_environment_holding_only_its_recorded_packages(pair_export, afqmc_sample,
+                                                                                      tmp_path):
+    """What NVIDIA's container needs, proven: a fresh venv with exactly model_repository/tft-requirements.txt
+    (no tft, no torch, no transformers) serves the repository through the embedded Triton's stubs, with the
+    same answers as ONNX Runtime offline."""
+    import venv
+
+    from tft.export.runtime import OrtPredictor
+    from tft.serve.client import Client
+
+    repo = tmp_path / "repo"
+    assert run_tft("serve", "build", "--export", pair_export, "--repository", repo, "--name", "ce").returncode == 0
+    requirements = (repo / "tft-requirements.txt").read_text().split()
+    assert {r.split("==")[0] for r in requirements} == {"numpy", "tokenizers", "onnxruntime"}
+    env_dir = tmp_path / "container-env"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    pip = subprocess.run([env_dir / "bin" / "python3", "-m", "pip", "install", "-q", "-r", repo / "tft-requirements.txt"],
+                         capture_output=True, text=True, timeout=600)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    listed = subprocess.run([env_dir / "bin" / "python3", "-c", "import tft"], capture_output=True, text=True)
+    assert listed.returncode != 0  # tft itself is not there: only what the repository records
+    server = ServeProcess(repo, tmp_path, health_interval=0, extra=("--python-env", str(env_dir))).wait_ready()
+    try:
+        rows = [json.loads(line) for line in (afqmc_sample / "dev.json").read_text().splitlines()[:64]]
+        items = [{"text": r["sentence1"], "text_pair": r["sentence2"]} for r in rows]
+        served, stats = Client(server.url).infer("ce", items, batch_size=8)
+        assert stats.answered == 64
+        offline = OrtPredictor(pair_export).answer_items(items)
+        assert [a["label"] for a in served] == [o["label"] for o in offline]
+        assert max(abs(a["score"] - o["score"]) for a, o in zip(served, offline)) < 1e-4
+    finally:
+        server.stop()

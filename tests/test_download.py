@@ -94,3 +94,43 @@ def test_path_traversal_in_zip_is_refused(http_dir, tmp_path, monkeypatch, name)
 def test_task_without_archive_requires_data_dir():
     with pytest.raises(TaskError, match="conll2003.*--data-dir is required"):
         load_dataset(get_task("conll2003"), None, ("train",))
+
+
+def test_concurrent_ranks_download_once_and_all_get_the_data(tmp_path):
+    """Four processes (the ranks of one node) ask for the same dataset at once: one download, one folder."""
+    import os
+    import subprocess
+    import sys
+
+    data = _afqmc_zip()
+    gets = []
+
+    class Counting(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            gets.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Counting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/afqmc_public.zip"
+    code = ("import dataclasses; from tft.tasks import Archive, get_task; from tft.data.dataset import "
+            f"resolve_data_dir; t = dataclasses.replace(get_task('afqmc'), archive=Archive('{url}')); "
+            "print(resolve_data_dir(t, None))")
+    env = {**os.environ, "TFT_CACHE": str(tmp_path / "cache")}
+    try:
+        procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env=env) for _ in range(4)]
+        outputs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        server.shutdown()
+    assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outputs]
+    assert len({o[0].strip() for o in outputs}) == 1 and gets == ["/afqmc_public.zip"]
+    folder = tmp_path / "cache" / "datasets"
+    assert sorted(p.name for p in folder.iterdir()) == ["afqmc"]
+    assert (folder / "afqmc" / "train.json").exists()

@@ -203,3 +203,27 @@ def test_feature_cache_roundtrip(afqmc_sample, tokenizer):
     path = afqmc_sample.parent / "cache-test.npz"
     save_features(path, feats)
     assert load_features(path) == feats
+
+
+def test_torchrun_launch_lines_static_and_elastic(tmp_path):
+    from tft.errors import TftError
+    from tft.train.cli import torchrun_command
+
+    base = {"nproc_per_node": 8, "nnodes": 2, "node_rank": 1, "master_addr": "10.0.0.1", "master_port": 29500,
+            "rdzv_backend": "static", "rdzv_endpoint": None, "rdzv_id": "tft", "max_restarts": 0}
+    static = torchrun_command(base, tmp_path / "c.yaml")
+    assert static[2:7] == ["torch.distributed.run", "--nproc-per-node=8", "--nnodes=2", "--node-rank=1",
+                           "--master-addr=10.0.0.1"]
+    elastic = torchrun_command({**base, "rdzv_backend": "c10d", "rdzv_endpoint": "head:29400", "max_restarts": 3},
+                               tmp_path / "c.yaml")
+    assert "--rdzv-backend=c10d" in elastic and "--rdzv-endpoint=head:29400" in elastic
+    assert "--max-restarts=3" in elastic and not any(a.startswith("--node-rank") for a in elastic)
+    assert elastic[-5:] == ["-m", "tft", "train", "--config", str(tmp_path / "c.yaml")]
+    with pytest.raises(TftError, match="--rdzv-backend c10d needs --rdzv-endpoint"):
+        torchrun_command({**base, "rdzv_backend": "c10d"}, tmp_path / "c.yaml")
+
+
+def test_multi_node_runs_need_an_output_dir(afqmc_sample):
+    proc = run_tft("train", "--task", "afqmc", "--data-dir", afqmc_sample, "--model", "scratch:tiny",
+                   "--nproc-per-node", 2, "--nnodes", 2)
+    assert proc.returncode == 1 and "--output-dir is required with --nnodes > 1" in proc.stderr

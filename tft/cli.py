@@ -37,20 +37,14 @@ def setup_logging(verbose: int, quiet: bool) -> None:
             lib = logging.FileHandler(path, delay=True, encoding="utf-8")
         except OSError:
             lib = logging.NullHandler()
+        # read when transformers is imported (if ever: the client commands never do)
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     lib.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     root.handlers[:] = [lib]
     root.setLevel(logging.INFO if verbose else logging.WARNING)
     logging.captureWarnings(True)
-    if not verbose:
-        try:
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.set_verbosity_error()
-            hf_logging.disable_progress_bar()
-        except ImportError:  # a client-only install has no transformers
-            pass
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -81,9 +75,9 @@ def cli(ctx, verbose, quiet):
 def _register_stages() -> None:
     from tft.data.cli import data_group, tasks_command
     from tft.export.cli import export_command
-    from tft.pipeline import pipeline_command, verify_command
+    from tft.pipeline import pipeline_command, predict_command, verify_command
     from tft.serve.cli import bench_command, infer_command, serve_group
-    from tft.train.cli import eval_command, predict_command, train_command
+    from tft.train.cli import eval_command, train_command
 
     for command in (tasks_command, data_group, train_command, eval_command, predict_command, export_command,
                     serve_group, infer_command, bench_command, pipeline_command, verify_command):

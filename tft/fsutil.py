@@ -141,6 +141,22 @@ def clear_own_dir(path: Path, ours, option: str = "--output-dir") -> None:
         shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
 
 
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike):
+    """An exclusive lock held while the block runs (flock: released by the kernel if the holder dies),
+    so that ranks of a multi-process launch on one node do one job once while the others wait."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -72,6 +72,12 @@ def _train(cfg, out: Path, launch: dict, resume: bool) -> Path:
     return run_dir / "best"
 
 
+def _tensorrt_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorrt") is not None
+
+
 def _cuda() -> bool:
     try:
         import torch
@@ -94,7 +100,11 @@ def run_pipeline(cfg, out: Path, launch: dict, *, int8: bool, trt: bool | None, 
                 "int8": int8, "max_batch": max_batch, "name": name, "artifact": artifact}
     claim_pipeline_dir(out, settings, resume, cfg.overwrite)
     best = _train(cfg, out, launch, resume)
-    trt = _cuda() if trt is None else trt
+    if trt is None:  # by default: an engine where a GPU and TensorRT are both here, a line saying why not otherwise
+        trt = _cuda() and _tensorrt_installed()
+        if _cuda() and not trt:
+            log.info("pipeline: CUDA is here but the tensorrt package is not (pip install 'tft[trt]'): "
+                     "no TensorRT engine, serving ONNX")
     log.info("pipeline: exporting %s", best)
     export_dir = run_export(best, out / "export", int8=int8, trt=trt, max_batch=max_batch, overwrite=True)
     name = name or cfg.task
@@ -243,3 +253,35 @@ def verify_command(checkpoint, model, repository, url, export_dir, data, data_di
     _summary(report, md_path)
     if not report["passed"]:
         raise TftError(f"verification FAILED; see {md_path}")
+
+
+@click.command("predict")
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
+@click.option("--checkpoint", type=click.Path(exists=True, file_okay=False), help="A `tft train` best/ folder.")
+@click.option("--onnx", "export_dir", type=click.Path(exists=True, file_okay=False), help="A `tft export` folder (ONNX Runtime).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output JSON lines.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True,
+              help="With --onnx: ONNX Runtime's device (auto: CUDA when onnxruntime-gpu offers it).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
+def predict_command(input_path, checkpoint, export_dir, output, batch_size, device, overwrite):
+    """Predict labels and scores (classification) or entities with character offsets (NER).
+
+    INPUT is a file in the task's format or plain text lines (`.txt`; pairs as `text<TAB>pair`).
+    Entity offsets are character positions in the input text, end exclusive.
+    """
+    # here, not in tft/train or tft/export: it runs either stage's model, and stages never import each other
+    if bool(checkpoint) == bool(export_dir):
+        raise TftError("pass exactly one of --checkpoint and --onnx")
+    from tft.fsutil import check_output_file
+
+    check_output_file(output, overwrite=overwrite, inputs=[input_path])
+    if export_dir:
+        from tft.export.runtime import predict_file
+
+        n = predict_file(export_dir, input_path, output, batch_size, device=device)
+    else:
+        from tft.train.predict import predict_file
+
+        n = predict_file(checkpoint, input_path, output, batch_size)
+    click.echo(f"wrote {n} predictions to {output}")

@@ -19,6 +19,7 @@ TOKEN = "token_classification"
 KINDS = (SEQUENCE, PAIR, REGRESSION, TOKEN)
 
 SPLITS = ("train", "dev", "test")
+IGNORE_INDEX = -100  # label of NER positions not scored: sub-tokens after a word's first, special tokens
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ def metric(kind: str, answers: list[dict], gold: list, labels) -> dict:
     import numpy as np
 
     from tft.tasks import REGRESSION, TOKEN
-    from tft.train.metrics import classification_metrics, regression_metrics
+    from tft.metrics import classification_metrics, regression_metrics
 
     if kind == TOKEN:
         tp = pred_n = gold_n = 0
@@ -112,7 +112,8 @@ def verify(*, checkpoint, url: str, model: str, export_dir=None, artifact: str |
     from tft.data.readers import READERS
     from tft.export.runtime import OrtPredictor
     from tft.serve.client import Client
-    from tft.train.predict import TorchModel, answer_items, items_from_examples
+    from tft.inference import items_from_examples
+    from tft.train.predict import TorchModel, answer_items
 
     tm = TorchModel(checkpoint)
     task, labels = tm.task, tm.labels

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from tft.errors import DownloadError
 from tft.console import on_terminal
-from tft.fsutil import atomic_dir, file_sha256
+from tft.fsutil import atomic_dir, file_lock, file_sha256
 from tft.tasks import Archive
 
 CHUNK = 1 << 16
@@ -31,6 +31,15 @@ def fetch_archive(name: str, archive: Archive, timeout: float = 60.0) -> Path:
     target = cache_root() / "datasets" / name
     if (target / ".complete").exists():
         return target
+    # every rank of a torchrun launch on this node calls this: one downloads and unpacks, the others wait
+    # and then find it complete
+    with file_lock(cache_root() / "locks" / f"dataset-{name}.lock"):
+        if (target / ".complete").exists():
+            return target
+        return _fetch(name, archive, target, timeout)
+
+
+def _fetch(name: str, archive: Archive, target: Path, timeout: float) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}.download-") as tmp:
         file = Path(tmp) / PurePosixPath(archive.url.split("?")[0]).name

@@ -14,9 +14,8 @@ from tokenizers import Tokenizer
 from tft.data.readers import TextExample, TokenExample
 from tft.errors import TftError
 from tft.predictions import max_chars_for, split_words
-from tft.tasks import REGRESSION
+from tft.tasks import IGNORE_INDEX, REGRESSION
 
-IGNORE_INDEX = -100  # label of sub-tokens after the first, and of special tokens: not scored
 
 
 @dataclass

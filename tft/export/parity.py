@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from tft.export.config import ExportError
-from tft.train.metrics import compute_per_example
+from tft.metrics import compute_per_example
 
 THRESHOLDS = {"fp32": {"atol": 1e-4}, "fp16": {"atol": 1e-2},
               "int8": {"min_agreement": 0.99, "max_metric_drop": 0.01}}

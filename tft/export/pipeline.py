@@ -22,7 +22,7 @@ from tft.export.parity import THRESHOLDS, compare, parity_batches
 from tft.export.runtime import EXPORT_MANIFEST, OrtModel
 from tft.fsutil import atomic_dir, atomic_write_json, check_output_dir, file_sha256
 from tft.manifest import now, read_checkpoint_manifest, versions
-from tft.train.predict import items_from_examples, task_of
+from tft.inference import items_from_examples, task_of
 
 log = logging.getLogger("tft")
 EXPORT_FORMAT = "tft.export/1"
@@ -83,7 +83,8 @@ def check_labels(cm: dict, hf_config, checkpoint: Path) -> None:
 
 def run_export(checkpoint, output_dir=None, *, int8=False, fp16=False, trt=False, opset=17, max_batch=64,
                max_seq_length=None, parity_samples=512, parity_data=None, exporter="torchscript",
-               thresholds=None, opt_batch=None, opt_seq_length=None, optimize=True, overwrite=False) -> Path:
+               thresholds=None, opt_batch=None, opt_seq_length=None, optimize=True, overwrite=False,
+               trt_version_compatible=False) -> Path:
     from transformers import AutoConfig, AutoTokenizer
 
     checkpoint = Path(checkpoint)
@@ -138,7 +139,7 @@ def run_export(checkpoint, output_dir=None, *, int8=False, fp16=False, trt=False
                 check("fp32-optimized", "fp32", tmp / "model.opt.onnx", extra={"fused_operators": fused})
         if int8:
             check("int8", "int8", quantize.quantize_int8(fp32, tmp / "model.int8.onnx"))
-        if fp16:
+        if fp16 or trt:  # TensorRT 11 builds its fp16 engine from the fp16 graph (strong typing)
             # from the un-fused graph: a per-op fp32 block list cannot split ORT's fused Attention
             check("fp16", "fp16", quantize.convert_fp16(fp32, tmp / "model.fp16.onnx"))
         files = {}
@@ -160,18 +161,25 @@ def run_export(checkpoint, output_dir=None, *, int8=False, fp16=False, trt=False
     log.info("wrote %s (%s)", out, ", ".join(a["name"] for a in artifacts))
 
     if trt:
+        from tft.data.download import cache_root
         from tft.export import trt as trt_mod
 
-        trt_mod.check_available()
-        plan = out / "model.plan"
-        info = trt_mod.build_engine(out / "model.onnx", plan, cfg.inputs, max_batch, max_len, opt_batch,
-                                    opt_seq_length or min(max_len, 128), fp16=True,
-                                    timing_cache=out / "trt.timing_cache")
-        runner = trt_mod.TrtModel(plan)
+        trt_version, gpu, capability = trt_mod.check_available()
+        graphs = {a["name"]: a["file"] for a in artifacts}
+        graphs = {"fp32": graphs["fp32"], **({"fp16": graphs["fp16"]} if "fp16" in graphs else {})}
+        plan = trt_mod.plan_engine(trt_version=trt_version, precision="fp16", inputs=cfg.inputs,
+                                   max_batch=max_batch, max_len=max_len, opt_batch=opt_batch,
+                                   opt_len=opt_seq_length or min(max_len, 128), graphs=graphs, gpu=gpu,
+                                   cache_root=cache_root(), version_compatible=trt_version_compatible)
+        engine = out / "model.plan"
+        info = trt_mod.build_engine(plan, out, engine)
+        runner = trt_mod.TrtModel(engine, version_compatible=trt_version_compatible)
         try:
-            check("tensorrt-fp16", "fp16", plan, runtime="tensorrt", runner=runner, extra=info)
+            check("tensorrt-fp16", "fp16", engine, runtime="tensorrt", runner=runner,
+                  extra={**info, "gpu": gpu, "compute_capability": list(capability),
+                         "version_compatible": trt_version_compatible})
         except Exception:
-            plan.unlink(missing_ok=True)
+            engine.unlink(missing_ok=True)
             raise
         finally:
             runner.close()

@@ -64,10 +64,35 @@ def check_file(export_dir: Path, name: str, sha256: str | None) -> Path:
     return path
 
 
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+
+
+def providers_for(device: str | None, available: list[str], cache_dir: Path | None = None) -> list:
+    """ONNX Runtime execution providers for --device: auto (CUDA when this ONNX Runtime offers it), cpu,
+    cuda, or tensorrt (TensorRT's provider with fp16 and an engine cache, CUDA and CPU behind it)."""
+    device = device or "auto"
+    if device not in DEVICES:
+        raise TftError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
+    if device == "auto":
+        device = "cuda" if "CUDAExecutionProvider" in available else "cpu"
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    wanted = "CUDAExecutionProvider" if device == "cuda" else "TensorrtExecutionProvider"
+    if wanted not in available:
+        raise TftError(f"--device {device}: this ONNX Runtime offers {', '.join(available)}, not {wanted}; "
+                       "install onnxruntime-gpu (pip install 'tft[gpu]') on a machine with an NVIDIA GPU")
+    chain: list = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "tensorrt":
+        options = {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
+                   "trt_engine_cache_path": str(cache_dir or Path.home() / ".cache" / "tft" / "ort-trt")}
+        chain.insert(0, ("TensorrtExecutionProvider", options))
+    return chain
+
+
 class OrtModel:
     """An ONNX file in an ONNX Runtime session: padded int64 batch in, logits out."""
 
-    def __init__(self, path: str | Path, threads: int | None = None, providers=None):
+    def __init__(self, path: str | Path, threads: int | None = None, providers=None, device: str | None = "cpu"):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -75,7 +100,9 @@ class OrtModel:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        providers = providers or providers_for(device, ort.get_available_providers())
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.providers = self.session.get_providers()
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, batch: dict) -> np.ndarray:
@@ -94,10 +121,10 @@ def default_artifact(manifest: dict) -> dict:
 class OrtPredictor:
     """An export folder ready to answer raw items the way `tft predict --onnx` does."""
 
-    def __init__(self, export_dir, artifact: str | None = None, threads: int | None = None):
+    def __init__(self, export_dir, artifact: str | None = None, threads: int | None = None, device: str | None = "cpu"):
         from transformers import AutoTokenizer
 
-        from tft.train.predict import task_of
+        from tft.inference import task_of
 
         self.export_dir = Path(export_dir)
         self.manifest = read_export_manifest(self.export_dir)
@@ -108,14 +135,15 @@ class OrtPredictor:
         if art is None:
             raise TftError(f"{self.export_dir}: no artifact named {artifact!r}")
         self.artifact = art
-        self.model = OrtModel(check_file(self.export_dir, art["file"], art.get("sha256")), threads=threads)
+        self.model = OrtModel(check_file(self.export_dir, art["file"], art.get("sha256")), threads=threads,
+                              device=device)
         self.token_task = self.manifest["kind"] == "token_classification"
         self.joiner = self.manifest["checkpoint_manifest"].get("word_joiner", " ")
 
     def answer_items(self, items: list[dict], batch_size: int = 64) -> list[dict]:
         from tft.data.features import encode_for_inference
         from tft.export.parity import pad_batch
-        from tft.train.predict import answers
+        from tft.inference import answers
 
         feats = encode_for_inference([i["text"] for i in items],
                                      [i.get("text_pair", "") for i in items] if self.task.is_pair else None,
@@ -128,11 +156,11 @@ class OrtPredictor:
         return answers(items, logits, feats, tuple(self.manifest["labels"]), self.token_task, self.joiner)
 
 
-def predict_file(export_dir, input_path, output_path, batch_size: int = 64) -> int:
+def predict_file(export_dir, input_path, output_path, batch_size: int = 64, device: str | None = "auto") -> int:
     from tft.fsutil import atomic_write_text
-    from tft.train.predict import read_inputs
+    from tft.inference import read_inputs
 
-    predictor = OrtPredictor(export_dir)
+    predictor = OrtPredictor(export_dir, device=device)
     records = predictor.answer_items(read_inputs(input_path, predictor.task), batch_size)
     atomic_write_text(output_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     return len(records)

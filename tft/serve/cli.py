@@ -45,8 +45,13 @@ def serve_group():
 @click.option("--threads", default=0, type=click.IntRange(0, 1024), help="ONNX Runtime threads per model instance (0: its default).")
 @click.option("--max-chars", default=0, type=click.IntRange(0),
               help="Cap on characters per text, applied before tokenizing (default 32 x max_seq_length, >= 4096).")
+@click.option("--device", type=click.Choice(["cpu", "gpu"]),
+              help="Where the model step runs: gpu puts onnxruntime/tensorrt instances on GPUs (KIND_GPU). "
+              "Default: gpu for tensorrt, cpu otherwise.")
+@click.option("--ort-tensorrt", is_flag=True, help="With --backend onnxruntime --device gpu: TensorRT as ONNX "
+              "Runtime's accelerator (FP16, engine cache), per the onnxruntime_backend README.")
 def build_command(export_dir, repository, name, backend, artifact, max_batch, instances, queue_delay_us,
-                  no_dynamic_batching, threads, max_chars):
+                  no_dynamic_batching, threads, max_chars, device, ort_tensorrt):
     """Write a Triton model repository: <name>_tokenizer, <name>_model, <name>_postprocess and the
     ensemble <name> (text in, labels or entities out). An existing repository gets a new version."""
     from tft.export.runtime import read_export_manifest
@@ -55,10 +60,10 @@ def build_command(export_dir, repository, name, backend, artifact, max_batch, in
     manifest = read_export_manifest(export_dir)
     opts = BuildOptions(name=name or manifest["task"], backend=backend, max_batch=max_batch or manifest["max_batch"], instances=instances,
                         queue_delay_us=queue_delay_us, dynamic_batching=not no_dynamic_batching, artifact=artifact,
-                        threads=threads, max_chars=max_chars)
+                        threads=threads, max_chars=max_chars, device=device, ort_tensorrt=ort_tensorrt)
     record = build_repository(export_dir, repository, opts)
     versions = ", ".join(f"{m} v{v}" for m, v in record["model_versions"].items())
-    click.echo(f"wrote {repository}: {versions} (artifact {record['artifact']}, backend {backend})")
+    click.echo(f"wrote {repository}: {versions} (artifact {record['artifact']}, backend {backend}, {record['device']})")
     click.echo(f"start it with: tft serve start --repository {repository}")
 
 
@@ -129,8 +134,11 @@ def deploy_command(repository, name, values_file, device, gpus, image, image_tag
               help="Write the endpoints here as JSON once every model is ready (for scripts).")
 @click.option("--triton-arg", "extra", multiple=True,
               help="Extra tritonserver flag, e.g. --triton-arg=--grpc-restricted-protocol=admin:key=secret.")
+@click.option("--python-env", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A virtual environment whose packages the Python-backend models use instead of tft's (say, one "
+              "holding only model_repository/tft-requirements.txt, as a container would).")
 def start_command(repository, host, grpc_port, http_port, metrics_port, models, health_interval, log_file,
-                  ready_file, extra):
+                  ready_file, extra, python_env):
     """Run the embedded Triton (the `tritonserver` binary of nvidia-pytriton, CPU, Python backend) in the
     foreground until Ctrl-C. Waits for the models to be ready and prints the endpoints."""
     from tft.fsutil import atomic_write_json, check_output_file
@@ -145,8 +153,10 @@ def start_command(repository, host, grpc_port, http_port, metrics_port, models, 
     if repository.is_dir():
         checked = check_integrity(repository)
         log.info("repository %s: %d files match their build records", repository, checked)
+    if python_env is not None and not (python_env / "bin" / "python3").exists():
+        raise click.BadParameter(f"{python_env}: not a virtual environment (no bin/python3)", param_hint="--python-env")
     server = TritonServer(repository, ports, host=host, models=list(models) or None, log_file=log_file,
-                          extra_args=list(extra))
+                          extra_args=list(extra), python_env=python_env)
     stop_on_signals()
     health = None
     try:
@@ -215,7 +225,7 @@ def client_options(f):
 
 
 def _items(info, texts, input_path):
-    from tft.train.predict import read_inputs, task_of
+    from tft.inference import read_inputs, task_of
 
     if texts and input_path:
         raise click.UsageError("give TEXT arguments or --input, not both")

@@ -31,9 +31,9 @@ def chart_values(record: dict, *, device: str = "cpu", gpus: int = 1, image: str
                  pvc: str | None = None, stock_image: bool = True) -> dict:
     if device not in ("cpu", "gpu"):
         raise TftError(f"--device {device!r}: choose cpu or gpu")
-    if device == "gpu" and record.get("backend") == "python":
-        raise TftError(f"{record['ensemble']} was built with --backend python, which runs on the CPU: rebuild it "
-                       "with --backend onnxruntime or tensorrt to serve it on GPUs")
+    if device == "gpu" and record.get("device", "cpu") != "gpu":
+        raise TftError(f"{record['ensemble']} was built for the CPU (backend {record.get('backend')}): rebuild it with "
+                       "`tft serve build --backend onnxruntime|tensorrt --device gpu` to serve it on GPUs")
     if model_url and not URL_RE.match(model_url):
         raise TftError(f"--model-url {model_url!r}: use s3://, gs:// or as:// followed by a path")
     if model_url and not credentials_secret:

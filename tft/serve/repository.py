@@ -62,6 +62,14 @@ class BuildOptions:
     artifact: str | None = None  # export artifact for the model step (default: fp32)
     threads: int = 0  # ONNX Runtime intra-op threads per instance (0: its default)
     max_chars: int = 0  # cap per text before tokenizing (0: 32 x max_seq_length, at least 4096)
+    device: str | None = None  # cpu | gpu; None: gpu for tensorrt, cpu otherwise
+    ort_tensorrt: bool = False  # onnxruntime on GPUs: TensorRT as its execution accelerator
+    ort_tensorrt_workspace: int = 1 << 30
+    ort_tensorrt_cache: str = "/tmp/tft-ort-trt-cache"  # engine cache inside the server's container
+
+    @property
+    def gpu(self) -> bool:
+        return (self.device or ("gpu" if self.backend == "tensorrt" else "cpu")) == "gpu"
 
 
 def _dtype(name: str) -> int:
@@ -180,7 +188,13 @@ class Layout:
         for name in self.inputs:
             _tensor(c.input, name, "TYPE_INT64", [-1], ragged=backend == "python")
         _tensor(c.output, "logits", "TYPE_FP32", self.logits_dims)
-        _instances(c, self.opts, gpu=backend == "tensorrt")
+        _instances(c, self.opts, gpu=self.opts.gpu)
+        if self.opts.ort_tensorrt:  # per the onnxruntime_backend README: TensorRT inside ONNX Runtime
+            accelerator = c.optimization.execution_accelerators.gpu_execution_accelerator.add()
+            accelerator.name = "tensorrt"
+            for key, value in (("precision_mode", "FP16"), ("max_workspace_size_bytes", self.opts.ort_tensorrt_workspace),
+                               ("trt_engine_cache_enable", "1"), ("trt_engine_cache_path", self.opts.ort_tensorrt_cache)):
+                accelerator.parameters[key] = str(value)
         return c
 
     def postprocess_config(self):
@@ -308,6 +322,16 @@ def validate(export_dir: Path, repository: Path, opts: BuildOptions) -> tuple[di
                               f"(the export's parity was checked up to batch {manifest['max_batch']})")
     if opts.instances < 1:
         raise RepositoryError("--instances must be at least 1")
+    if opts.device not in (None, "cpu", "gpu"):
+        raise RepositoryError(f"--device {opts.device!r}: choose cpu or gpu")
+    if opts.gpu and opts.backend == "python":
+        raise RepositoryError("--device gpu: the python backend runs ONNX Runtime on the CPU; use --backend onnxruntime "
+                              "or tensorrt for GPUs")
+    if not opts.gpu and opts.backend == "tensorrt":
+        raise RepositoryError("--backend tensorrt runs on GPUs only: drop --device cpu")
+    if opts.ort_tensorrt and not (opts.backend == "onnxruntime" and opts.gpu):
+        raise RepositoryError("--ort-tensorrt is ONNX Runtime's TensorRT accelerator: it needs --backend onnxruntime "
+                              "--device gpu")
     if repository.exists() and not repository.is_dir():
         raise RepositoryError(f"--repository {repository}: is a file, expected a folder")
     if repository.resolve() == export_dir.resolve() or export_dir.resolve() in repository.resolve().parents:
@@ -378,6 +402,7 @@ def build_repository(export_dir: str | Path, repository: str | Path, opts: Build
         "artifact": artifact["name"], "artifact_sha256": artifact.get("sha256"), "export": str(export_dir.resolve()),
         "kind": manifest["kind"], "task": manifest["task"], "pair": layout.pair_task, "labels": layout.labels,
         "outputs": [n for n, _, _ in layout.outputs], "max_batch": opts.max_batch, "instances": opts.instances,
+        "device": "gpu" if opts.gpu else "cpu", "ort_tensorrt": opts.ort_tensorrt,
         "dynamic_batching": opts.dynamic_batching, "queue_delay_us": opts.queue_delay_us, "model_versions": versions,
         "canary": canary_item(export_dir, manifest, layout.pair_task),
         # what the Python-backend steps import, as installed here: a container needs these (numpy < 2 for

@@ -76,9 +76,14 @@ def backend_directory(root: Path | None = None) -> Path:
     return base
 
 
-def server_env() -> dict:
+def server_env(python_env: Path | None = None) -> dict:
+    """The stubs import from the first python3 on PATH: this venv's, or `python_env`'s (say, one holding
+    only what a container will have)."""
     env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    bin_dir = Path(python_env) / "bin" if python_env else Path(sys.executable).parent
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    if python_env:
+        env.pop("PYTHONPATH", None)  # nothing of ours may leak into that environment
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -137,6 +142,7 @@ class TritonServer:
     models: list[str] | None = None  # None: every model in the repository
     log_file: Path | None = None
     extra_args: list[str] = field(default_factory=list)
+    python_env: Path | None = None  # a venv whose packages the Python stubs use instead of this one's
     process: subprocess.Popen | None = None
 
     @property
@@ -173,8 +179,9 @@ class TritonServer:
             os.close(fd)
             self.log_file = Path(path)
         self._log = open(self.log_file, "ab")
-        self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT, env=server_env(),
-                                        start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
+        self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
+                                        env=server_env(self.python_env), start_new_session=True,
+                                        preexec_fn=_die_with_parent(os.getpid()))
         return self
 
     def restart(self, timeout: float = 120.0) -> list[str]:

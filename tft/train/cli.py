@@ -14,7 +14,8 @@ import click
 from tft.errors import TftError
 from tft.train.config import TrainConfig, click_options, load_yaml, merge
 
-LAUNCH_KEYS = ("nproc_per_node", "nnodes", "node_rank", "master_addr", "master_port")
+LAUNCH_KEYS = ("nproc_per_node", "nnodes", "node_rank", "master_addr", "master_port", "rdzv_backend", "rdzv_endpoint",
+               "rdzv_id", "max_restarts")
 
 
 @click.command("train", context_settings={"max_content_width": 100})
@@ -26,6 +27,12 @@ LAUNCH_KEYS = ("nproc_per_node", "nnodes", "node_rank", "master_addr", "master_p
 @click.option("--node-rank", type=click.IntRange(0), default=0, show_default=True, help="This node's rank.")
 @click.option("--master-addr", default="127.0.0.1", show_default=True, help="Rank-0 node address.")
 @click.option("--master-port", type=click.IntRange(1, 65535), default=29500, show_default=True, help="Rank-0 node port.")
+@click.option("--rdzv-backend", type=click.Choice(["static", "c10d"]), default="static", show_default=True,
+              help="torchrun rendezvous: c10d lets nodes join in any order and restart (elastic).")
+@click.option("--rdzv-endpoint", metavar="HOST:PORT", help="With --rdzv-backend c10d: the rendezvous host and port.")
+@click.option("--rdzv-id", default="tft", show_default=True, help="With --rdzv-backend c10d: the job's id.")
+@click.option("--max-restarts", type=click.IntRange(0, 100), default=0, show_default=True,
+              help="torchrun restarts of the worker group after a failure (resumes from the newest checkpoint).")
 def train_command(config_file, **options):
     """Fine-tune a model on a task; writes <output-dir>/best (Hugging Face format + tft.json) for `tft export`.
 
@@ -52,6 +59,22 @@ def train_command(config_file, **options):
         click.echo(f"best checkpoint: {best}")
 
 
+def torchrun_command(launch: dict, config_path: Path) -> list[str]:
+    """The torch.distributed.run command line for a launch (static rendezvous at rank 0, or elastic c10d)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={launch['nproc_per_node']}",
+           f"--nnodes={launch['nnodes']}"]
+    if launch.get("rdzv_backend", "static") == "c10d":
+        if not launch.get("rdzv_endpoint"):
+            raise TftError("--rdzv-backend c10d needs --rdzv-endpoint HOST:PORT (the same on every node)")
+        cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint={launch['rdzv_endpoint']}", f"--rdzv-id={launch['rdzv_id']}"]
+    else:
+        cmd += [f"--node-rank={launch['node_rank']}", f"--master-addr={launch['master_addr']}",
+                f"--master-port={launch['master_port']}"]
+    if launch.get("max_restarts"):
+        cmd.append(f"--max-restarts={launch['max_restarts']}")
+    return cmd + ["-m", "tft", "train", "--config", str(config_path)]
+
+
 def launch_distributed(cfg: TrainConfig, launch: dict) -> int:
     """Start this same training under torch.distributed.run with the resolved config."""
     if not cfg.task:
@@ -70,14 +93,13 @@ def launch_distributed(cfg: TrainConfig, launch: dict) -> int:
         if claimed.finished:
             click.echo(f"{out} already finished training; nothing to do (--overwrite starts it over)", err=True)
             return 0
+    if launch.get("max_restarts") and cfg.resume is None:
+        cfg.resume = "auto"  # a restarted worker group continues from the newest complete checkpoint
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / f"launch_config.node{launch['node_rank']}.yaml"
     cfg.to_yaml(config_path)
     os.environ[CLAIMED_ENV] = str(out.resolve())
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={launch['nproc_per_node']}",
-           f"--nnodes={launch['nnodes']}", f"--node-rank={launch['node_rank']}",
-           f"--master-addr={launch['master_addr']}", f"--master-port={launch['master_port']}",
-           "-m", "tft", "train", "--config", str(config_path)]
+    cmd = torchrun_command(launch, config_path)
     click.echo("launching: " + " ".join(cmd[2:]), err=True)
     return subprocess.call(cmd)
 
@@ -101,29 +123,3 @@ def eval_command(checkpoint, split, data_dir, batch_size, output, overwrite):
     if output:
         atomic_write_json(output, result)
     click.echo(json.dumps(result, ensure_ascii=False, indent=2))
-
-
-@click.command("predict")
-@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
-@click.option("--checkpoint", type=click.Path(exists=True, file_okay=False), help="A `tft train` best/ folder.")
-@click.option("--onnx", "export_dir", type=click.Path(exists=True, file_okay=False), help="A `tft export` folder (ONNX Runtime).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output JSON lines.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096))
-@click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
-def predict_command(input_path, checkpoint, export_dir, output, batch_size, overwrite):
-    """Predict labels and scores (classification) or entities with character offsets (NER).
-
-    INPUT is a file in the task's format or plain text lines (`.txt`; pairs as `text<TAB>pair`).
-    Entity offsets are character positions in the input text, end exclusive.
-    """
-    if bool(checkpoint) == bool(export_dir):
-        raise TftError("pass exactly one of --checkpoint and --onnx")
-    from tft.fsutil import check_output_file
-
-    check_output_file(output, overwrite=overwrite, inputs=[input_path])
-    if export_dir:
-        from tft.export.runtime import predict_file
-    else:
-        from tft.train.predict import predict_file
-    n = predict_file(checkpoint or export_dir, input_path, output, batch_size)
-    click.echo(f"wrote {n} predictions to {output}")

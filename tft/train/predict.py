@@ -9,25 +9,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tft import predictions
 from tft.console import on_terminal
 from tft.data.dataset import load_dataset
 from tft.data.features import encode, encode_for_inference, make_collator
-from tft.data.readers import TokenExample, read_lines
-from tft.errors import DataError, TftError
+from tft.errors import TftError
 from tft.fsutil import atomic_write_text
+from tft.inference import answers, read_inputs, task_of
 from tft.manifest import read_checkpoint_manifest
-from tft.tasks import TOKEN, Task, get_task
-
-
-def task_of(manifest: dict) -> Task:
-    """The task as it was trained (generic tasks keep the fields the user chose)."""
-    import dataclasses
-
-    task = get_task(manifest["task"])
-    return dataclasses.replace(task, kind=manifest["kind"], text_field=manifest["text_field"],
-                               text_pair_field=manifest["text_pair_field"],
-                               label_field=manifest.get("label_field", task.label_field))
+from tft.tasks import TOKEN
 
 
 class TorchModel:
@@ -63,7 +52,7 @@ class TorchModel:
 
 
 def evaluate(checkpoint: str | Path, split: str = "dev", data_dir: str | None = None, batch_size: int = 64) -> dict:
-    from tft.train.metrics import compute_per_example
+    from tft.metrics import compute_per_example
 
     tm = TorchModel(checkpoint)
     ds = load_dataset(tm.task, data_dir or tm.manifest.get("data_dir"), (split,), labels=tm.labels)
@@ -74,54 +63,6 @@ def evaluate(checkpoint: str | Path, split: str = "dev", data_dir: str | None = 
     metrics = compute_per_example(tm.task.kind, tm.labels, logits, [f["labels"] for f in enc.features],
                                   report=tm.token_task)
     return {"split": split, "examples": len(enc), "file": str(ds[split].path), **metrics}
-
-
-def read_inputs(path: str | Path, task: Task) -> list[dict]:
-    """Inputs for prediction: the task's own file format, or plain text lines (`.txt`; pairs tab-separated)."""
-    path = Path(path)
-    if path.suffix in (".txt", ".text") and task.reader not in ("columns",):
-        items = []
-        for number, line in read_lines(path):
-            if not line.strip():
-                continue
-            if task.is_pair:
-                parts = line.split("\t")
-                if len(parts) != 2:
-                    raise DataError(path, "expected two tab-separated texts for a sentence-pair task", number)
-                items.append({"id": f"line-{number}", "text": parts[0], "text_pair": parts[1]})
-            else:
-                items.append({"id": f"line-{number}", "text": line})
-        return items
-    from tft.data.readers import READERS
-
-    examples = READERS[task.reader](path, task, require_label=False).examples
-    if not examples:
-        raise DataError(path, "no examples to predict")
-    return items_from_examples(examples, task)
-
-
-def items_from_examples(examples: list, task: Task) -> list[dict]:
-    """Read examples -> raw prediction inputs ({id, text, [text_pair]}), labels dropped."""
-    items = []
-    for ex in examples:
-        if isinstance(ex, TokenExample):
-            text = ex.text if ex.text is not None else task.word_joiner.join(ex.tokens)
-            items.append({"id": ex.guid, "text": text})
-        else:
-            items.append({"id": ex.guid, "text": ex.text, **({"text_pair": ex.text_pair} if ex.text_pair else {})})
-    return items
-
-
-def answers(items: list[dict], logits: list[np.ndarray], features: list[dict], labels, token_task: bool,
-            word_joiner: str) -> list[dict]:
-    """Logits -> one output record per input, in input order."""
-    if token_task:
-        out = []
-        for item, lg, feat in zip(items, logits, features):
-            ents = predictions.entities(item["text"], lg.argmax(-1), feat["word_ids"], word_joiner, labels)
-            out.append({**item, "entities": ents})
-        return out
-    return [{**item, **ans} for item, ans in zip(items, predictions.classify(np.stack(logits), labels))]
 
 
 def answer_items(tm: TorchModel, items: list[dict], batch_size: int = 64, progress: bool = False) -> list[dict]:

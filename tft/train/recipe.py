@@ -27,7 +27,7 @@ from tft.errors import TftError
 from tft.fsutil import atomic_dir, atomic_write_json, file_sha256
 from tft.manifest import command_line, now, versions, write_checkpoint_manifest
 from tft.tasks import REGRESSION, TOKEN, get_task
-from tft.train import metrics as task_metrics
+from tft import metrics as task_metrics
 from tft.train.config import TrainConfig
 from tft.train.rundir import claim, mark, read_marker
 from tft.train.scratch import is_scratch, scratch_config, texts_of, train_tokenizer

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tft.data.features import IGNORE_INDEX
-from tft.tasks import REGRESSION, TOKEN
+from tft.tasks import IGNORE_INDEX, REGRESSION, TOKEN
 
 
 def classification_metrics(preds: np.ndarray, gold: np.ndarray, num_labels: int) -> dict:

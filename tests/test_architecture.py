@@ -1,0 +1,117 @@
+"""The imports follow the data: core -> train -> export -> serve -> the commands that span them.
+
+core (tasks, data readers and features, the torch-free inference core, metrics, manifests, files)
+imports no stage; train imports no later stage; export and serve never import train (they read its
+outputs, not its code); only tft.pipeline, tft.verify and tft.cli may import every stage. Function-level
+imports count too: a lazy import against the direction is still a dependency."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO
+
+PACKAGE = REPO / "tft"
+RANK = {"core": 0, "train": 1, "export": 2, "serve": 3, "top": 4}
+TOP = {"tft.pipeline", "tft.verify", "tft.cli", "tft.__main__"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def stage(module: str) -> str:
+    if module in TOP:
+        return "top"
+    for name in ("train", "export", "serve"):
+        if module == f"tft.{name}" or module.startswith(f"tft.{name}."):
+            return name
+    return "core"
+
+
+def tft_imports(path: Path) -> list[tuple[int, str, bool]]:
+    """(line, imported tft module, at module level) for every import of a tft module in the file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    top_level = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for name in names:
+            if name == "tft" or name.startswith("tft."):
+                found.append((node.lineno, name, id(node) in top_level))
+    return found
+
+
+def test_no_import_runs_against_the_data():
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "models" in path.parts and "serve" in path.parts:
+            continue  # Triton Python-backend model files: they import nothing of tft (checked below)
+        here = module_name(path)
+        for line, name, _ in tft_imports(path):
+            target = stage(name)
+            backwards = RANK[target] > RANK[stage(here)]
+            reaches_into_train = stage(here) in ("export", "serve") and target == "train"
+            if backwards or reaches_into_train:
+                wrong.append(f"{path.relative_to(REPO)}:{line}: {here} ({stage(here)}) imports {name} ({target})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_triton_model_files_stand_alone():
+    for path in (PACKAGE / "serve" / "models").glob("*.py"):
+        assert not tft_imports(path), f"{path} must load inside a Triton stub without tft installed"
+
+
+def test_no_import_cycle_at_module_level():
+    graph: dict[str, set[str]] = {}
+    modules = {module_name(p) for p in PACKAGE.rglob("*.py")}
+    for path in PACKAGE.rglob("*.py"):
+        deps = set()
+        for _, name, top_level in tft_imports(path):
+            if top_level:
+                while name not in modules and "." in name:
+                    name = name.rsplit(".", 1)[0]
+                deps.add(name)
+        graph[module_name(path)] = deps - {module_name(path)}
+    visiting, done = set(), set()
+
+    def visit(node, trail):
+        if node in done:
+            return
+        assert node not in visiting, "import cycle: " + " -> ".join(trail + [node])
+        visiting.add(node)
+        for dep in graph.get(node, ()):
+            visit(dep, trail + [node])
+        visiting.discard(node)
+        done.add(node)
+
+    for node in graph:
+        visit(node, [])
+
+
+def test_the_client_path_never_loads_torch(afqmc_sample):
+    """`tft infer --help`, the client and reading a task's input file: no torch, no transformers."""
+    code = f"""
+import sys
+from tft.cli import cli
+try:
+    cli.main(["infer", "--help"], standalone_mode=False)
+except SystemExit:
+    pass
+import tft.serve.client, tft.serve.bench
+from tft.inference import read_inputs
+from tft.tasks import get_task
+assert len(read_inputs({str(afqmc_sample / 'dev.json')!r}, get_task("afqmc"))) == 300
+print(sorted(m for m in ("torch", "transformers", "onnxruntime") if m in sys.modules))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

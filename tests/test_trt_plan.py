@@ -1,0 +1,203 @@
+"""TensorRT engines, up to the hardware boundary: the build plan for TensorRT 10 and 11 (pure Python), the
+thin executor run against a recording stand-in of each version's Python API (TensorRT 11 has no
+BuilderFlag.FP16: touching it fails, as it does on a fresh `pip install tft[trt]`), and the one-line
+refusal on this GPU-less machine."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from tft.export import trt as trt_mod
+
+GRAPHS = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
+SHAPES = dict(inputs=("input_ids", "attention_mask"), max_batch=16, max_len=128, opt_batch=8, opt_len=64)
+
+
+def plan(version, precision="fp16", graphs=GRAPHS, **kw):
+    return trt_mod.plan_engine(trt_version=version, precision=precision, graphs=graphs, gpu="NVIDIA H100 80GB HBM3",
+                               cache_root=Path("/cache"), **{**SHAPES, **kw})
+
+
+def test_tensorrt_10_builds_fp16_from_the_fp32_graph_with_the_flag():
+    p = plan("10.7.0")
+    assert (p.onnx_file, p.builder_flags, p.strongly_typed) == ("model.onnx", ("FP16",), False)
+    assert p.profile == {"min": [1, 1], "opt": [8, 64], "max": [16, 128]} and p.workspace_bytes == 4 << 30
+
+
+def test_tensorrt_11_builds_fp16_from_the_fp16_graph_strongly_typed():
+    p = plan("11.1.0")
+    assert (p.onnx_file, p.builder_flags, p.strongly_typed) == ("model.fp16.onnx", (), True)
+    with pytest.raises(trt_mod.EngineError, match="fp16 ONNX graph: export with --fp16"):
+        plan("11.1.0", graphs={"fp32": "model.onnx"})
+
+
+@pytest.mark.parametrize("version", ["10.7.0", "11.1.0"])
+def test_int8_needs_an_explicitly_quantized_graph(version):
+    with pytest.raises(trt_mod.EngineError, match="Q/DQ"):
+        plan(version, precision="int8")
+    p = plan(version, precision="int8", graphs={**GRAPHS, "qdq": "model.qdq.onnx"})
+    assert p.onnx_file == "model.qdq.onnx" and "INT8" not in p.builder_flags
+
+
+@pytest.mark.parametrize("version", ["10.7.0", "11.1.0"])
+def test_version_compatible_engines_and_timing_cache_outside_the_export(version):
+    p = plan(version, version_compatible=True)
+    assert "VERSION_COMPATIBLE" in p.builder_flags and p.version_compatible
+    assert p.timing_cache == f"/cache/tensorrt/timing-{version}-nvidia-h100-80gb-hbm3.cache"
+
+
+def test_timing_caches_are_per_gpu_and_version():
+    a = trt_mod.timing_cache_path(Path("/c"), "10.7.0", "NVIDIA A100-SXM4-40GB")
+    b = trt_mod.timing_cache_path(Path("/c"), "10.7.0", "NVIDIA H100 80GB HBM3")
+    c = trt_mod.timing_cache_path(Path("/c"), "11.1.0", "NVIDIA A100-SXM4-40GB")
+    assert len({a, b, c}) == 3 and a.parent == Path("/c/tensorrt")
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"opt_batch": 32}, "profile shapes out of order"),
+    ({"opt_len": 0}, "profile shapes out of order"),
+    ({"precision": "fp8"}, "unknown engine precision"),
+])
+def test_bad_plans_are_one_line(kw, message):
+    with pytest.raises(trt_mod.EngineError, match=message):
+        plan("10.7.0", **kw)
+    with pytest.raises(trt_mod.EngineError, match="too old"):
+        plan("8.6.1")
+
+
+def fake_tensorrt(version: str, calls: list):
+    """The part of the TensorRT Python API that build_engine uses, as each major version has it."""
+    major = int(version.split(".")[0])
+    flag_names = ["VERSION_COMPATIBLE", "REFIT"] + (["FP16", "INT8"] if major == 10 else [])
+    BuilderFlag = types.SimpleNamespace(**{n: n for n in flag_names})
+
+    class Config:
+        def set_memory_pool_limit(self, pool, size):
+            calls.append(("workspace", size))
+
+        def set_flag(self, flag):
+            calls.append(("flag", flag))
+
+        def create_timing_cache(self, data):
+            return data
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            calls.append(("timing_cache", bytes(cache)))
+
+        def add_optimization_profile(self, profile):
+            calls.append(("profile", profile.shapes))
+
+        def get_timing_cache(self):
+            return types.SimpleNamespace(serialize=lambda: b"cache-v2")
+
+    class Profile:
+        def __init__(self):
+            self.shapes = {}
+
+        def set_shape(self, name, lo, opt, hi):
+            self.shapes[name] = (lo, opt, hi)
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            calls.append(("network_flags", flags))
+            return "network"
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            return b"engine"
+
+    class OnnxParser:
+        def __init__(self, network, logger):
+            self.num_errors = 0
+
+        def parse_from_file(self, path):
+            calls.append(("parse", Path(path).name))
+            return True
+
+    module = types.ModuleType("tensorrt")
+    module.__version__ = version
+    module.Logger = type("Logger", (), {"WARNING": 1, "__init__": lambda self, level: None})
+    module.Builder, module.OnnxParser, module.BuilderFlag = Builder, OnnxParser, BuilderFlag
+    module.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+    if major == 10:
+        module.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1)
+    return module
+
+
+@pytest.mark.parametrize("version,parsed,flags,network_flags", [
+    ("10.7.0", "model.onnx", ["FP16", "VERSION_COMPATIBLE"], 0),
+    ("11.1.0", "model.fp16.onnx", ["VERSION_COMPATIBLE"], 0),
+])
+def test_the_executor_does_what_the_plan_says(version, parsed, flags, network_flags, tmp_path, monkeypatch):
+    calls: list = []
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(version, calls))
+    p = trt_mod.plan_engine(trt_version=version, precision="fp16", graphs=GRAPHS, gpu="GPU", cache_root=tmp_path,
+                            version_compatible=True, **SHAPES)
+    (tmp_path / "tensorrt").mkdir()
+    Path(p.timing_cache).write_bytes(b"cache-v1")
+    info = trt_mod.build_engine(p, tmp_path, tmp_path / "model.plan")
+    assert ("parse", parsed) in calls and [c[1] for c in calls if c[0] == "flag"] == flags
+    assert ("network_flags", network_flags) in calls and ("timing_cache", b"cache-v1") in calls
+    assert dict(calls)["profile"] == {n: ((1, 1), (8, 64), (16, 128)) for n in SHAPES["inputs"]}
+    assert (tmp_path / "model.plan").read_bytes() == b"engine" and Path(p.timing_cache).read_bytes() == b"cache-v2"
+    assert info["tensorrt_version"] == version and info["plan"]["onnx_file"] == parsed
+
+
+def test_without_a_gpu_the_check_is_one_line():
+    with pytest.raises(trt_mod.TensorRTUnavailable, match="an NVIDIA GPU with CUDA"):
+        trt_mod.check_available()
+
+
+def test_onnx_runtime_devices():
+    from tft.errors import TftError
+    from tft.export.runtime import providers_for
+
+    cpu_only = ["CPUExecutionProvider"]
+    gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert providers_for("auto", cpu_only) == ["CPUExecutionProvider"]
+    assert providers_for("auto", gpu) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    chain = providers_for("tensorrt", gpu, Path("/c"))
+    assert chain[0] == ("TensorrtExecutionProvider", {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
+                                                      "trt_engine_cache_path": "/c"})
+    with pytest.raises(TftError, match="--device cuda: this ONNX Runtime offers CPUExecutionProvider"):
+        providers_for("cuda", cpu_only)
+    with pytest.raises(TftError, match="choose one of"):
+        providers_for("npu", gpu)
+
+
+def test_gpu_repository_configs(pair_export, tmp_path):
+    """`tft serve build --device gpu`: KIND_GPU instances for Triton's own backends, ONNX Runtime's TensorRT
+    accelerator on request (the onnxruntime_backend README's parameters), one-line refusals otherwise."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from conftest import run_tft
+    from tft.serve.repository import parse_pbtxt
+
+    repo = tmp_path / "gpu"
+    proc = run_tft("serve", "build", "--export", pair_export, "--repository", repo, "--name", "g",
+                   "--backend", "onnxruntime", "--device", "gpu", "--ort-tensorrt")
+    assert proc.returncode == 0, proc.stderr
+    c = parse_pbtxt((repo / "g_model" / "config.pbtxt").read_text())
+    assert c.platform == "onnxruntime_onnx" and c.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    accelerator = c.optimization.execution_accelerators.gpu_execution_accelerator[0]
+    assert accelerator.name == "tensorrt" and dict(accelerator.parameters) == {
+        "precision_mode": "FP16", "max_workspace_size_bytes": str(1 << 30), "trt_engine_cache_enable": "1",
+        "trt_engine_cache_path": "/tmp/tft-ort-trt-cache"}
+    tok = parse_pbtxt((repo / "g_tokenizer" / "config.pbtxt").read_text())
+    assert tok.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU  # the Python steps stay on the CPU
+    for args, says in ((("--backend", "python", "--device", "gpu"), "the python backend runs ONNX Runtime on the CPU"),
+                       (("--backend", "onnxruntime", "--ort-tensorrt"), "it needs --backend onnxruntime --device gpu")):
+        proc = run_tft("serve", "build", "--export", pair_export, "--repository", tmp_path / "bad", *args)
+        assert proc.returncode == 1 and says in proc.stderr and not (tmp_path / "bad").exists(), proc.stderr
