@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml
@@ -293,8 +292,10 @@ def test_a_repository_answers_from_an_environment_holding_only_its_recorded_pack
     pip = subprocess.run([env_dir / "bin" / "python3", "-m", "pip", "install", "-q", "-r", repo / "tft-requirements.txt"],
                          capture_output=True, text=True, timeout=600)
     assert pip.returncode == 0, pip.stderr[-2000:]
-    listed = subprocess.run([env_dir / "bin" / "python3", "-c", "import tft"], capture_output=True, text=True)
-    assert listed.returncode != 0  # tft itself is not there: only what the repository records
+    for absent in ("tft", "torch", "transformers"):  # only what the repository records is there
+        probe = subprocess.run([env_dir / "bin" / "python3", "-c", f"import {absent}"], cwd=tmp_path,
+                               capture_output=True, text=True)
+        assert probe.returncode != 0, absent
     server = ServeProcess(repo, tmp_path, health_interval=0, extra=("--python-env", str(env_dir))).wait_ready()
     try:
         rows = [json.loads(line) for line in (afqmc_sample / "dev.json").read_text().splitlines()[:64]]

@@ -317,7 +317,7 @@ def test_bad_serving_and_export_options_are_one_line(args, says):
 def test_export_shapes_are_checked_before_any_work(trained_pair, tmp_path):
     out = tmp_path / "e"
     msg = one_line_error(run_tft("export", "--checkpoint", trained_pair / "best", "--output-dir", out,
-                                 "--max-batch", 4, "--opt-batch", 8))
+                                 "--max-batch", 4, "--opt-batch", 8), 2)
     assert "--opt-batch 8: must not exceed --max-batch 4" in msg and not out.exists()
 
 

@@ -201,3 +201,42 @@ def test_gpu_repository_configs(pair_export, tmp_path):
                        (("--backend", "onnxruntime", "--ort-tensorrt"), "it needs --backend onnxruntime --device gpu")):
         proc = run_tft("serve", "build", "--export", pair_export, "--repository", tmp_path / "bad", *args)
         assert proc.returncode == 1 and says in proc.stderr and not (tmp_path / "bad").exists(), proc.stderr
+
+
+def test_parity_batches_never_exceed_the_engine_profile():
+    from tft.export.parity import parity_batches
+
+    features = [{"input_ids": [2, 7, 3], "attention_mask": [1, 1, 1], "token_type_ids": [0, 0, 0]}] * 100
+    for max_batch in (1, 4, 16, 64):
+        batches = parity_batches(features, ["input_ids", "attention_mask"], max_batch, 32, 50, 2, 3)
+        assert max(len(b["input_ids"]) for _, b, _ in batches) == max_batch
+
+
+def test_fixed_shape_backends_never_get_a_length_past_the_model(trained_pair, tmp_path):
+    """The tokenizer step buckets lengths to multiples of 16 for Triton's native backends; with a maximum of
+    100 tokens it must stop at 100, not 112 (the engine's profile would refuse every such request)."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    from conftest import ServeProcess, run_tft
+    from tft.serve.client import text_inputs
+
+    export = tmp_path / "exp"
+    assert run_tft("export", "--checkpoint", trained_pair / "best", "--output-dir", export, "--max-seq-length", 100,
+                   "--max-batch", 4, "--parity-samples", 8).returncode == 0
+    repo = tmp_path / "repo"
+    assert run_tft("serve", "build", "--export", export, "--repository", repo, "--name", "fx",
+                   "--backend", "onnxruntime").returncode == 0
+    # the embedded Triton has no onnxruntime backend: the tokenizer step loads on its own (Python backend)
+    server = ServeProcess(repo, tmp_path, health_interval=0, extra=("--model", "fx_tokenizer")).wait_ready()
+    try:
+        client = grpcclient.InferenceServerClient(server.url)
+        long_text = "花呗怎么还款" * 60
+        for texts in (["花呗"], [long_text], [long_text, "借呗"]):
+            result = client.infer("fx_tokenizer", text_inputs(grpcclient, texts, texts))
+            width = result.as_numpy("input_ids").shape[1]
+            assert width % 16 == 0 or width == 100, width
+            assert width <= 100
+        assert np.count_nonzero(result.as_numpy("attention_mask")[0]) == 100
+    finally:
+        server.stop()

@@ -82,8 +82,10 @@ def parity_batches(features: list[dict], names, max_batch: int, max_len: int, vo
     big = [features[i % len(features)] for i in range(max_batch)]
     out.append((f"batch={max_batch}", pad_batch(big, names), [None] * max_batch))
     out.append(("length=1", pad_batch([synthetic(1)], names), [None]))
-    out.append((f"length={max_len}", pad_batch([synthetic(max_len), synthetic(max_len)], names), [None, None]))
-    out.append(("heavy padding", pad_batch([synthetic(max_len), synthetic(3), synthetic(2)], names), [None] * 3))
+    longest = [synthetic(max_len), synthetic(max_len)][:max_batch]
+    out.append((f"length={max_len}", pad_batch(longest, names), [None] * len(longest)))
+    padded = [synthetic(max_len), synthetic(3), synthetic(2)][:max_batch]
+    out.append(("heavy padding", pad_batch(padded, names), [None] * len(padded)))
     return out
 
 

@@ -58,18 +58,24 @@ def parity_inputs(checkpoint_manifest, tokenizer, hf_config, max_batch, max_len,
                           tokenizer.cls_token_id or 0, tokenizer.sep_token_id or 0), canary
 
 
+class ShapeOptionError(ExportError):
+    """A shape option out of range or out of order: a usage error (exit 2), found before any work."""
+
+    exit_code = 2
+
+
 def check_shapes(max_batch: int, max_len: int, opt_batch: int, opt_len: int | None, positions: int | None) -> None:
-    """Profile and parity shapes, checked before any export work (one line each)."""
+    """Profile and parity shapes, checked before any export work (one line each, exit 2)."""
     for option, value in (("--max-batch", max_batch), ("--max-seq-length", max_len), ("--opt-batch", opt_batch),
                           ("--opt-seq-length", opt_len)):
         if value is not None and value < 1:
-            raise ExportError(f"{option} {value}: must be at least 1")
+            raise ShapeOptionError(f"{option} {value}: must be at least 1")
     if opt_batch > max_batch:
-        raise ExportError(f"--opt-batch {opt_batch}: must not exceed --max-batch {max_batch}")
+        raise ShapeOptionError(f"--opt-batch {opt_batch}: must not exceed --max-batch {max_batch}")
     if opt_len is not None and opt_len > max_len:
-        raise ExportError(f"--opt-seq-length {opt_len}: must not exceed --max-seq-length {max_len}")
+        raise ShapeOptionError(f"--opt-seq-length {opt_len}: must not exceed --max-seq-length {max_len}")
     if positions and max_len > positions:
-        raise ExportError(f"--max-seq-length {max_len}: the model has {positions} positions")
+        raise ShapeOptionError(f"--max-seq-length {max_len}: the model has {positions} positions")
 
 
 def check_labels(cm: dict, hf_config, checkpoint: Path) -> None:
