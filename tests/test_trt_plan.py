@@ -240,3 +240,45 @@ def test_fixed_shape_backends_never_get_a_length_past_the_model(trained_pair, tm
         assert np.count_nonzero(result.as_numpy("attention_mask")[0]) == 100
     finally:
         server.stop()
+
+
+def test_an_engine_must_match_the_serving_tensorrt():
+    from tft.serve.repository import engine_loads_on
+
+    assert engine_loads_on("10.7.0.23", "10.7.0", False)
+    assert not engine_loads_on("10.7.0", "10.8.0", False)  # an engine loads only on the TensorRT that built it
+    assert engine_loads_on("10.7.0", "10.8.0", True)  # version-compatible: later releases of the same major
+    assert not engine_loads_on("10.8.0", "10.7.0", True) and not engine_loads_on("10.7.0", "11.1.0", True)
+
+
+def test_serve_build_refuses_an_engine_from_another_tensorrt(pair_export, tmp_path):
+    """An export as a GPU machine writes it (a TensorRT artifact recorded in the manifest), served with a
+    container whose TensorRT differs: one line, nothing written."""
+    import json
+    import shutil
+
+    from conftest import run_tft
+    from tft.fsutil import file_sha256
+
+    export = tmp_path / "exp"
+    shutil.copytree(pair_export, export)
+    (export / "model.plan").write_bytes(b"engine bytes")
+    manifest = json.loads((export / "manifest.json").read_text())
+    manifest["artifacts"].append({"name": "tensorrt-fp16", "file": "model.plan", "precision": "fp16",
+                                  "runtime": "tensorrt", "sha256": file_sha256(export / "model.plan"),
+                                  "tensorrt_version": "10.7.0", "version_compatible": False})
+    (export / "manifest.json").write_text(json.dumps(manifest))
+    repo = tmp_path / "repo"
+    proc = run_tft("serve", "build", "--export", export, "--repository", repo, "--backend", "tensorrt",
+                   "--tensorrt-version", "10.8.0")
+    assert proc.returncode == 1 and "built by TensorRT 10.7.0; the server's TensorRT 10.8.0 cannot load it" in proc.stderr
+    assert not repo.exists()
+    proc = run_tft("serve", "build", "--export", export, "--repository", repo, "--backend", "tensorrt",
+                   "--tensorrt-version", "10.7.0")
+    assert proc.returncode == 0, proc.stderr
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from tft.serve.repository import parse_pbtxt
+
+    c = parse_pbtxt((repo / "afqmc_model" / "config.pbtxt").read_text())
+    assert c.platform == "tensorrt_plan" and c.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU

@@ -89,7 +89,7 @@ def _cuda() -> bool:
 
 def run_pipeline(cfg, out: Path, launch: dict, *, int8: bool, trt: bool | None, name: str | None,
                  artifact: str | None, max_batch: int, serve: bool, ports=None, host="127.0.0.1",
-                 health_interval: float = 5.0) -> dict:
+                 health_interval: float = 5.0, device: str = "auto") -> dict:
     from tft.export.pipeline import run_export
     from tft.serve.repository import BuildOptions, build_repository
     from tft.serve.server import HealthLoop, Ports, TritonServer, serve_until_stopped, stop_on_signals
@@ -106,7 +106,8 @@ def run_pipeline(cfg, out: Path, launch: dict, *, int8: bool, trt: bool | None, 
             log.info("pipeline: CUDA is here but the tensorrt package is not (pip install 'tft[trt]'): "
                      "no TensorRT engine, serving ONNX")
     log.info("pipeline: exporting %s", best)
-    export_dir = run_export(best, out / "export", int8=int8, trt=trt, max_batch=max_batch, overwrite=True)
+    export_dir = run_export(best, out / "export", int8=int8, trt=trt, max_batch=max_batch, overwrite=True,
+                            device=device)
     name = name or cfg.task
     repo = out / "model_repository"
     record = build_repository(export_dir, repo, BuildOptions(name=name, max_batch=max_batch, artifact=artifact))
@@ -115,7 +116,7 @@ def run_pipeline(cfg, out: Path, launch: dict, *, int8: bool, trt: bool | None, 
     with server:
         log.info("pipeline: Triton ready at %s; verifying the dev split over gRPC", server.grpc_url)
         report = verify(checkpoint=best, url=server.grpc_url, model=name, export_dir=export_dir,
-                        artifact=record["artifact"], also=("int8",) if int8 else ())
+                        artifact=record["artifact"], also=("int8",) if int8 else (), device=device)
         report["pipeline"] = {"output_dir": str(out.resolve()), "repository": str(repo.resolve()),
                               "triton_log": str(server.log_file)}
         json_path, md_path = write_report(report, out)
@@ -163,9 +164,11 @@ def _pipeline_command():
     @click.option("--artifact", help="Export artifact to serve. Default: fp32.")
     @click.option("--max-batch", default=32, show_default=True, type=click.IntRange(1, 4096),
                   help="Export and serving batch limit.")
+    @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto",
+                  show_default=True, help="ONNX Runtime device for the parity gate and the offline side of verify.")
     @click.option("--serve", is_flag=True, help="Leave Triton running after verification (Ctrl-C stops it).")
     @click.option("--grpc-port", type=click.IntRange(1, 65535), help="With --serve: gRPC port (default 8001; else a free one).")
-    def pipeline(config_file, output_dir, int8, trt, name, artifact, max_batch, serve, grpc_port, **options):
+    def pipeline(config_file, output_dir, int8, trt, name, artifact, max_batch, device, serve, grpc_port, **options):
         """Train -> export (fp32 + int8; TensorRT with a GPU) -> Triton repository -> embedded Triton ->
         verify the whole dev split over gRPC against the PyTorch checkpoint. Writes report.json and
         report.md; exits 1 if served answers differ beyond the export thresholds. Takes every
@@ -190,7 +193,7 @@ def _pipeline_command():
         if serve:
             ports = Ports(grpc_port or 8001, free_port(), free_port())
         report = run_pipeline(cfg, out, launch, int8=int8, trt=trt, name=name, artifact=artifact,
-                              max_batch=max_batch, serve=serve, ports=ports)
+                              max_batch=max_batch, serve=serve, ports=ports, device=device)
         return report
 
     train_command_defaults = {p.name: p.default for p in train_command.params if p.name in LAUNCH_KEYS}
@@ -217,7 +220,10 @@ pipeline_command = _pipeline_command()
 @click.option("-o", "--output-dir", default=".", show_default=True, type=click.Path(file_okay=False),
               help="Where report.json and report.md go.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier report.json / report.md there.")
-def verify_command(checkpoint, model, repository, url, export_dir, data, data_dir, also, output_dir, overwrite):
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True,
+              help="ONNX Runtime device of the offline export path (auto: CUDA when onnxruntime-gpu offers it).")
+def verify_command(checkpoint, model, repository, url, export_dir, data, data_dir, also, output_dir, overwrite,
+                   device):
     """Send a labelled split through the served model over gRPC and compare with the PyTorch checkpoint
     (and the exported ONNX artifact): metrics, agreement, throughput, latency, disagreeing examples.
     Exits 1 if served answers differ beyond the export thresholds."""
@@ -241,7 +247,7 @@ def verify_command(checkpoint, model, repository, url, export_dir, data, data_di
         if export_dir is None and Path(record.get("export", "")).is_dir():
             export_dir = record["export"]
     kwargs = dict(checkpoint=checkpoint, model=model, export_dir=export_dir, artifact=artifact, data=data,
-                  data_dir=data_dir, also=tuple(also))
+                  data_dir=data_dir, also=tuple(also), device=device)
     if also and not export_dir:
         raise click.UsageError("--also needs the export folder (--export, or a repository that records it)")
     if url:

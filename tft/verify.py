@@ -106,7 +106,8 @@ def timed(fn, items: list[dict], latency_samples: int) -> tuple[list, dict]:
 
 
 def verify(*, checkpoint, url: str, model: str, export_dir=None, artifact: str | None = None, data=None,
-           data_dir=None, also: tuple[str, ...] = (), batch_size: int = 32, concurrency: int = 8, latency_samples: int = 30, max_listed: int = 50) -> dict:
+           data_dir=None, also: tuple[str, ...] = (), batch_size: int = 32, concurrency: int = 8,
+           latency_samples: int = 30, max_listed: int = 50, device: str = "auto") -> dict:
     """Run the three paths on the dev split and compare; returns the report (raises on a failed gate)."""
     from tft.data.dataset import load_dataset
     from tft.data.readers import READERS
@@ -146,12 +147,12 @@ def verify(*, checkpoint, url: str, model: str, export_dir=None, artifact: str |
     paths = {"pytorch": lambda batch: answer_items(tm, batch, 64)}
     precision = "fp32"
     if export_dir:
-        ort = OrtPredictor(export_dir, artifact=artifact)
+        ort = OrtPredictor(export_dir, artifact=artifact, device=device)
         artifact, precision = ort.artifact["name"], ort.artifact["precision"]
         paths["onnxruntime"] = lambda batch: ort.answer_items(batch, 64)
         for name in also:  # other artifacts of the export, offline only (say int8 next to the served fp32)
             if name != artifact:
-                extra = OrtPredictor(export_dir, artifact=name)
+                extra = OrtPredictor(export_dir, artifact=name, device=device)
                 paths[f"onnxruntime-{name}"] = lambda batch, p=extra: p.answer_items(batch, 64)
     paths["served"] = served
 

@@ -24,12 +24,14 @@ import click
 @click.option("--atol-fp16", type=click.FloatRange(0), help="fp16 max |logit diff|.  [default: 1e-2]")
 @click.option("--int8-min-agreement", type=click.FloatRange(0, 1), help="int8: least prediction agreement.  [default: 0.99]")
 @click.option("--int8-max-metric-drop", type=click.FloatRange(0, 1), help="int8: largest dev metric drop (fraction).  [default: 0.01]")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True,
+              help="ONNX Runtime device of the parity gate (auto: CUDA when onnxruntime-gpu offers it).")
 @click.option("--trt-version-compatible", is_flag=True,
               help="Build the engine version-compatible (loads on later TensorRT releases; slower to start).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in --output-dir (never a folder of other files).")
 def export_command(checkpoint, output_dir, int8, fp16, trt, opset, exporter, max_batch, max_seq_length, opt_batch,
                    opt_seq_length, parity_samples, parity_data, atol_fp32, atol_fp16, int8_min_agreement,
-                   int8_max_metric_drop, trt_version_compatible, overwrite):
+                   int8_max_metric_drop, device, trt_version_compatible, overwrite):
     """Export a checkpoint to ONNX (and TensorRT), proving each artifact against PyTorch.
 
     Every artifact is compared with PyTorch on dev examples and edge shapes (batch 1, the max batch,
@@ -56,5 +58,5 @@ def export_command(checkpoint, output_dir, int8, fp16, trt, opset, exporter, max
     out = run_export(checkpoint, output_dir, int8=int8, fp16=fp16, trt=trt, opset=opset, max_batch=max_batch,
                      max_seq_length=max_seq_length, parity_samples=parity_samples, parity_data=parity_data,
                      exporter=exporter, thresholds=thresholds, opt_batch=opt_batch, opt_seq_length=opt_seq_length,
-                     overwrite=overwrite, trt_version_compatible=trt_version_compatible)
+                     overwrite=overwrite, trt_version_compatible=trt_version_compatible, device=device)
     click.echo(f"export: {out}")

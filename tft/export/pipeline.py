@@ -90,7 +90,7 @@ def check_labels(cm: dict, hf_config, checkpoint: Path) -> None:
 def run_export(checkpoint, output_dir=None, *, int8=False, fp16=False, trt=False, opset=17, max_batch=64,
                max_seq_length=None, parity_samples=512, parity_data=None, exporter="torchscript",
                thresholds=None, opt_batch=None, opt_seq_length=None, optimize=True, overwrite=False,
-               trt_version_compatible=False) -> Path:
+               trt_version_compatible=False, device: str = "cpu") -> Path:
     from transformers import AutoConfig, AutoTokenizer
 
     checkpoint = Path(checkpoint)
@@ -122,7 +122,7 @@ def run_export(checkpoint, output_dir=None, *, int8=False, fp16=False, trt=False
     artifacts = []
 
     def check(name, precision, path, runtime="onnxruntime", runner=None, extra=None):
-        runner = runner or OrtModel(path)
+        runner = runner or OrtModel(path, device=device)
         result = compare(reference, runner, batches, artifact=name, precision=precision, token_task=token_task,
                          kind=cm["kind"], labels=labels, main_metric=cm["main_metric"],
                          thresholds=thresholds[precision])

@@ -50,8 +50,10 @@ def serve_group():
               "Default: gpu for tensorrt, cpu otherwise.")
 @click.option("--ort-tensorrt", is_flag=True, help="With --backend onnxruntime --device gpu: TensorRT as ONNX "
               "Runtime's accelerator (FP16, engine cache), per the onnxruntime_backend README.")
+@click.option("--tensorrt-version", metavar="X.Y.Z", help="With --backend tensorrt: the serving container's TensorRT "
+              "(docker run IMAGE python3 -c 'import tensorrt; print(tensorrt.__version__)'); a mismatched engine is refused.")
 def build_command(export_dir, repository, name, backend, artifact, max_batch, instances, queue_delay_us,
-                  no_dynamic_batching, threads, max_chars, device, ort_tensorrt):
+                  no_dynamic_batching, threads, max_chars, device, ort_tensorrt, tensorrt_version):
     """Write a Triton model repository: <name>_tokenizer, <name>_model, <name>_postprocess and the
     ensemble <name> (text in, labels or entities out). An existing repository gets a new version."""
     from tft.export.runtime import read_export_manifest
@@ -60,7 +62,8 @@ def build_command(export_dir, repository, name, backend, artifact, max_batch, in
     manifest = read_export_manifest(export_dir)
     opts = BuildOptions(name=name or manifest["task"], backend=backend, max_batch=max_batch or manifest["max_batch"], instances=instances,
                         queue_delay_us=queue_delay_us, dynamic_batching=not no_dynamic_batching, artifact=artifact,
-                        threads=threads, max_chars=max_chars, device=device, ort_tensorrt=ort_tensorrt)
+                        threads=threads, max_chars=max_chars, device=device, ort_tensorrt=ort_tensorrt,
+                        tensorrt_version=tensorrt_version)
     record = build_repository(export_dir, repository, opts)
     versions = ", ".join(f"{m} v{v}" for m, v in record["model_versions"].items())
     click.echo(f"wrote {repository}: {versions} (artifact {record['artifact']}, backend {backend}, {record['device']})")

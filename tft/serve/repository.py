@@ -66,6 +66,7 @@ class BuildOptions:
     ort_tensorrt: bool = False  # onnxruntime on GPUs: TensorRT as its execution accelerator
     ort_tensorrt_workspace: int = 1 << 30
     ort_tensorrt_cache: str = "/tmp/tft-ort-trt-cache"  # engine cache inside the server's container
+    tensorrt_version: str | None = None  # the serving container's TensorRT: a TensorRT engine must match it
 
     @property
     def gpu(self) -> bool:
@@ -499,11 +500,31 @@ def canary_item(export_dir: Path, manifest: dict, pair: bool) -> dict:
     return item
 
 
+def engine_loads_on(built: str, serving: str, version_compatible: bool) -> bool:
+    """An engine loads on the TensorRT that built it (major.minor.patch); a version-compatible one also on
+    later releases of the same major."""
+    def parts(version):
+        return tuple(int(p) for p in re.findall(r"\d+", str(version))[:3])
+
+    b, s = parts(built), parts(serving)
+    if version_compatible:
+        return b[:1] == s[:1] and s >= b
+    return b == s
+
+
 def _pick_artifact(manifest: dict, opts: BuildOptions) -> dict:
     if opts.backend == "tensorrt":
         wanted = opts.artifact or "tensorrt-fp16"
         for art in manifest["artifacts"]:
             if art["name"] == wanted and art.get("runtime") == "tensorrt":
+                built = art.get("tensorrt_version")
+                if opts.tensorrt_version and built and not engine_loads_on(built, opts.tensorrt_version,
+                                                                           bool(art.get("version_compatible"))):
+                    raise RepositoryError(
+                        f"{art['file']} was built by TensorRT {built}"
+                        f"{' (version-compatible)' if art.get('version_compatible') else ''}; the server's TensorRT "
+                        f"{opts.tensorrt_version} cannot load it: export it again with that TensorRT (inside that "
+                        "container), or with --trt-version-compatible")
                 return art
         raise RepositoryError("the export has no TensorRT engine; run `tft export --trt` on a machine with "
                               "an NVIDIA GPU and TensorRT, or use --backend onnxruntime|python")
