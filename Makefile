@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tft-installed
-EXTRAS ?= cpu,serve,test
+EXTRAS ?= train,cpu,serve,test
 DATA ?=
 MODEL ?= scratch:tiny
 
