@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO
+from helpers import REPO
 
 PACKAGE = REPO / "tft"
 RANK = {"core": 0, "train": 1, "export": 2, "serve": 3, "top": 4}

@@ -9,7 +9,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from conftest import write
+from helpers import write
 from tft import __version__
 from tft.cli import cli
 

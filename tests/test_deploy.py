@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 import yaml
 
-from conftest import REPO, ServeProcess, run_tft
+from helpers import REPO, ServeProcess, run_tft
 
 CHART = REPO / "deploy" / "helm" / "tft-triton"
 KSERVE = REPO / "deploy" / "kserve" / "inferenceservice.yaml"

@@ -8,7 +8,7 @@ import json
 import jsonschema
 from click.testing import CliRunner
 
-from conftest import run_tft
+from helpers import run_tft
 
 MANIFEST_SCHEMA = {
     "type": "object",

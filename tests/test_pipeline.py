@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import run_tft
+from helpers import run_tft
 
 TRAIN = ("--model", "scratch:tiny", "--max-steps", 60, "--batch-size", 32, "--lr", "5e-4", "--max-batch", 16)
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import CONLL_TRAIN, write
+from helpers import CONLL_TRAIN, write
 from tft.data.dataset import load_dataset
 from tft.errors import DataError
 from tft.tasks import get_task
@@ -200,55 +200,39 @@ def test_empty_file_and_empty_split(tmp_path):
         load_dataset(get_task("conll2003"), tmp_path / "c", ("train",))
 
 
-def test_non_utf8_names_line(tmp_path):
-    d = tmp_path / "afqmc"
-    good = json.dumps({"sentence1": "a", "sentence2": "b", "label": "1"}).encode()
-    path = write(d / "train.json", good + b"\n" + '{"sentence1": "花"}'.encode("gbk") + b"\n")
-    with pytest.raises(DataError, match="not valid UTF-8") as err:
-        load_dataset(get_task("afqmc"), d, ("train",))
-    assert err.value.message.startswith(f"{path}:2:")
+# (id, task, split, file, content, the error's message, its line)
+FILE_ERRORS = [
+    ("non-utf8", "afqmc", "train", "train.json",
+     json.dumps({"sentence1": "a", "sentence2": "b", "label": "1"}).encode() + b"\n" + '{"sentence1": "花"}'.encode("gbk")
+     + b"\n", "not valid UTF-8", 2),
+    ("duplicate ids", "afqmc", "test", "test.json",
+     [{"id": 1, "sentence1": "a", "sentence2": "b"}, {"id": 1, "sentence1": "c", "sentence2": "d"}],
+     "duplicate id 1 (first seen at line 1)", 2),
+    ("bio column count", "conll2003", "train", "train.txt", "John NNP B-NP B-PER\nSmith NNP I-PER\n",
+     "expected 4 columns as on the first line, found 3", 2),
+    ("bio invalid tag", "conll2003", "train", "train.txt", "John B-PER\nSmith X-PER\n", "invalid tag 'X-PER'", 2),
+    ("bio unknown type", "conll2003", "train", "train.txt", "John B-PER\n\nAcme B-COMPANY\n",
+     "unknown entity type in tag 'B-COMPANY'", 3),
+    ("tsv columns", "sst2", "train", "train.tsv", "sentence\tlabel\ngood\t1\nbad\t0\textra\n",
+     "expected 2 tab-separated columns", 3),
+    ("regression label", "stsb", "train", "train.tsv", "sentence1\tsentence2\tscore\na\tb\thigh\n",
+     "must be a number", 2),
+]
+
+
+@pytest.mark.parametrize("task,split,name,content,message,line", [c[1:] for c in FILE_ERRORS],
+                         ids=[c[0] for c in FILE_ERRORS])
+def test_file_errors_name_the_file_and_line(tmp_path, task, split, name, content, message, line):
+    path = write(tmp_path / task / name, content)
+    with pytest.raises(DataError) as err:
+        load_dataset(get_task(task), tmp_path / task, (split,))
+    assert message in err.value.message and err.value.message.startswith(f"{path}:{line}:")
 
 
 def test_missing_split_file_names_expected_files(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="file not found.*train.json"):
         load_dataset(get_task("afqmc"), tmp_path / "empty", ("train",))
-
-
-def test_duplicate_ids(tmp_path):
-    d = tmp_path / "afqmc"
-    path = write(d / "test.json", [{"id": 1, "sentence1": "a", "sentence2": "b"}, {"id": 1, "sentence1": "c", "sentence2": "d"}])
-    with pytest.raises(DataError, match=r"duplicate id 1 \(first seen at line 1\)") as err:
-        load_dataset(get_task("afqmc"), d, ("test",))
-    assert err.value.message.startswith(f"{path}:2:")
-
-
-def test_bio_wrong_column_count(tmp_path):
-    d = tmp_path / "conll"
-    path = write(d / "train.txt", "John NNP B-NP B-PER\nSmith NNP I-PER\n")
-    with pytest.raises(DataError, match="expected 4 columns as on the first line, found 3") as err:
-        load_dataset(get_task("conll2003"), d, ("train",))
-    assert err.value.message.startswith(f"{path}:2:")
-
-
-def test_bio_invalid_tag_and_unknown_type(tmp_path):
-    d = tmp_path / "conll"
-    path = write(d / "train.txt", "John B-PER\nSmith X-PER\n")
-    with pytest.raises(DataError, match="invalid tag 'X-PER'") as err:
-        load_dataset(get_task("conll2003"), d, ("train",))
-    assert err.value.message.startswith(f"{path}:2:")
-    write(d / "train.txt", "John B-PER\n\nAcme B-COMPANY\n")
-    with pytest.raises(DataError, match="unknown entity type in tag 'B-COMPANY'") as err:
-        load_dataset(get_task("conll2003"), d, ("train",))
-    assert err.value.message.startswith(f"{path}:3:")
-
-
-def test_tsv_column_mismatch(tmp_path):
-    d = tmp_path / "sst2"
-    path = write(d / "train.tsv", "sentence\tlabel\ngood\t1\nbad\t0\textra\n")
-    with pytest.raises(DataError, match="expected 2 tab-separated columns") as err:
-        load_dataset(get_task("sst2"), d, ("train",))
-    assert err.value.message.startswith(f"{path}:3:")
 
 
 @pytest.mark.parametrize("label,message", [
@@ -266,9 +250,3 @@ def test_cluener_bad_spans(tmp_path, label, message):
     assert message in err.value.message and err.value.message.startswith(f"{path}:2:")
 
 
-def test_regression_label_must_be_number(tmp_path):
-    d = tmp_path / "stsb"
-    path = write(d / "train.tsv", "sentence1\tsentence2\tscore\na\tb\thigh\n")
-    with pytest.raises(DataError, match="must be a number") as err:
-        load_dataset(get_task("stsb"), d, ("train",))
-    assert err.value.message.startswith(f"{path}:2:")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import SHARED_DATASETS
+from helpers import SHARED_DATASETS
 from tft.data.dataset import load_dataset
 from tft.tasks import get_task
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import SHARED_DATASETS, run_tft
+from helpers import SHARED_DATASETS, run_tft
 
 pytestmark = pytest.mark.slow
 

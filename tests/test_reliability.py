@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO, SHARED_DATASETS, ServeProcess, run_tft, write
+from helpers import REPO, SHARED_DATASETS, ServeProcess, run_tft, write
 
 HOSTILE = {
     "zero-width": "花\u200b呗\u200d怎么\ufeff还款",

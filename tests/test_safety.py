@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ServeProcess, run_tft, write
+from helpers import ServeProcess, run_tft, write
 from test_pipeline import flip_logits
 
 

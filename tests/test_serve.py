@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import run_tft
+from helpers import run_tft
 from tft.serve.repository import parse_pbtxt
 
 

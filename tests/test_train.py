@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import run_tft, write
+from helpers import run_tft, write
 
 
 def read_json(path):

@@ -182,7 +182,7 @@ def test_gpu_repository_configs(pair_export, tmp_path):
     accelerator on request (the onnxruntime_backend README's parameters), one-line refusals otherwise."""
     from tritonclient.grpc import model_config_pb2 as mc
 
-    from conftest import run_tft
+    from helpers import run_tft
     from tft.serve.repository import parse_pbtxt
 
     repo = tmp_path / "gpu"
@@ -218,7 +218,7 @@ def test_fixed_shape_backends_never_get_a_length_past_the_model(trained_pair, tm
     import numpy as np
     import tritonclient.grpc as grpcclient
 
-    from conftest import ServeProcess, run_tft
+    from helpers import ServeProcess, run_tft
     from tft.serve.client import text_inputs
 
     export = tmp_path / "exp"
@@ -257,7 +257,7 @@ def test_serve_build_refuses_an_engine_from_another_tensorrt(pair_export, tmp_pa
     import json
     import shutil
 
-    from conftest import run_tft
+    from helpers import run_tft
     from tft.fsutil import file_sha256
 
     export = tmp_path / "exp"

@@ -43,14 +43,24 @@ def write_checkpoint_manifest(directory: Path, data: dict) -> None:
     atomic_write_json(Path(directory) / CHECKPOINT_MANIFEST, {"format": CHECKPOINT_FORMAT, **data})
 
 
-def read_checkpoint_manifest(directory: str | Path) -> dict:
-    path = Path(directory) / CHECKPOINT_MANIFEST
+def read_json_object(path: Path, what: str) -> dict:
+    """A manifest file as a dict, or one line saying why not (missing, unreadable, not an object)."""
     if not path.exists():
-        raise TftError(f"{path}: not found; is {directory} a `tft train` checkpoint (its best/ folder)?")
+        raise TftError(f"{path}: not found; is {path.parent} {what}?")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TftError(f"{path}: unreadable manifest ({e})") from None
+    except OSError as e:
+        raise TftError(f"{path}: cannot read ({e.strerror})") from None
+    if not isinstance(data, dict):
+        raise TftError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def read_checkpoint_manifest(directory: str | Path) -> dict:
+    path = Path(directory) / CHECKPOINT_MANIFEST
+    data = read_json_object(path, "a `tft train` checkpoint (its best/ folder)")
     missing = [k for k in CHECKPOINT_KEYS if k not in data]
     if missing:
         raise TftError(f"{path}: manifest lacks {', '.join(missing)}")

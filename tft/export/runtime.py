@@ -19,17 +19,10 @@ ARTIFACT_SCHEMA = {"name": str, "file": str, "precision": str}
 
 
 def read_export_manifest(export_dir: str | Path) -> dict:
+    from tft.manifest import read_json_object
+
     path = Path(export_dir) / EXPORT_MANIFEST
-    if not path.exists():
-        raise TftError(f"{path}: not found; is {export_dir} a `tft export` folder?")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TftError(f"{path}: unreadable manifest ({e})") from None
-    except OSError as e:
-        raise TftError(f"{path}: cannot read ({e.strerror})") from None
-    if not isinstance(data, dict):
-        raise TftError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    data = read_json_object(path, "a `tft export` folder")
     for key, kind in EXPORT_SCHEMA.items():
         if key not in data:
             raise TftError(f"{path}: field '{key}' is missing; is this a `tft export` manifest?")

@@ -13,18 +13,11 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 
-def _settings(args):
-    """This version's settings: step.json, written beside this file by `tft serve build` (per version, so
-    that versions of one model never share settings through config.pbtxt)."""
-    here = Path(args["model_repository"]) / args["model_version"]
-    return json.loads((here / "step.json").read_text(encoding="utf-8"))
-
-
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         here = Path(args["model_repository"]) / args["model_version"]
-        settings = _settings(args)
+        settings = json.loads((here / "step.json").read_text(encoding="utf-8"))  # this version's own
         options = ort.SessionOptions()
         threads = int(settings.get("intra_op_threads", 0))
         if threads:

@@ -16,13 +16,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tft_predictions.py l
 from tft_predictions import classify, entities_from_words  # noqa: E402
 
 
-def _settings(args):
-    """This version's settings: step.json, written beside this file by `tft serve build` (per version, so
-    that versions of one model never share settings through config.pbtxt)."""
-    here = Path(args["model_repository"]) / args["model_version"]
-    return json.loads((here / "step.json").read_text(encoding="utf-8"))
-
-
 def words_from_offsets(offsets):
     """Token offsets (each token carries its word's span, -1 for special tokens) -> word ids and spans."""
     word_ids, spans, previous = [], [], None
@@ -39,7 +32,8 @@ def words_from_offsets(offsets):
 
 class TritonPythonModel:
     def initialize(self, args):
-        settings = _settings(args)
+        here = Path(args["model_repository"]) / args["model_version"]
+        settings = json.loads((here / "step.json").read_text(encoding="utf-8"))  # this version's own
         self.labels = settings["labels"]
         self.token_task = bool(settings["token_task"])
 

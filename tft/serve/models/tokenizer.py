@@ -30,18 +30,11 @@ def invalid_argument(message):
     return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
 
 
-def _settings(args):
-    """This version's settings: step.json, written beside this file by `tft serve build` (per version, so
-    that versions of one model never share settings through config.pbtxt)."""
-    here = Path(args["model_repository"]) / args["model_version"]
-    return json.loads((here / "step.json").read_text(encoding="utf-8"))
-
-
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         here = Path(args["model_repository"]) / args["model_version"]
-        settings = _settings(args)
+        settings = json.loads((here / "step.json").read_text(encoding="utf-8"))  # this version's own
         self.max_seq_length = int(settings["max_seq_length"])
         self.max_chars = int(settings["max_chars"])
         self.token_task = bool(settings["token_task"])
