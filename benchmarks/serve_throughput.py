@@ -68,7 +68,7 @@ def main() -> int:
     levels = [int(x) for x in args.levels.split(",")]
     work = Path(tempfile.mkdtemp(prefix="tft-serve-bench-"))
 
-    from tft.export.runtime import read_export_manifest
+    from tft.manifest import read_export_manifest
     from tft.inference import read_inputs, task_of
 
     if args.export:

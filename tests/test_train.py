@@ -196,7 +196,7 @@ def test_feature_cache_roundtrip(afqmc_sample, tokenizer):
     from tft.data.dataset import load_dataset
     from tft.data.features import encode
     from tft.tasks import get_task
-    from tft.train.recipe import load_features, save_features
+    from tft.train.feature_cache import load_features, save_features
 
     ds = load_dataset(get_task("afqmc"), afqmc_sample, ("dev",))
     feats = encode(ds["dev"].examples, tokenizer, 32, ds.labels, "pair_classification").features

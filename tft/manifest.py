@@ -67,3 +67,67 @@ def read_checkpoint_manifest(directory: str | Path) -> dict:
     if data["format"] != CHECKPOINT_FORMAT:
         raise TftError(f"{path}: format {data['format']!r} is not {CHECKPOINT_FORMAT!r}")
     return data
+
+
+# --- the export manifest (`tft export` writes it, `tft serve` and `tft predict --onnx` read it) ---------------
+
+EXPORT_MANIFEST = "manifest.json"
+
+
+# field -> (type, required): what every reader of an export relies on
+EXPORT_SCHEMA = {"format": str, "task": str, "kind": str, "labels": list, "inputs": list, "outputs": list,
+                 "max_batch": int, "max_seq_length": int, "artifacts": list, "checkpoint_manifest": dict}
+ARTIFACT_SCHEMA = {"name": str, "file": str, "precision": str}
+
+
+def read_export_manifest(export_dir: str | Path) -> dict:
+    path = Path(export_dir) / EXPORT_MANIFEST
+    data = read_json_object(path, "a `tft export` folder")
+    for key, kind in EXPORT_SCHEMA.items():
+        if key not in data:
+            raise TftError(f"{path}: field '{key}' is missing; is this a `tft export` manifest?")
+        if not isinstance(data[key], kind) or isinstance(data[key], bool):
+            raise TftError(f"{path}: field '{key}' should be {kind.__name__}, found {type(data[key]).__name__}")
+    if not data["format"].startswith("tft.export/"):
+        raise TftError(f"{path}: format {data['format']!r} is not a tft export")
+    if data["max_batch"] < 1 or data["max_seq_length"] < 1:
+        raise TftError(f"{path}: max_batch and max_seq_length must be at least 1")
+    for i, art in enumerate(data["artifacts"]):
+        for key, kind in ARTIFACT_SCHEMA.items():
+            if not isinstance(art, dict) or not isinstance(art.get(key), kind):
+                raise TftError(f"{path}: artifacts[{i}].{key} is missing or not a {kind.__name__}")
+        if "/" in art["file"] or art["file"].startswith("."):
+            raise TftError(f"{path}: artifacts[{i}].file {art['file']!r} must be a file name inside the export")
+    for i, item in enumerate(data["inputs"]):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise TftError(f"{path}: inputs[{i}].name is missing")
+    return data
+
+
+def check_file(export_dir: Path, name: str, sha256: str | None) -> Path:
+    """An export's file, present and (where the manifest records it) unchanged since export."""
+    from tft.fsutil import file_sha256
+
+    path = Path(export_dir) / name
+    if not path.is_file():
+        raise TftError(f"{path}: listed in {Path(export_dir) / EXPORT_MANIFEST} but missing")
+    if sha256 and file_sha256(path) != sha256:
+        raise TftError(f"{path}: its sha256 differs from the one {EXPORT_MANIFEST} records; the file was replaced "
+                       "or damaged after export (export again)")
+    return path
+
+
+def default_artifact(manifest: dict) -> dict:
+    for name in ("fp32", "fp32-optimized"):
+        for art in manifest["artifacts"]:
+            if art["name"] == name:
+                return art
+    raise TftError("the export has no fp32 ONNX artifact")
+
+
+def serving_fields(manifest: dict) -> dict:
+    """What serving needs of the trained task, from the export manifest alone: the fields exports record at
+    their top level, or (exports written before they did) the checkpoint manifest nested in them."""
+    nested = manifest.get("checkpoint_manifest", {})
+    keys = ("word_joiner", "text_field", "text_pair_field", "label_field", "max_chars")
+    return {k: manifest[k] if k in manifest else nested.get(k, " " if k == "word_joiner" else None) for k in keys}

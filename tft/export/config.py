@@ -7,19 +7,29 @@ from dataclasses import dataclass
 import torch
 
 from tft.errors import TftError
+from tft.tasks import TOKEN
 
-# Encoder families known to export and fuse with ONNX Runtime's transformer optimizer.
-# value: (ORT optimizer model_type, accepts token_type_ids)
+@dataclass(frozen=True)
+class Family:
+    """What one encoder family needs at export, in the spirit of optimum's per-architecture configs."""
+
+    optimizer_type: str | None = "bert"  # ONNX Runtime transformer optimizer model_type (None: no fusions)
+    token_type_ids: bool = True  # its forward() takes token_type_ids
+    fp16_keep_fp32: tuple[str, ...] = ("LayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt", "Erf")
+
+
+# Encoder families known to export and fuse with ONNX Runtime's transformer optimizer: a new one is an entry.
 FAMILIES = {
-    "bert": ("bert", True),
-    "roberta": ("bert", False),
-    "xlm-roberta": ("bert", False),
-    "distilbert": ("bert", False),
-    "albert": ("bert", True),
-    "electra": ("bert", True),
-    "ernie": ("bert", True),
-    "megatron-bert": ("bert", True),
+    "bert": Family(),
+    "roberta": Family(token_type_ids=False),
+    "xlm-roberta": Family(token_type_ids=False),
+    "distilbert": Family(token_type_ids=False),
+    "albert": Family(),
+    "electra": Family(),
+    "ernie": Family(),
+    "megatron-bert": Family(),
 }
+UNKNOWN_FAMILY = Family(optimizer_type=None)
 
 
 class ExportError(TftError):
@@ -36,8 +46,12 @@ class OnnxConfig:
     output: str = "logits"
 
     @property
+    def family(self) -> Family:
+        return FAMILIES.get(self.model_type, UNKNOWN_FAMILY)
+
+    @property
     def optimizer_type(self) -> str | None:
-        return FAMILIES.get(self.model_type, (None,))[0]
+        return self.family.optimizer_type
 
     def dynamic_axes(self) -> dict:
         axes = {name: {0: "batch", 1: "sequence"} for name in self.inputs}
@@ -51,13 +65,13 @@ class OnnxConfig:
 def onnx_config_for(manifest: dict, hf_config, opset: int = 17) -> OnnxConfig:
     model_type = hf_config.model_type
     wanted = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in manifest["model_input_names"]]
-    if model_type in FAMILIES and not FAMILIES[model_type][1]:
+    if model_type in FAMILIES and not FAMILIES[model_type].token_type_ids:
         wanted = [n for n in wanted if n != "token_type_ids"]
     if "input_ids" not in wanted or "attention_mask" not in wanted:
         raise ExportError(f"model inputs {wanted} lack input_ids/attention_mask; tft exports encoder models")
     if opset < 17:
         raise ExportError("--opset must be 17 or newer (LayerNormalization as one op)")
-    return OnnxConfig(model_type, tuple(wanted), manifest["kind"] == "token_classification",
+    return OnnxConfig(model_type, tuple(wanted), manifest["kind"] == TOKEN,
                       hf_config.num_labels, opset)
 
 

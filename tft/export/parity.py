@@ -12,6 +12,7 @@ import numpy as np
 
 from tft.export.config import ExportError
 from tft.metrics import compute_per_example
+from tft.tasks import REGRESSION
 
 THRESHOLDS = {"fp32": {"atol": 1e-4}, "fp16": {"atol": 1e-2},
               "int8": {"min_agreement": 0.99, "max_metric_drop": 0.01}}
@@ -118,7 +119,7 @@ def compare(reference, candidate, batches, *, artifact: str, precision: str, tok
                 gold_dev.append(lab)
     result = ParityResult(artifact, precision, len(batches), diffs_max, diffs_sum / max(count, 1),
                           agree / total if total else 1.0, thresholds=thresholds)
-    if gold_dev and kind != "regression":
+    if gold_dev and kind != REGRESSION:
         result.metric = main_metric
         result.metric_pytorch = _metric(kind, labels, ref_dev, gold_dev, main_metric)
         result.metric_artifact = _metric(kind, labels, cand_dev, gold_dev, main_metric)

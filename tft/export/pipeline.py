@@ -19,10 +19,11 @@ from tft.data.features import encode
 from tft.export import onnx_export, quantize
 from tft.export.config import ExportError, onnx_config_for
 from tft.export.parity import THRESHOLDS, compare, parity_batches
-from tft.export.runtime import EXPORT_MANIFEST, OrtModel
+from tft.export.runtime import OrtModel
 from tft.fsutil import atomic_dir, atomic_write_json, check_output_dir, file_sha256
-from tft.manifest import now, read_checkpoint_manifest, versions
 from tft.inference import items_from_examples, task_of
+from tft.manifest import EXPORT_MANIFEST, now, read_checkpoint_manifest, versions
+from tft.tasks import REGRESSION, TOKEN
 
 log = logging.getLogger("tft")
 EXPORT_FORMAT = "tft.export/1"
@@ -80,7 +81,7 @@ def check_shapes(max_batch: int, max_len: int, opt_batch: int, opt_len: int | No
 
 def check_labels(cm: dict, hf_config, checkpoint: Path) -> None:
     """The label list in tft.json must match the model's outputs (a hand-edited tft.json would mislabel answers)."""
-    if cm["kind"] == "regression":
+    if cm["kind"] == REGRESSION:
         return
     if len(cm["labels"]) != hf_config.num_labels:
         raise ExportError(f"{checkpoint / 'tft.json'}: lists {len(cm['labels'])} labels but the model has "
@@ -101,7 +102,7 @@ def run_export(checkpoint, output_dir=None, *, int8=False, fp16=False, trt=False
                                protect=(checkpoint, run_dir))
     max_len = max_seq_length or cm["max_seq_length"]
     thresholds = {**THRESHOLDS, **(thresholds or {})}
-    token_task = cm["kind"] == "token_classification"
+    token_task = cm["kind"] == TOKEN
     if parity_samples < 1:
         raise ExportError(f"--parity-samples {parity_samples}: must be at least 1")
     hf_config = AutoConfig.from_pretrained(checkpoint)
@@ -147,7 +148,7 @@ def run_export(checkpoint, output_dir=None, *, int8=False, fp16=False, trt=False
             check("int8", "int8", quantize.quantize_int8(fp32, tmp / "model.int8.onnx"))
         if fp16 or trt:  # TensorRT 11 builds its fp16 engine from the fp16 graph (strong typing)
             # from the un-fused graph: a per-op fp32 block list cannot split ORT's fused Attention
-            check("fp16", "fp16", quantize.convert_fp16(fp32, tmp / "model.fp16.onnx"))
+            check("fp16", "fp16", quantize.convert_fp16(fp32, tmp / "model.fp16.onnx", cfg.family.fp16_keep_fp32))
         files = {}
         for name in TOKENIZER_FILES:
             if (checkpoint / name).exists():
@@ -155,6 +156,10 @@ def run_export(checkpoint, output_dir=None, *, int8=False, fp16=False, trt=False
                 files[name] = file_sha256(tmp / name)
         manifest = {
             "format": EXPORT_FORMAT, "task": cm["task"], "kind": cm["kind"], "labels": list(labels),
+            # everything serving needs, so that it never opens the checkpoint manifest
+            "text_field": cm.get("text_field"), "text_pair_field": cm.get("text_pair_field"),
+            "label_field": cm.get("label_field"), "word_joiner": cm.get("word_joiner", " "),
+            "max_chars": cm.get("max_chars"), "pad_token_id": tokenizer.pad_token_id or 0,
             "inputs": [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in cfg.inputs],
             "outputs": [{"name": cfg.output, "dtype": "float32", "shape": cfg.output_shape()}],
             "max_batch": max_batch, "max_seq_length": max_len, "opset": opset, "model_type": cfg.model_type,

@@ -24,15 +24,13 @@ def quantize_int8(src: Path, dst: Path) -> Path:
     return Path(dst)
 
 
-# Kept in fp32: numerically sensitive reductions (LayerNorm statistics, softmax exponentials).
-FP16_KEEP_FP32 = ["LayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt", "Erf"]
-
-
-def convert_fp16(src: Path, dst: Path) -> Path:
+def convert_fp16(src: Path, dst: Path, keep_fp32) -> Path:
+    """fp16 with `keep_fp32` ops (numerically sensitive reductions: LayerNorm statistics, softmax
+    exponentials) left in fp32; the family's config says which."""
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     model = onnx.load(str(src))
     half = convert_float_to_float16(model, keep_io_types=True,
-                                    op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(FP16_KEEP_FP32)))
+                                    op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(keep_fp32)))
     onnx.save(half, str(dst))
     return Path(dst)

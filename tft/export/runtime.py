@@ -8,54 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from tft.errors import TftError
-
-EXPORT_MANIFEST = "manifest.json"
-
-
-# field -> (type, required): what every reader of an export relies on
-EXPORT_SCHEMA = {"format": str, "task": str, "kind": str, "labels": list, "inputs": list, "outputs": list,
-                 "max_batch": int, "max_seq_length": int, "artifacts": list, "checkpoint_manifest": dict}
-ARTIFACT_SCHEMA = {"name": str, "file": str, "precision": str}
-
-
-def read_export_manifest(export_dir: str | Path) -> dict:
-    from tft.manifest import read_json_object
-
-    path = Path(export_dir) / EXPORT_MANIFEST
-    data = read_json_object(path, "a `tft export` folder")
-    for key, kind in EXPORT_SCHEMA.items():
-        if key not in data:
-            raise TftError(f"{path}: field '{key}' is missing; is this a `tft export` manifest?")
-        if not isinstance(data[key], kind) or isinstance(data[key], bool):
-            raise TftError(f"{path}: field '{key}' should be {kind.__name__}, found {type(data[key]).__name__}")
-    if not data["format"].startswith("tft.export/"):
-        raise TftError(f"{path}: format {data['format']!r} is not a tft export")
-    if data["max_batch"] < 1 or data["max_seq_length"] < 1:
-        raise TftError(f"{path}: max_batch and max_seq_length must be at least 1")
-    for i, art in enumerate(data["artifacts"]):
-        for key, kind in ARTIFACT_SCHEMA.items():
-            if not isinstance(art, dict) or not isinstance(art.get(key), kind):
-                raise TftError(f"{path}: artifacts[{i}].{key} is missing or not a {kind.__name__}")
-        if "/" in art["file"] or art["file"].startswith("."):
-            raise TftError(f"{path}: artifacts[{i}].file {art['file']!r} must be a file name inside the export")
-    for i, item in enumerate(data["inputs"]):
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise TftError(f"{path}: inputs[{i}].name is missing")
-    return data
-
-
-def check_file(export_dir: Path, name: str, sha256: str | None) -> Path:
-    """An export's file, present and (where the manifest records it) unchanged since export."""
-    from tft.fsutil import file_sha256
-
-    path = Path(export_dir) / name
-    if not path.is_file():
-        raise TftError(f"{path}: listed in {Path(export_dir) / EXPORT_MANIFEST} but missing")
-    if sha256 and file_sha256(path) != sha256:
-        raise TftError(f"{path}: its sha256 differs from the one {EXPORT_MANIFEST} records; the file was replaced "
-                       "or damaged after export (export again)")
-    return path
-
+from tft.manifest import check_file, default_artifact, read_export_manifest
+from tft.tasks import TOKEN
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 
@@ -103,14 +57,6 @@ class OrtModel:
         return self.session.run(None, feed)[0]
 
 
-def default_artifact(manifest: dict) -> dict:
-    for name in ("fp32", "fp32-optimized"):
-        for art in manifest["artifacts"]:
-            if art["name"] == name:
-                return art
-    raise TftError("the export has no fp32 ONNX artifact")
-
-
 class OrtPredictor:
     """An export folder ready to answer raw items the way `tft predict --onnx` does."""
 
@@ -130,7 +76,7 @@ class OrtPredictor:
         self.artifact = art
         self.model = OrtModel(check_file(self.export_dir, art["file"], art.get("sha256")), threads=threads,
                               device=device)
-        self.token_task = self.manifest["kind"] == "token_classification"
+        self.token_task = self.manifest["kind"] == TOKEN
         self.joiner = self.manifest["checkpoint_manifest"].get("word_joiner", " ")
 
     def answer_items(self, items: list[dict], batch_size: int = 64) -> list[dict]:

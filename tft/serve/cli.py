@@ -56,7 +56,7 @@ def build_command(export_dir, repository, name, backend, artifact, max_batch, in
                   no_dynamic_batching, threads, max_chars, device, ort_tensorrt, tensorrt_version):
     """Write a Triton model repository: <name>_tokenizer, <name>_model, <name>_postprocess and the
     ensemble <name> (text in, labels or entities out). An existing repository gets a new version."""
-    from tft.export.runtime import read_export_manifest
+    from tft.manifest import read_export_manifest
     from tft.serve.repository import BuildOptions, build_repository
 
     manifest = read_export_manifest(export_dir)

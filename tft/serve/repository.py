@@ -33,17 +33,39 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tft.errors import TftError
-from tft.export.runtime import check_file, default_artifact, read_export_manifest
 from tft.fsutil import atomic_write_json, atomic_write_text, file_sha256, make_temp_dir, pid_alive
-from tft.manifest import now
+from tft.manifest import check_file, default_artifact, now, read_export_manifest, serving_fields
 from tft.manifest import versions as versions_info
 from tft.predictions import max_chars_for
+from tft.tasks import PAIR, REGRESSION, TOKEN
 
 log = logging.getLogger("tft")
 MODELS_DIR = Path(__file__).parent / "models"
 PREDICTIONS_PY = Path(__file__).resolve().parents[1] / "predictions.py"
 SERVE_MANIFEST = "tft-serve.json"
-BACKENDS = ("python", "onnxruntime", "tensorrt")
+@dataclass(frozen=True)
+class Backend:
+    """How one Triton backend serves the model step; a new backend is one entry in BACKENDS."""
+
+    name: str
+    model_file: str  # the file in the version folder
+    runtime: str  # the export artifacts it serves (their manifest `runtime`)
+    platform: str = ""  # Triton platform of a native backend
+    backend: str = ""  # Triton backend of a Python-backend model
+    python_model: str = ""  # its model.py, from tft/serve/models
+    ragged: bool = False  # pads ragged batches itself; else fixed shapes: the tokenizer buckets lengths
+    device: str = "any"  # cpu | gpu | any
+    default_artifact: str = ""  # "" = the export's fp32 graph
+    packages: tuple[str, ...] = ()  # what its model.py imports, beyond numpy and tokenizers
+
+
+BACKENDS = {
+    "python": Backend("python", "model.onnx", "onnxruntime", backend="python", python_model="onnx_model.py",
+                      ragged=True, device="cpu", packages=("onnxruntime",)),
+    "onnxruntime": Backend("onnxruntime", "model.onnx", "onnxruntime", platform="onnxruntime_onnx"),
+    "tensorrt": Backend("tensorrt", "model.plan", "tensorrt", platform="tensorrt_plan", device="gpu",
+                        default_artifact="tensorrt-fp16"),
+}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -70,7 +92,7 @@ class BuildOptions:
 
     @property
     def gpu(self) -> bool:
-        return (self.device or ("gpu" if self.backend == "tensorrt" else "cpu")) == "gpu"
+        return (self.device or ("gpu" if BACKENDS[self.backend].device == "gpu" else "cpu")) == "gpu"
 
 
 def _dtype(name: str) -> int:
@@ -120,10 +142,10 @@ class Layout:
 
     def __init__(self, manifest: dict, opts: BuildOptions):
         self.manifest, self.opts = manifest, opts
-        cm = manifest["checkpoint_manifest"]
-        self.token_task = manifest["kind"] == "token_classification"
-        self.pair_task = manifest["kind"] == "pair_classification" or (
-            cm.get("text_pair_field") is not None and not self.token_task)
+        self.fields = serving_fields(manifest)  # never the checkpoint manifest: the export says what serving needs
+        self.token_task = manifest["kind"] == TOKEN
+        self.pair_task = manifest["kind"] == PAIR or (
+            self.fields["text_pair_field"] is not None and not self.token_task)
         self.inputs = [i["name"] for i in manifest["inputs"]]
         self.labels = manifest["labels"]
         self.num_labels = max(1, len(self.labels))
@@ -145,12 +167,12 @@ class Layout:
     # -- per-version settings (step.json beside each Python-backend model.py) --------------------------
     def tokenizer_settings(self) -> dict:
         max_len = self.manifest["max_seq_length"]
-        cm = self.manifest["checkpoint_manifest"]
-        return {"max_seq_length": max_len, "max_chars": max_chars_for(max_len, self.opts.max_chars or cm.get("max_chars")),
+        return {"max_seq_length": max_len,
+                "max_chars": max_chars_for(max_len, self.opts.max_chars or self.fields["max_chars"]),
                 "token_task": self.token_task, "pair_task": self.pair_task,
-                "word_joiner": cm.get("word_joiner", " "),
+                "word_joiner": self.fields["word_joiner"],
                 # fixed-shape backends batch only equal shapes: bucket lengths for them; Python pads ragged batches
-                "pad_to_multiple_of": 1 if self.opts.backend == "python" else 16,
+                "pad_to_multiple_of": 1 if BACKENDS[self.opts.backend].ragged else 16,
                 "pad_token_id": self.manifest["pad_token_id"]}
 
     def model_settings(self) -> dict:
@@ -175,19 +197,17 @@ class Layout:
         return c
 
     def model_config(self):
-        backend = self.opts.backend
+        backend = BACKENDS[self.opts.backend]
         c = mc.ModelConfig(name=self.model)
-        if backend == "python":
-            c.backend = "python"
-        elif backend == "onnxruntime":
-            c.platform, c.default_model_filename = "onnxruntime_onnx", "model.onnx"
-            if self.opts.threads:
-                _parameters(c, {"intra_op_thread_count": self.opts.threads})
+        if backend.backend:
+            c.backend = backend.backend
         else:
-            c.platform, c.default_model_filename = "tensorrt_plan", "model.plan"
+            c.platform, c.default_model_filename = backend.platform, backend.model_file
+        if backend.name == "onnxruntime" and self.opts.threads:
+            _parameters(c, {"intra_op_thread_count": self.opts.threads})
         _batching(c, self.opts, wait=True)
         for name in self.inputs:
-            _tensor(c.input, name, "TYPE_INT64", [-1], ragged=backend == "python")
+            _tensor(c.input, name, "TYPE_INT64", [-1], ragged=backend.ragged)
         _tensor(c.output, "logits", "TYPE_FP32", self.logits_dims)
         _instances(c, self.opts, gpu=self.opts.gpu)
         if self.opts.ort_tensorrt:  # per the onnxruntime_backend README: TensorRT inside ONNX Runtime
@@ -236,12 +256,12 @@ class Layout:
         step(self.model, {n: f"_{n}" for n in self.inputs}, {"logits": "_logits"})
         post_in = {"logits": "_logits", **({"TEXT": "TEXT", "OFFSETS": "_offsets"} if self.token_task else {})}
         step(self.postprocess, post_in, {n: n for n, _, _ in self.outputs})
-        cm = self.manifest["checkpoint_manifest"]
+        f = self.fields
         # what a client needs to read the task's files and label answers, without the export folder
         _parameters(c, {"tft": json.dumps({
-            "task": cm["task"], "kind": cm["kind"], "text_field": cm.get("text_field"),
-            "text_pair_field": cm.get("text_pair_field"), "label_field": cm.get("label_field"),
-            "word_joiner": cm.get("word_joiner", " "), "labels": self.labels,
+            "task": self.manifest["task"], "kind": self.manifest["kind"], "text_field": f["text_field"],
+            "text_pair_field": f["text_pair_field"], "label_field": f["label_field"],
+            "word_joiner": f["word_joiner"], "labels": self.labels,
             "max_seq_length": self.manifest["max_seq_length"]}, ensure_ascii=False),
             "tft_record": f"{record_version}/{SERVE_MANIFEST}"})
         return c
@@ -325,11 +345,11 @@ def validate(export_dir: Path, repository: Path, opts: BuildOptions) -> tuple[di
         raise RepositoryError("--instances must be at least 1")
     if opts.device not in (None, "cpu", "gpu"):
         raise RepositoryError(f"--device {opts.device!r}: choose cpu or gpu")
-    if opts.gpu and opts.backend == "python":
-        raise RepositoryError("--device gpu: the python backend runs ONNX Runtime on the CPU; use --backend onnxruntime "
-                              "or tensorrt for GPUs")
-    if not opts.gpu and opts.backend == "tensorrt":
-        raise RepositoryError("--backend tensorrt runs on GPUs only: drop --device cpu")
+    if opts.gpu and BACKENDS[opts.backend].device == "cpu":
+        raise RepositoryError(f"--device gpu: the {opts.backend} backend runs ONNX Runtime on the CPU; use --backend "
+                              "onnxruntime or tensorrt for GPUs")
+    if not opts.gpu and BACKENDS[opts.backend].device == "gpu":
+        raise RepositoryError(f"--backend {opts.backend} runs on GPUs only: drop --device cpu")
     if opts.ort_tensorrt and not (opts.backend == "onnxruntime" and opts.gpu):
         raise RepositoryError("--ort-tensorrt is ONNX Runtime's TensorRT accelerator: it needs --backend onnxruntime "
                               "--device gpu")
@@ -341,7 +361,7 @@ def validate(export_dir: Path, repository: Path, opts: BuildOptions) -> tuple[di
     tokenizer_json = check_file(export_dir, manifest.get("tokenizer", "tokenizer.json"), files.get("tokenizer.json"))
     artifact = _pick_artifact(manifest, opts)
     model_file = check_file(export_dir, artifact["file"], artifact.get("sha256"))
-    if model_file.suffix == ".onnx" and manifest["kind"] != "regression":
+    if model_file.suffix == ".onnx" and manifest["kind"] != REGRESSION:
         width = onnx_output_width(model_file)
         if width is not None and width != len(manifest["labels"]):
             raise RepositoryError(f"{model_file}: the model has {width} outputs but {export_dir / 'manifest.json'} "
@@ -370,9 +390,10 @@ def build_repository(export_dir: str | Path, repository: str | Path, opts: Build
                                   "replaces what it did not write: use another --name or --repository")
 
     helper = PREDICTIONS_PY.read_text(encoding="utf-8")
-    model_files: dict[str, Path | str] = {"model.plan" if opts.backend == "tensorrt" else "model.onnx": model_file}
-    if opts.backend == "python":
-        model_files["model.py"] = (MODELS_DIR / "onnx_model.py").read_text(encoding="utf-8")
+    backend = BACKENDS[opts.backend]
+    model_files: dict[str, Path | str] = {backend.model_file: model_file}
+    if backend.python_model:
+        model_files["model.py"] = (MODELS_DIR / backend.python_model).read_text(encoding="utf-8")
         model_files["step.json"] = json.dumps(layout.model_settings(), indent=2) + "\n"
     contents = {
         layout.tokenizer: (layout.tokenizer_config(), {
@@ -483,12 +504,10 @@ def write_requirements(repository: Path, current: dict) -> None:
 
 
 def python_packages(backend: str) -> list[str]:
+    """numpy and tokenizers (the tokenizer and postprocess steps) and the model step's own, as installed here."""
     from importlib.metadata import version
 
-    packages = [f"numpy=={version('numpy')}", f"tokenizers=={version('tokenizers')}"]
-    if backend == "python":
-        packages.append(f"onnxruntime=={version('onnxruntime')}")
-    return packages
+    return [f"{name}=={version(name)}" for name in ("numpy", "tokenizers", *BACKENDS[backend].packages)]
 
 
 def canary_item(export_dir: Path, manifest: dict, pair: bool) -> dict:
@@ -513,8 +532,9 @@ def engine_loads_on(built: str, serving: str, version_compatible: bool) -> bool:
 
 
 def _pick_artifact(manifest: dict, opts: BuildOptions) -> dict:
-    if opts.backend == "tensorrt":
-        wanted = opts.artifact or "tensorrt-fp16"
+    backend = BACKENDS[opts.backend]
+    if backend.runtime == "tensorrt":
+        wanted = opts.artifact or backend.default_artifact
         for art in manifest["artifacts"]:
             if art["name"] == wanted and art.get("runtime") == "tensorrt":
                 built = art.get("tensorrt_version")

@@ -11,8 +11,6 @@ Several nodes (run on each, node rank 0..M-1):
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
@@ -24,11 +22,12 @@ import torch
 from tft.data.dataset import load_dataset, resolve_data_dir
 from tft.data.features import encode, make_collator, max_chars_for, model_input_names
 from tft.errors import TftError
-from tft.fsutil import atomic_dir, atomic_write_json, file_sha256
+from tft.fsutil import atomic_dir, atomic_write_json
 from tft.manifest import command_line, now, versions, write_checkpoint_manifest
 from tft.tasks import REGRESSION, TOKEN, get_task
 from tft import metrics as task_metrics
 from tft.train.config import TrainConfig
+from tft.train.feature_cache import feature_fingerprint, load_features, save_features
 from tft.train.rundir import claim, mark, read_marker
 from tft.train.scratch import is_scratch, scratch_config, texts_of, train_tokenizer
 
@@ -51,45 +50,6 @@ class FeatureDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return self.features[i]
-
-
-# --- tokenization cache: features keyed by (files, tokenizer, max length, labels) -------------------
-
-def feature_fingerprint(split, tokenizer, max_length: int, labels, limit, task, max_chars=None) -> str:
-    tok_json = tokenizer.backend_tokenizer.to_str()
-    key = {"file": file_sha256(split.path), "tokenizer": hashlib.sha256(tok_json.encode()).hexdigest(),
-           "inputs": list(model_input_names(tokenizer)), "max_length": max_length, "labels": list(labels),
-           "limit": limit, "task": task.name, "fields": [task.text_field, task.text_pair_field, task.label_field],
-           "max_chars": max_chars_for(max_length, max_chars), "format": 2}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-
-
-def save_features(path: Path, features: list[dict]) -> None:
-    arrays = {"lengths": np.array([len(f["input_ids"]) for f in features], dtype=np.int64)}
-    for key, value in features[0].items():
-        if isinstance(value, list):
-            arrays[key] = np.concatenate([np.asarray(f[key], dtype=np.int64) for f in features])
-        else:
-            arrays[f"scalar.{key}"] = np.asarray([f[key] for f in features])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def load_features(path: Path) -> list[dict]:
-    with np.load(path, allow_pickle=False) as z:
-        lengths = z["lengths"]
-        bounds = np.concatenate([[0], np.cumsum(lengths)])
-        seqs = {k: z[k] for k in z.files if k != "lengths" and not k.startswith("scalar.")}
-        scalars = {k.split(".", 1)[1]: z[k] for k in z.files if k.startswith("scalar.")}
-    out = []
-    for i in range(len(lengths)):
-        feat = {k: v[bounds[i]:bounds[i + 1]].tolist() for k, v in seqs.items()}
-        for k, v in scalars.items():
-            feat[k] = v[i].item()
-        out.append(feat)
-    return out
 
 
 class TrainRecipe:
