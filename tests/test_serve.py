@@ -297,3 +297,26 @@ def test_killed_stub_is_detected_by_canary_and_reloaded(served):
     assert stats.answered == 5
     after = stub_processes("afqmc_model")
     assert after and not set(after) & set(before)
+
+
+def test_bench_writes_the_texts_for_perf_analyzer(served, afqmc_sample, tmp_path):
+    """`--perf-analyzer-data`: the task's real texts in perf_analyzer's --input-data format (string content and
+    shape per input, one entry per request), the format the real perf_analyzer 2.51 accepted against this server
+    (docs/benchmarks.md)."""
+    out = tmp_path / "pa.json"
+    proc = run_tft("bench", "--url", served.url, "--model", "afqmc", "-i", afqmc_sample / "dev.json",
+                   "--concurrency", "1", "--requests", 5, "--warmup", 0, "--perf-analyzer-data", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text(encoding="utf-8"))["data"]
+    rows = [json.loads(line) for line in (afqmc_sample / "dev.json").read_text(encoding="utf-8").splitlines()]
+    assert len(data) == len(rows) == 300
+    assert data[0] == {"TEXT": {"content": [rows[0]["sentence1"]], "shape": [1]},
+                       "TEXT_PAIR": {"content": [rows[0]["sentence2"]], "shape": [1]}}
+    lines = tmp_path / "in.txt"
+    lines.write_text("张三在北京\n李四去上海\n", encoding="utf-8")
+    ner = tmp_path / "ner.json"
+    proc = run_tft("bench", "--url", served.url, "--model", "cluener", "-i", lines, "--concurrency", "1",
+                   "--requests", 2, "--warmup", 0, "--perf-analyzer-data", ner)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(ner.read_text(encoding="utf-8"))["data"] == [
+        {"TEXT": {"content": ["张三在北京"], "shape": [1]}}, {"TEXT": {"content": ["李四去上海"], "shape": [1]}}]

@@ -71,6 +71,16 @@ def bench(opts: ClientOptions, info: ModelInfo, items: list[dict], levels: list[
     return [asyncio.run(_level(opts, info, items, c, requests, batch_size, warmup)) for c in levels]
 
 
+def perf_analyzer_data(items: list[dict], pair: bool) -> dict:
+    """The texts as Triton perf_analyzer's `--input-data` JSON: one entry per request, each input's string
+    content with its shape (batch 1, the ensemble's `[1]` dims), so the standard tool sends real texts."""
+    def tensor(text):
+        return {"content": [text], "shape": [1]}
+
+    return {"data": [{"TEXT": tensor(i["text"]), **({"TEXT_PAIR": tensor(i.get("text_pair", ""))} if pair else {})}
+                     for i in items]}
+
+
 def table(rows: list[dict]) -> str:
     head = f"{'concurrency':>11} {'requests':>8} {'errors':>6} {'texts/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
     lines = [head, "-" * len(head)]

@@ -328,13 +328,21 @@ def infer_command(ctx, texts, url, model, ssl, root_certificates, private_key, c
 @click.option("--warmup", default=20, show_default=True, type=click.IntRange(0), help="Untimed requests first.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the rows as JSON.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG chart.")
-@click.option("--overwrite", is_flag=True, help="Replace existing --json / --plot files.")
+@click.option("--perf-analyzer-data", "pa_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the texts as perf_analyzer --input-data JSON, to measure with Triton's own tool.")
+@click.option("--overwrite", is_flag=True, help="Replace existing --json / --plot / --perf-analyzer-data files.")
 def bench_command(url, model, ssl, root_certificates, private_key, certificate_chain, headers, timeout, retries,
-                  input_path, concurrency, requests, batch_size, warmup, json_out, plot_out, overwrite):
-    """Throughput and p50/p95/p99 latency of a served model at each concurrency level."""
+                  input_path, concurrency, requests, batch_size, warmup, json_out, plot_out, pa_out, overwrite):
+    """Throughput and p50/p95/p99 latency of a served model at each concurrency level.
+
+    \b
+    The same texts for Triton's perf_analyzer:
+      tft bench --model afqmc -i dev.json --perf-analyzer-data pa.json
+      perf_analyzer -m afqmc -i grpc --input-data pa.json --concurrency-range 1:16
+    """
     from tft.fsutil import atomic_write_json, check_output_file
 
-    for option, path in (("--json", json_out), ("--plot", plot_out)):
+    for option, path in (("--json", json_out), ("--plot", plot_out), ("--perf-analyzer-data", pa_out)):
         if path:
             check_output_file(path, option=option, overwrite=overwrite, inputs=[input_path])
     from tft.serve import bench as bench_mod
@@ -349,6 +357,9 @@ def bench_command(url, model, ssl, root_certificates, private_key, certificate_c
     opts = _client_options(url, ssl, root_certificates, private_key, certificate_chain, headers, timeout, retries)
     info = Client(options=opts).info(model)
     items = _items(info, (), input_path)
+    if pa_out:
+        atomic_write_json(pa_out, bench_mod.perf_analyzer_data(items, info.pair))
+        click.echo(f"wrote {len(items)} requests for perf_analyzer --input-data to {pa_out}", err=True)
     rows = bench_mod.bench(opts, info, items, levels, requests, batch_size, warmup)
     click.echo(bench_mod.table(rows))
     if json_out:
