@@ -227,3 +227,29 @@ def test_multi_node_runs_need_an_output_dir(afqmc_sample):
     proc = run_tft("train", "--task", "afqmc", "--data-dir", afqmc_sample, "--model", "scratch:tiny",
                    "--nproc-per-node", 2, "--nnodes", 2)
     assert proc.returncode == 1 and "--output-dir is required with --nnodes > 1" in proc.stderr
+
+
+def test_precision_auto_fits_the_hardware():
+    from tft.train.precision import choose_precision, cpu_flags
+
+    assert choose_precision("auto", cuda=True, cuda_bf16=True, flags=set())[0] == "bf16"
+    assert choose_precision("auto", cuda=True, cuda_bf16=False, flags=set())[0] == "fp16"
+    assert choose_precision("auto", cuda=False, cuda_bf16=False, flags={"avx512f", "amx_bf16"}) == (
+        "bf16", "the CPU has amx_bf16")
+    assert choose_precision("auto", cuda=False, cuda_bf16=False, flags={"avx2"})[0] == "fp32"
+    assert choose_precision("fp32", cuda=True, cuda_bf16=True, flags={"amx_bf16"})[0] == "fp32"
+    assert cpu_flags("processor : 0\nflags\t\t: fpu avx512_bf16 sse\n") == {"fpu", "avx512_bf16", "sse"}
+
+
+def test_precision_option_says_what_it_chose(afqmc_sample, tmp_path):
+    from tft.train.precision import choose_precision, cpu_flags
+
+    expected, why = choose_precision("auto", cuda=False, cuda_bf16=False, flags=cpu_flags())
+    proc = run_tft("train", "--task", "afqmc", "--data-dir", afqmc_sample, "--model", "scratch:tiny",
+                   "--output-dir", tmp_path / "r", "--max-steps", 2, "--limit-eval", 8, "--precision", "auto")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"precision auto: {expected} ({why})" in proc.stderr
+    used = read_json(tmp_path / "r" / "best" / "tft.json")["train_config"]
+    assert (used["bf16"], used["fp16"]) == (expected == "bf16", expected == "fp16")
+    proc = run_tft("train", "--task", "afqmc", "--precision", "fast")
+    assert proc.returncode == 1 and "--precision fast: choose one of auto, fp32, fp16, bf16" in proc.stderr

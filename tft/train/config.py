@@ -35,6 +35,7 @@ class TrainConfig:
     warmup: float = 0.1  # fraction of steps (< 1) or a number of steps (>= 1)
     max_seq_length: int = 128
     seed: int = 42
+    precision: str | None = None  # auto | fp32 | fp16 | bf16; None: fp32, or what --fp16/--bf16 say
     fp16: bool = False
     bf16: bool = False
     allow_fp32_fallback: bool = False
@@ -101,6 +102,9 @@ RULES: dict[str, Rule] = {
     "max_seq_length": Rule(int, "Truncate inputs to this many tokens (at most the model's positions).", low=8,
                            high=MAX_SEQ_LENGTH_LIMIT),
     "seed": Rule(int, "Random seed.", low=0, high=2**32 - 1),
+    "precision": Rule(str, "auto (bf16 on Ampere+ GPUs and on CPUs with AVX-512 BF16 or AMX, fp16 on older GPUs, "
+                           "fp32 otherwise; says what it chose), fp32, fp16 or bf16.  [default: fp32]",
+                      metavar="auto|fp32|fp16|bf16"),
     "fp16": Rule(bool, "CUDA mixed precision with loss scaling."),
     "bf16": Rule(bool, "bfloat16 mixed precision (Ampere+ GPUs, or CPU autocast)."),
     "allow_fp32_fallback": Rule(bool, "Train in fp32 when --fp16/--bf16 is unsupported here.", flag=True),
@@ -223,6 +227,13 @@ def check(cfg: TrainConfig) -> None:
     """Rules between options."""
     if cfg.fp16 and cfg.bf16:
         raise TftError("--fp16 and --bf16 exclude each other; choose one")
+    if cfg.precision is not None:
+        from tft.train.precision import CHOICES
+
+        if cfg.precision not in CHOICES:
+            raise TftError(f"--precision {cfg.precision}: choose one of {', '.join(CHOICES)}")
+        if cfg.fp16 or cfg.bf16:
+            raise TftError("--precision and --fp16/--bf16 say the same thing twice; keep --precision")
     if cfg.max_steps == 0:
         raise TftError("--max-steps 0: must be at least 1 (or -1 to train for --epochs)")
     if cfg.resume is not None and cfg.overwrite:

@@ -106,6 +106,14 @@ class TrainRecipe:
     def _check_precision(self) -> None:
         cfg = self.cfg
         cuda = torch.cuda.is_available()
+        if cfg.precision is not None:
+            from tft.train.precision import choose_precision, cpu_flags
+
+            chosen, why = choose_precision(cfg.precision, cuda=cuda, cuda_bf16=cuda and torch.cuda.is_bf16_supported(),
+                                           flags=cpu_flags())
+            if cfg.precision == "auto":
+                log.info("precision auto: %s (%s)", chosen, why)
+            cfg.fp16, cfg.bf16 = chosen == "fp16", chosen == "bf16"
         if cfg.fp16 and not cuda:
             if not cfg.allow_fp32_fallback:
                 raise TftError("--fp16 needs a CUDA GPU and none is available; drop --fp16 or add --allow-fp32-fallback")

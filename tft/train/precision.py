@@ -1,0 +1,38 @@
+"""`--precision auto`: the training precision that fits the hardware, decided by plain Python.
+
+bf16 on GPUs that have it (Ampere and newer) and on CPUs with AVX-512 BF16 or AMX (PyTorch's CPU autocast
+runs bf16 matmuls there); fp16 with loss scaling on older GPUs; fp32 otherwise. The default stays fp32
+until `auto` is shown (docs/benchmarks.md) to hold accuracy and speed on two tasks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHOICES = ("auto", "fp32", "fp16", "bf16")
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def choose_precision(requested: str, *, cuda: bool, cuda_bf16: bool, flags: set[str]) -> tuple[str, str]:
+    """(fp32 | fp16 | bf16, why) for a requested precision on this hardware."""
+    if requested != "auto":
+        return requested, "asked for"
+    if cuda:
+        return ("bf16", "the GPU supports bfloat16") if cuda_bf16 else ("fp16", "the GPU lacks bfloat16")
+    found = [f for f in CPU_BF16_FLAGS if f in flags]
+    if found:
+        return "bf16", f"the CPU has {' and '.join(found)}"
+    return "fp32", "no GPU, and the CPU has no bfloat16 instructions"
