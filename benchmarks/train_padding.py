@@ -12,28 +12,20 @@ import argparse
 import os
 import platform
 import tempfile
-import time
 
 import torch
 
 
 def measure(data_dir: str, model: str, steps: int, batch: int, pad_to_max: bool, limit: int) -> dict:
+    from common import timed_training
     from tft.train.config import TrainConfig
-    from tft.train.recipe import TrainRecipe
 
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(task="afqmc", data_dir=data_dir, model=model, output_dir=out, max_steps=steps,
                           batch_size=batch, limit_train=limit, limit_eval=8, eval_every=10 ** 6, plot=False,
                           group_by_length=not pad_to_max, pad_to_max_length=pad_to_max, max_seq_length=128,
                           logging_steps=10 ** 6, save_total_limit=1)
-        recipe = TrainRecipe(cfg)
-        recipe.setup()
-        recipe.args.save_strategy = "no"
-        recipe.args.eval_strategy = "no"
-        recipe.args.load_best_model_at_end = False
-        start = time.perf_counter()
-        result = recipe.trainer.train()
-        wall = time.perf_counter() - start
+        recipe, result, wall = timed_training(cfg)
         lengths = [len(f["input_ids"]) for f in recipe.train_set.features]
     return {"samples_s": steps * batch / wall, "wall_s": wall, "mean_tokens": sum(lengths) / len(lengths),
             "loss": result.training_loss}

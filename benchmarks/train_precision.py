@@ -15,7 +15,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -24,21 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def measure(data_dir: str, model: str, limit: int, precision: str) -> dict:
+    from common import timed_training
     from tft.train.config import TrainConfig
-    from tft.train.recipe import TrainRecipe
 
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(task="sst2", data_dir=data_dir, model=model, output_dir=out, epochs=1, batch_size=32,
                           lr=1e-4, seed=42, limit_train=limit, precision=precision, plot=False, logging_steps=10 ** 6,
                           save_total_limit=1)
-        recipe = TrainRecipe(cfg)
-        recipe.setup()
-        recipe.args.save_strategy = "no"
-        recipe.args.eval_strategy = "no"
-        recipe.args.load_best_model_at_end = False
-        start = time.perf_counter()
-        recipe.trainer.train()
-        wall = time.perf_counter() - start
+        recipe, _, wall = timed_training(cfg)
         dev = recipe.trainer.evaluate(recipe.dev_set)
     return {"precision": precision, "chosen": "bf16" if cfg.bf16 else ("fp16" if cfg.fp16 else "fp32"),
             "samples_s": round(limit / wall, 1), "wall_s": round(wall, 1),
