@@ -380,7 +380,8 @@ def _owned_models(repository: Path) -> set[str]:
 def build_repository(export_dir: str | Path, repository: str | Path, opts: BuildOptions) -> dict:
     export_dir, repository = Path(export_dir), Path(repository)
     manifest, artifact, model_file, tokenizer_json = validate(export_dir, repository, opts)
-    manifest = {**manifest, "pad_token_id": manifest.get("pad_token_id", _pad_id(tokenizer_json))}
+    if "pad_token_id" not in manifest:  # exports written before the manifest recorded it
+        manifest = {**manifest, "pad_token_id": _pad_id(tokenizer_json)}
     layout = Layout(manifest, opts)
     names = [*layout.steps, layout.ensemble]
     owned = _owned_models(repository) if repository.is_dir() else set()

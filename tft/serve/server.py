@@ -20,6 +20,7 @@ killed `tft serve start` never leaves it holding the ports.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -326,8 +327,6 @@ class HealthLoop(threading.Thread):
         waits out the dead stub's 30 s timeout and takes the ensemble down with it. A load with the
         model's own config plus a fresh `tft_reload` parameter is a real reload: new instances (new
         stubs) replace the old ones with no gap for the ensemble."""
-        import json as _json
-
         headers = self.server.admin_headers() or None
         steps = spec.get("steps", [])
         # "Stub process 'x_model_0_0' is not healthy" names the instance: reload that step only
@@ -336,7 +335,7 @@ class HealthLoop(threading.Thread):
             try:
                 config = client.get_model_config(model, headers=headers, as_json=True)["config"]
                 config.setdefault("parameters", {})["tft_reload"] = {"string_value": f"{time.time():.6f}"}
-                client.load_model(model, headers=headers, config=_json.dumps(config))
+                client.load_model(model, headers=headers, config=json.dumps(config))
             except Exception as e:
                 log.error("health: reload of %s failed: %s", model, str(e).splitlines()[0][:200])
         with contextlib.suppress(Exception):
