@@ -139,7 +139,9 @@ def flag(name: str) -> str:
 
 
 def _shown(value) -> str:
-    return value if isinstance(value, str) and value.strip() and len(value) < 80 else repr(value)[:80]
+    # as typed when that is one plain line; repr otherwise, so a newline in a value never breaks the one line
+    plain = isinstance(value, str) and value.strip() and len(value) < 80 and value.isprintable()
+    return value if plain else repr(value)[:80]
 
 
 def _number(name: str, rule: Rule, value, where: str):
