@@ -377,9 +377,12 @@ def test_pipeline_never_reports_an_old_run_under_new_settings(afqmc_sample, tmp_
         run_tft(*base, "--lr", "1e-3", "--resume", "auto"))
     assert tree_hashes(out / "run", out / "report.json") == before
     best = tree_hashes(out / "run" / "best")
-    proc = run_tft(*base, "--resume", "auto")  # same settings: the finished run is not trained again
+    # same training settings: the finished run is not trained again; export and serving run again under the
+    # options given now (here another served name)
+    proc = run_tft(*base, "--resume", "auto", "--name", "again")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert tree_hashes(out / "run" / "best") == best and "already finished training" in proc.stderr
+    assert json.loads((out / "report.json").read_text())["served"]["model"] == "again"
     assert json.loads((out / "run" / "tft-run.json").read_text())["finished"] is True
 
 

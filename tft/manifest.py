@@ -104,6 +104,30 @@ def read_export_manifest(export_dir: str | Path) -> dict:
     return data
 
 
+# --- the build record (`tft serve build` writes <repository>/<name>/<version>/tft-serve.json) -----------------
+
+SERVE_MANIFEST = "tft-serve.json"
+# field -> type: what `tft serve start`, the health loop, `tft serve deploy` and the integrity check rely on
+SERVE_SCHEMA = {"format": str, "ensemble": str, "steps": list}
+SERVE_OPTIONAL = {"name": str, "version": int, "files": dict, "artifact": str, "canary": dict, "model_versions": dict}
+
+
+def read_serve_record(path: str | Path) -> dict:
+    """A build record, validated: one line naming the file and field when it is not one."""
+    path = Path(path)
+    data = read_json_object(path, "a model that `tft serve build` wrote")
+    for key, kind in SERVE_SCHEMA.items():
+        if not isinstance(data.get(key), kind):
+            raise TftError(f"{path}: field '{key}' is missing or not a {kind.__name__}; is this a `tft serve build` "
+                           "record?")
+    if not data["format"].startswith("tft.serve/"):
+        raise TftError(f"{path}: format {data['format']!r} is not a tft build record")
+    for key, kind in SERVE_OPTIONAL.items():
+        if key in data and data[key] is not None and (not isinstance(data[key], kind) or isinstance(data[key], bool)):
+            raise TftError(f"{path}: field '{key}' should be {kind.__name__}, found {type(data[key]).__name__}")
+    return data
+
+
 def check_file(export_dir: Path, name: str, sha256: str | None) -> Path:
     """An export's file, present and (where the manifest records it) unchanged since export."""
     from tft.fsutil import file_sha256

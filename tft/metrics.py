@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tft.tasks import IGNORE_INDEX, REGRESSION, TOKEN
+from tft.tasks import IGNORE_INDEX, kind_of
 
 
 def classification_metrics(preds: np.ndarray, gold: np.ndarray, num_labels: int) -> dict:
@@ -47,10 +47,11 @@ def ner_metrics(y_true: list[list[str]], y_pred: list[list[str]], report: bool =
 
 
 def compute(kind: str, labels, logits: np.ndarray, label_ids: np.ndarray, report: bool = False) -> dict:
-    if kind == REGRESSION:
+    spec = kind_of(kind)
+    if spec.regression:
         return regression_metrics(logits.reshape(-1), label_ids.reshape(-1))
     preds = logits.argmax(axis=-1)
-    if kind == TOKEN:
+    if spec.per_token:
         return ner_metrics(*token_tag_sequences(preds, label_ids, labels), report=report)
     return classification_metrics(preds, label_ids, len(labels))
 
@@ -70,7 +71,7 @@ def trainer_metrics(kind: str, labels):
 def compute_per_example(kind: str, labels, logits: list, gold: list, report: bool = False) -> dict:
     """`compute` over per-example outputs: NER logits and label rows are ragged, so pad them
     (gold padding -100, ignored) before scoring; classification rows are stacked."""
-    if kind != TOKEN:
+    if not kind_of(kind).per_token:
         return compute(kind, labels, np.stack(logits), np.asarray(gold), report=report)
     width = max(len(x) for x in logits)
     padded = np.zeros((len(logits), width, len(labels)), dtype=np.float32)

@@ -28,6 +28,9 @@ PIPELINE_FILES = {"run", "export", "model_repository", "report.json", "report.md
                   "triton.log", PIPELINE_MARKER}
 
 
+AFTER_TRAINING = ("int8", "max_batch", "name", "artifact")  # options of the stages a resumed pipeline runs again
+
+
 def claim_pipeline_dir(out: Path, settings: dict, resume: bool, overwrite: bool) -> None:
     """A pipeline folder is new, or an earlier pipeline's continued with the same settings (--resume),
     or started over (--overwrite); never an old run reported under new settings."""
@@ -46,7 +49,8 @@ def claim_pipeline_dir(out: Path, settings: dict, resume: bool, overwrite: bool)
         else:
             recorded = json.loads((out / PIPELINE_MARKER).read_text(encoding="utf-8")).get("settings", {})
             for key, value in settings.items():
-                if key in recorded and recorded[key] != value:
+                # a resumed pipeline exports, builds and verifies again under the options given now
+                if key in recorded and recorded[key] != value and key not in AFTER_TRAINING:
                     raise TftError(f"--resume: {out} ran with --{key.replace('_', '-')} {recorded[key]!r}, this run "
                                    f"asks for {value!r}; use the same settings, or --overwrite to start over")
     atomic_write_json(out / PIPELINE_MARKER, {"format": "tft.pipeline/1", "settings": settings})
@@ -106,17 +110,22 @@ def run_pipeline(cfg, out: Path, launch: dict, *, int8: bool, trt: bool | None, 
             log.info("pipeline: CUDA is here but the tensorrt package is not (pip install 'tft[trt]'): "
                      "no TensorRT engine, serving ONNX")
     log.info("pipeline: exporting %s", best)
+    # int8 variants are candidates here: one that fails its gate is recorded and not served
     export_dir = run_export(best, out / "export", int8=int8, trt=trt, max_batch=max_batch, overwrite=True,
-                            device=device)
+                            device=device, optional_int8=True)
     name = name or cfg.task
     repo = out / "model_repository"
     record = build_repository(export_dir, repo, BuildOptions(name=name, max_batch=max_batch, artifact=artifact))
     log.info("pipeline: model repository %s (%s v%s)", repo, name, record["version"])
+    for entry in record.get("artifact_choice") or ():
+        speed = f"{entry['rows_per_s']:.0f} rows/s" if entry.get("rows_per_s") else "speed not measured"
+        log.info("pipeline: %s %s (%s)%s", "serving" if entry["chosen"] else "not serving", entry["name"], speed,
+                 f": {entry['skipped']}" if entry.get("skipped") else "")
     server = TritonServer(repo, ports or Ports.free(host), host=host, log_file=out / "triton.log")
     with server:
         log.info("pipeline: Triton ready at %s; verifying the dev split over gRPC", server.grpc_url)
         report = verify(checkpoint=best, url=server.grpc_url, model=name, export_dir=export_dir,
-                        artifact=record["artifact"], also=("int8",) if int8 else (), device=device)
+                        artifact=record["artifact"], also=_offline_also(export_dir, int8), device=device)
         report["pipeline"] = {"output_dir": str(out.resolve()), "repository": str(repo.resolve()),
                               "triton_log": str(server.log_file)}
         json_path, md_path = write_report(report, out)
@@ -137,6 +146,16 @@ def run_pipeline(cfg, out: Path, launch: dict, *, int8: bool, trt: bool | None, 
             finally:
                 health.stop()
     return report
+
+
+def _offline_also(export_dir: Path, int8: bool) -> tuple[str, ...]:
+    """The int8 artifacts that passed their gate, evaluated offline beside the served one."""
+    if not int8:
+        return ()
+    from tft.manifest import read_export_manifest
+
+    names = {a["name"] for a in read_export_manifest(export_dir)["artifacts"]}
+    return tuple(n for n in ("int8", "int8-static") if n in names)
 
 
 def _summary(report: dict, md_path: Path) -> None:
@@ -161,7 +180,9 @@ def _pipeline_command():
     @click.option("--int8/--no-int8", default=True, show_default=True, help="Also export and evaluate int8.")
     @click.option("--trt/--no-trt", default=None, help="Build a TensorRT engine. Default: when CUDA is available.")
     @click.option("--name", help="Served model name. Default: the task.")
-    @click.option("--artifact", help="Export artifact to serve. Default: fp32.")
+    @click.option("--artifact", default="auto", show_default=True,
+                  help="Export artifact to serve; auto: the fastest whose parity gate passed and whose answers do not "
+                  "depend on their batch (see `tft serve build --artifact`).")
     @click.option("--max-batch", default=32, show_default=True, type=click.IntRange(1, 4096),
                   help="Export and serving batch limit.")
     @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto",
@@ -181,7 +202,8 @@ def _pipeline_command():
         from tft.serve.server import Ports, free_port
 
         launch = {k: options.pop(k) for k in LAUNCH_KEYS}
-        launch = {k: v for k, v in launch.items() if v != train_command_defaults[k]}
+        # click >= 8.3 reports an option without a default as a sentinel, not None
+        launch = {k: v for k, v in launch.items() if v is not None and v != train_command_defaults[k]}
         file_values = load_yaml(config_file) if config_file else {}
         cfg = merge(file_values, options)
         if cfg.resume not in (None, "auto"):
@@ -227,7 +249,7 @@ def verify_command(checkpoint, model, repository, url, export_dir, data, data_di
     """Send a labelled split through the served model over gRPC and compare with the PyTorch checkpoint
     (and the exported ONNX artifact): metrics, agreement, throughput, latency, disagreeing examples.
     Exits 1 if served answers differ beyond the export thresholds."""
-    from tft.serve.repository import SERVE_MANIFEST
+    from tft.manifest import SERVE_MANIFEST
     from tft.serve.server import Ports, TritonServer
     from tft.verify import verify, write_report
 

@@ -18,6 +18,37 @@ REGRESSION = "regression"
 TOKEN = "token_classification"
 KINDS = (SEQUENCE, PAIR, REGRESSION, TOKEN)
 
+
+@dataclass(frozen=True)
+class Kind:
+    """What a task kind decides, read by every stage instead of comparing kind names.
+
+    A new kind whose answers are a label, a score or entities is one entry in KIND_SPECS; a new answer
+    shape also needs its scoring (`tft.metrics.compute`), its answers (`tft.inference.answers`) and
+    the server's postprocess step (`tft/serve/models/postprocess.py`)."""
+
+    name: str
+    per_token: bool = False  # one prediction per token: word ids in features, outputs [batch, sequence, labels]
+    regression: bool = False  # one float per text: no label list, MSE loss, Pearson/Spearman
+    pair: bool = False  # two texts per example (TEXT and TEXT_PAIR when served)
+    auto_model: str = "AutoModelForSequenceClassification"  # the transformers class that train/export/predict load
+    answer: str = "label"  # what one answer carries: label (+ score, scores) | score | entities
+
+
+KIND_SPECS = {
+    SEQUENCE: Kind(SEQUENCE),
+    PAIR: Kind(PAIR, pair=True),
+    REGRESSION: Kind(REGRESSION, regression=True, answer="score"),
+    TOKEN: Kind(TOKEN, per_token=True, auto_model="AutoModelForTokenClassification", answer="entities"),
+}
+
+
+def kind_of(name: str) -> Kind:
+    try:
+        return KIND_SPECS[name]
+    except KeyError:
+        raise TaskError(f"unknown task kind {name!r}: choose one of {', '.join(KIND_SPECS)}") from None
+
 SPLITS = ("train", "dev", "test")
 IGNORE_INDEX = -100  # label of NER positions not scored: sub-tokens after a word's first, special tokens
 
@@ -56,7 +87,7 @@ class Task:
 
     @property
     def is_token_task(self) -> bool:
-        return self.kind == TOKEN
+        return KIND_SPECS[self.kind].per_token
 
     @property
     def is_pair(self) -> bool:
@@ -105,7 +136,7 @@ TASKS: dict[str, Task] = {}
 
 
 def register(task: Task) -> Task:
-    if task.kind not in KINDS:
+    if task.kind not in KIND_SPECS:
         raise ValueError(f"task {task.name}: unknown kind {task.kind}")
     TASKS[task.name] = task
     return task

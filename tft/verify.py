@@ -59,10 +59,11 @@ def metric(kind: str, answers: list[dict], gold: list, labels) -> dict:
     """The task's main metrics from answers: accuracy/F1 for labels, entity-level P/R/F1 for NER."""
     import numpy as np
 
-    from tft.tasks import REGRESSION, TOKEN
     from tft.metrics import classification_metrics, regression_metrics
+    from tft.tasks import kind_of
 
-    if kind == TOKEN:
+    answer = kind_of(kind).answer
+    if answer == "entities":
         tp = pred_n = gold_n = 0
         for a, g in zip(answers, gold):
             p = {(e["type"], e["start"], e["end"]) for e in a["entities"]}
@@ -71,7 +72,7 @@ def metric(kind: str, answers: list[dict], gold: list, labels) -> dict:
         recall = tp / gold_n if gold_n else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         return {"precision": precision, "recall": recall, "f1": f1}
-    if kind == REGRESSION:
+    if answer == "score":
         return regression_metrics(np.array([a["score"] for a in answers]), np.array([float(g) for g in gold]))
     ids = {label: i for i, label in enumerate(labels)}
     return classification_metrics(np.array([ids[a["label"]] for a in answers]), np.array([ids[g] for g in gold]),

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer
 from tft.data.readers import TextExample, TokenExample
 from tft.errors import TftError
 from tft.predictions import max_chars_for, split_words
-from tft.tasks import IGNORE_INDEX, REGRESSION
+from tft.tasks import IGNORE_INDEX, kind_of
 
 
 
@@ -68,7 +68,7 @@ def encode_texts(examples: list[TextExample], tokenizer, max_length: int, label2
         feat = _inputs(enc, names)
         truncated += bool(enc.overflowing)
         if ex.label is not None and label2id is not None:
-            feat["labels"] = float(ex.label) if kind == REGRESSION else label2id[ex.label]
+            feat["labels"] = float(ex.label) if kind_of(kind).regression else label2id[ex.label]
         features.append(feat)
     return Encoded(features, truncated, capped)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from tft.errors import TftError
-from tft.tasks import TOKEN
+from tft.tasks import kind_of
 
 @dataclass(frozen=True)
 class Family:
@@ -71,7 +71,7 @@ def onnx_config_for(manifest: dict, hf_config, opset: int = 17) -> OnnxConfig:
         raise ExportError(f"model inputs {wanted} lack input_ids/attention_mask; tft exports encoder models")
     if opset < 17:
         raise ExportError("--opset must be 17 or newer (LayerNormalization as one op)")
-    return OnnxConfig(model_type, tuple(wanted), manifest["kind"] == TOKEN,
+    return OnnxConfig(model_type, tuple(wanted), kind_of(manifest["kind"]).per_token,
                       hf_config.num_labels, opset)
 
 

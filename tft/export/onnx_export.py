@@ -15,6 +15,7 @@ import onnx
 import torch
 
 from tft.export.config import ExportError, OnnxConfig, dummy_inputs
+from tft.tasks import kind_of
 
 log = logging.getLogger("tft")
 EXPORTERS = ("torchscript", "dynamo")
@@ -35,10 +36,10 @@ class LogitsOnly(torch.nn.Module):
         return self.model(**kwargs).logits
 
 
-def load_for_export(checkpoint: Path, token_task: bool):
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+def load_for_export(checkpoint: Path, kind: str):
+    import transformers
 
-    cls = AutoModelForTokenClassification if token_task else AutoModelForSequenceClassification
+    cls = getattr(transformers, kind_of(kind).auto_model)
     # eager attention traces to plain MatMul/Softmax, which the ORT optimizer fuses and TensorRT parses
     return cls.from_pretrained(checkpoint, attn_implementation="eager").eval()
 

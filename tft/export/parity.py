@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import time
+
 import numpy as np
 
 from tft.export.config import ExportError
 from tft.metrics import compute_per_example
-from tft.tasks import REGRESSION
+from tft.tasks import kind_of
 
 THRESHOLDS = {"fp32": {"atol": 1e-4}, "fp16": {"atol": 1e-2},
               "int8": {"min_agreement": 0.99, "max_metric_drop": 0.01}}
@@ -45,6 +47,13 @@ class ParityResult:
     metric: str | None = None
     metric_pytorch: float | None = None
     metric_artifact: float | None = None
+    # in the batching the server uses: dev rows in arrival order, mixed lengths, batch sizes 1..max
+    serving_agreement: float | None = None
+    metric_serving: float | None = None
+    # fraction of dev rows whose answer alone (batch 1) equals their answer inside a serving batch
+    batch_invariance: float | None = None
+    rows_per_s: float | None = None
+    latency_ms_p50: float | None = None
     passed: bool = False
     thresholds: dict = field(default_factory=dict)
 
@@ -52,8 +61,8 @@ class ParityResult:
         return asdict(self)
 
 
-def pad_batch(features: list[dict], names, pad_id: int = 0) -> dict[str, np.ndarray]:
-    width = max(len(f["input_ids"]) for f in features)
+def pad_batch(features: list[dict], names, pad_id: int = 0, width: int | None = None) -> dict[str, np.ndarray]:
+    width = width or max(len(f["input_ids"]) for f in features)
     out = {}
     for name in names:
         fill = pad_id if name == "input_ids" else 0
@@ -90,8 +99,61 @@ def parity_batches(features: list[dict], names, max_batch: int, max_len: int, vo
     return out
 
 
+def serving_batches(features: list[dict], names, max_batch: int, seed: int = 0) -> list[tuple[list, dict]]:
+    """(labels per row, inputs) for dev rows in a shuffled arrival order, cut into batches of random
+    sizes 1..max_batch and padded to each batch's longest row: what Triton's dynamic batcher hands a
+    model, where a row's neighbours and padding vary (unlike export's length-grouped batches)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(features)).tolist()
+    out, start = [], 0
+    while start < len(order):
+        size = int(rng.integers(1, max_batch + 1))
+        rows = [features[i] for i in order[start:start + size]]
+        out.append(([f.get("labels") for f in rows], pad_batch(rows, names)))
+        start += size
+    return out
+
+
+def row_answers(logits: np.ndarray, inputs: dict, token_task: bool) -> list:
+    """One comparable answer per row: the argmax label, or for token tasks the tuple of argmax
+    labels over the row's real tokens."""
+    if not token_task:
+        return logits.argmax(-1).tolist()
+    lengths = inputs["attention_mask"].sum(-1)
+    return [tuple(row[:n].argmax(-1).tolist()) for row, n in zip(logits, lengths)]
+
+
+def measure_serving(reference, candidate, serving, *, token_task: bool) -> dict:
+    """Agreement with the reference and batch invariance in serving batches, plus the candidate's
+    throughput there and its single-row latency."""
+    ref_answers, got_answers, single_answers, latencies, rows, logits, gold = [], [], [], [], 0, [], []
+    elapsed = 0.0
+    for row_labels, inputs in serving:
+        ref = np.asarray(reference(inputs), dtype=np.float32)
+        start = time.perf_counter()
+        got = np.asarray(candidate(inputs), dtype=np.float32)
+        elapsed += time.perf_counter() - start
+        rows += len(got)
+        ref_answers += row_answers(ref, inputs, token_task)
+        got_answers += row_answers(got, inputs, token_task)
+        lengths = inputs["attention_mask"].sum(-1)
+        for i, n in enumerate(lengths):
+            alone = {k: v[i:i + 1, :n] for k, v in inputs.items()}
+            start = time.perf_counter()
+            one = np.asarray(candidate(alone), dtype=np.float32)
+            latencies.append(time.perf_counter() - start)
+            single_answers += row_answers(one, alone, token_task)
+            logits.append(got[i, :n] if token_task else got[i])
+            gold.append(row_labels[i])
+    same = lambda a, b: sum(x == y for x, y in zip(a, b)) / max(len(a), 1)  # noqa: E731
+    return {"serving_agreement": same(ref_answers, got_answers), "batch_invariance": same(single_answers, got_answers),
+            "rows_per_s": rows / elapsed if elapsed else None,
+            "latency_ms_p50": float(np.median(latencies)) * 1000 if latencies else None,
+            "logits": logits, "gold": gold}
+
+
 def compare(reference, candidate, batches, *, artifact: str, precision: str, token_task: bool, kind: str,
-            labels, main_metric: str, thresholds: dict) -> ParityResult:
+            labels, main_metric: str, thresholds: dict, serving=None) -> ParityResult:
     diffs_max, diffs_sum, count, agree, total = 0.0, 0.0, 0, 0, 0
     ref_dev, cand_dev, gold_dev = [], [], []
     for name, inputs, row_labels in batches:
@@ -119,10 +181,18 @@ def compare(reference, candidate, batches, *, artifact: str, precision: str, tok
                 gold_dev.append(lab)
     result = ParityResult(artifact, precision, len(batches), diffs_max, diffs_sum / max(count, 1),
                           agree / total if total else 1.0, thresholds=thresholds)
-    if gold_dev and kind != REGRESSION:
+    if gold_dev and not kind_of(kind).regression:
         result.metric = main_metric
         result.metric_pytorch = _metric(kind, labels, ref_dev, gold_dev, main_metric)
         result.metric_artifact = _metric(kind, labels, cand_dev, gold_dev, main_metric)
+    if serving:
+        measured = measure_serving(reference, candidate, serving, token_task=token_task)
+        result.rows_per_s, result.latency_ms_p50 = measured["rows_per_s"], measured["latency_ms_p50"]
+        if labels:
+            result.serving_agreement = measured["serving_agreement"]
+            result.batch_invariance = measured["batch_invariance"]
+        if result.metric and all(g is not None for g in measured["gold"]):
+            result.metric_serving = _metric(kind, labels, measured["logits"], measured["gold"], main_metric)
     _judge(result)
     return result
 
@@ -136,12 +206,19 @@ def _judge(r: ParityResult) -> None:
     if "atol" in t and r.max_abs_diff > t["atol"]:
         raise AtolError(f"{r.artifact}: max |logit difference| {r.max_abs_diff:.3g} exceeds the {r.precision} "
                         f"tolerance {t['atol']:g} (mean {r.mean_abs_diff:.3g}, agreement {r.agreement:.2%})")
-    if "min_agreement" in t and r.agreement < t["min_agreement"]:
-        raise AgreementError(f"{r.artifact}: predictions agree with PyTorch on {r.agreement:.2%}, "
-                             f"below {t['min_agreement']:.0%}")
+    if "min_agreement" in t:
+        # the worse of export's length-grouped batches and the server's mixed batches
+        for where, agreement in (("", r.agreement), (" in serving batches", r.serving_agreement)):
+            if agreement is not None and agreement < t["min_agreement"]:
+                raise AgreementError(f"{r.artifact}: predictions agree with PyTorch on {agreement:.2%}{where}, "
+                                     f"below {t['min_agreement']:.0%}")
+    if "min_batch_invariance" in t and r.batch_invariance is not None and r.batch_invariance < t["min_batch_invariance"]:
+        raise AgreementError(f"{r.artifact}: {1 - r.batch_invariance:.2%} of dev answers change with the batch they are "
+                             f"in (batch 1 vs serving batches); at most {1 - t['min_batch_invariance']:.0%} allowed")
     if "max_metric_drop" in t and r.metric_pytorch is not None:
-        drop = r.metric_pytorch - r.metric_artifact
-        if drop > t["max_metric_drop"]:
-            raise AgreementError(f"{r.artifact}: dev {r.metric} {r.metric_artifact:.4f} is {drop * 100:.2f} points "
-                                 f"below PyTorch's {r.metric_pytorch:.4f} (limit {t['max_metric_drop'] * 100:.1f})")
+        for where, metric in (("", r.metric_artifact), (" in serving batches", r.metric_serving)):
+            drop = r.metric_pytorch - metric if metric is not None else 0.0
+            if drop > t["max_metric_drop"]:
+                raise AgreementError(f"{r.artifact}: dev {r.metric} {metric:.4f}{where} is {drop * 100:.2f} points "
+                                     f"below PyTorch's {r.metric_pytorch:.4f} (limit {t['max_metric_drop'] * 100:.1f})")
     r.passed = True

@@ -18,12 +18,12 @@ from tft.data.dataset import load_dataset
 from tft.data.features import encode
 from tft.export import onnx_export, quantize
 from tft.export.config import ExportError, onnx_config_for
-from tft.export.parity import THRESHOLDS, compare, parity_batches
+from tft.export.parity import THRESHOLDS, ParityError, compare, pad_batch, parity_batches, serving_batches
 from tft.export.runtime import OrtModel
 from tft.fsutil import atomic_dir, atomic_write_json, check_output_dir, file_sha256
 from tft.inference import items_from_examples, task_of
 from tft.manifest import EXPORT_MANIFEST, now, read_checkpoint_manifest, versions
-from tft.tasks import REGRESSION, TOKEN
+from tft.tasks import kind_of
 
 log = logging.getLogger("tft")
 EXPORT_FORMAT = "tft.export/1"
@@ -55,8 +55,24 @@ def parity_inputs(checkpoint_manifest, tokenizer, hf_config, max_batch, max_len,
     features = encode(examples, tokenizer, max_len, labels, task.kind, checkpoint_manifest.get("max_chars")).features
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in features[0]]
     canary = items_from_examples(examples[:1], task)[0]
-    return parity_batches(features, names, max_batch, max_len, hf_config.vocab_size,
-                          tokenizer.cls_token_id or 0, tokenizer.sep_token_id or 0), canary
+    batches = parity_batches(features, names, max_batch, max_len, hf_config.vocab_size,
+                             tokenizer.cls_token_id or 0, tokenizer.sep_token_id or 0)
+    serving = serving_batches(features, names, max_batch) if features[0].get("labels") is not None else None
+    return batches, serving, canary
+
+
+def calibration_inputs(checkpoint_manifest, tokenizer, max_len, samples: int, names, batch_size: int = 16):
+    """Padded batches of the first `samples` training inputs: what static int8 fixes its scales on."""
+    task = task_of(checkpoint_manifest)
+    ds = load_dataset(task, checkpoint_manifest["data_dir"], ("train",), labels=tuple(checkpoint_manifest["labels"]))
+    features = encode(ds["train"].examples[:samples], tokenizer, max_len, tuple(checkpoint_manifest["labels"]), task.kind,
+                      checkpoint_manifest.get("max_chars")).features
+    if not features:
+        raise ExportError("static int8: no training examples to calibrate on")
+    # one width for all: histogram calibrators stack the batches
+    width = max(len(f["input_ids"]) for f in features)
+    return [pad_batch(features[i:i + batch_size], names, tokenizer.pad_token_id or 0, width)
+            for i in range(0, len(features), batch_size)]
 
 
 class ShapeOptionError(ExportError):
@@ -81,17 +97,20 @@ def check_shapes(max_batch: int, max_len: int, opt_batch: int, opt_len: int | No
 
 def check_labels(cm: dict, hf_config, checkpoint: Path) -> None:
     """The label list in tft.json must match the model's outputs (a hand-edited tft.json would mislabel answers)."""
-    if cm["kind"] == REGRESSION:
+    if kind_of(cm["kind"]).regression:
         return
     if len(cm["labels"]) != hf_config.num_labels:
         raise ExportError(f"{checkpoint / 'tft.json'}: lists {len(cm['labels'])} labels but the model has "
                           f"{hf_config.num_labels} outputs; was tft.json edited?")
 
 
-def run_export(checkpoint, output_dir=None, *, int8=False, fp16=False, trt=False, opset=17, max_batch=64,
+def run_export(checkpoint, output_dir=None, *, int8=False, int8_static=False, fp16=False, trt=False, opset=17, max_batch=64,
                max_seq_length=None, parity_samples=512, parity_data=None, exporter="torchscript",
                thresholds=None, opt_batch=None, opt_seq_length=None, optimize=True, overwrite=False,
-               trt_version_compatible=False, device: str = "cpu") -> Path:
+               trt_version_compatible=False, device: str = "cpu", calibration_samples: int = 256,
+               optional_int8: bool = False) -> Path:
+    """`optional_int8`: an int8 artifact that fails its gate is recorded under "rejected" (never served)
+    instead of failing the export; the pipeline offers int8 as a candidate, `tft export --int8` demands it."""
     from transformers import AutoConfig, AutoTokenizer
 
     checkpoint = Path(checkpoint)
@@ -102,7 +121,7 @@ def run_export(checkpoint, output_dir=None, *, int8=False, fp16=False, trt=False
                                protect=(checkpoint, run_dir))
     max_len = max_seq_length or cm["max_seq_length"]
     thresholds = {**THRESHOLDS, **(thresholds or {})}
-    token_task = cm["kind"] == TOKEN
+    token_task = kind_of(cm["kind"]).per_token
     if parity_samples < 1:
         raise ExportError(f"--parity-samples {parity_samples}: must be at least 1")
     hf_config = AutoConfig.from_pretrained(checkpoint)
@@ -111,26 +130,37 @@ def run_export(checkpoint, output_dir=None, *, int8=False, fp16=False, trt=False
     check_labels(cm, hf_config, checkpoint)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     cfg = onnx_config_for(cm, hf_config, opset)
-    model = onnx_export.load_for_export(checkpoint, token_task)
-    batches, canary = parity_inputs(cm, tokenizer, hf_config, max_batch, max_len, parity_samples, parity_data)
+    model = onnx_export.load_for_export(checkpoint, cm["kind"])
+    batches, serving, canary = parity_inputs(cm, tokenizer, hf_config, max_batch, max_len, parity_samples, parity_data)
     batches = [(n, {k: v for k, v in b.items() if k in cfg.inputs}, lab) for n, b, lab in batches]
+    serving = [(lab, {k: v for k, v in b.items() if k in cfg.inputs}) for lab, b in serving or ()]
 
     @torch.no_grad()
     def reference(batch):
         return model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.float().numpy()
 
     labels = tuple(cm["labels"])
-    artifacts = []
+    artifacts, rejected = [], []
 
     def check(name, precision, path, runtime="onnxruntime", runner=None, extra=None):
         runner = runner or OrtModel(path, device=device)
-        result = compare(reference, runner, batches, artifact=name, precision=precision, token_task=token_task,
-                         kind=cm["kind"], labels=labels, main_metric=cm["main_metric"],
-                         thresholds=thresholds[precision])
-        log.info("parity %-15s max|diff| %.2e  mean %.2e  agreement %.2f%%%s", name, result.max_abs_diff,
+        try:
+            result = compare(reference, runner, batches, artifact=name, precision=precision, token_task=token_task,
+                             kind=cm["kind"], labels=labels, main_metric=cm["main_metric"],
+                             thresholds=thresholds[precision], serving=serving)
+        except ParityError as e:
+            if not (optional_int8 and precision == "int8"):
+                raise
+            log.warning("parity %-15s rejected, not servable: %s", name, e)
+            rejected.append({"name": name, "precision": precision, "reason": str(e)})
+            Path(path).unlink()
+            return
+        log.info("parity %-15s max|diff| %.2e  mean %.2e  agreement %.2f%%%s%s", name, result.max_abs_diff,
                  result.mean_abs_diff, 100 * result.agreement,
                  f"  dev {result.metric} {result.metric_artifact:.4f} (PyTorch {result.metric_pytorch:.4f})"
-                 if result.metric else "")
+                 if result.metric else "",
+                 f"  batch-invariant {result.batch_invariance:.2%}  {result.rows_per_s:.0f} rows/s"
+                 if result.batch_invariance is not None else "")
         artifacts.append({"name": name, "file": Path(path).name, "precision": precision, "runtime": runtime,
                           "sha256": file_sha256(path), "bytes": Path(path).stat().st_size, "parity": result.to_dict(),
                           **(extra or {})})
@@ -146,6 +176,10 @@ def run_export(checkpoint, output_dir=None, *, int8=False, fp16=False, trt=False
                 check("fp32-optimized", "fp32", tmp / "model.opt.onnx", extra={"fused_operators": fused})
         if int8:
             check("int8", "int8", quantize.quantize_int8(fp32, tmp / "model.int8.onnx"))
+        if int8_static:
+            calibration = calibration_inputs(cm, tokenizer, max_len, calibration_samples, cfg.inputs)
+            check("int8-static", "int8", quantize.quantize_int8_static(fp32, tmp / "model.int8-static.onnx", calibration),
+                  extra={"calibration_samples": sum(len(b["input_ids"]) for b in calibration)})
         if fp16 or trt:  # TensorRT 11 builds its fp16 engine from the fp16 graph (strong typing)
             # from the un-fused graph: a per-op fp32 block list cannot split ORT's fused Attention
             check("fp16", "fp16", quantize.convert_fp16(fp32, tmp / "model.fp16.onnx", cfg.family.fp16_keep_fp32))
@@ -163,7 +197,7 @@ def run_export(checkpoint, output_dir=None, *, int8=False, fp16=False, trt=False
             "inputs": [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in cfg.inputs],
             "outputs": [{"name": cfg.output, "dtype": "float32", "shape": cfg.output_shape()}],
             "max_batch": max_batch, "max_seq_length": max_len, "opset": opset, "model_type": cfg.model_type,
-            "artifacts": artifacts, "tokenizer": "tokenizer.json", "files": files,
+            "artifacts": artifacts, "rejected": rejected, "tokenizer": "tokenizer.json", "files": files,
             # a real example (the first parity text) that health checks send to the served model
             "canary": {k: v for k, v in canary.items() if k in ("text", "text_pair")}, "checkpoint": str(checkpoint.resolve()),
             "checkpoint_manifest": cm, "created": now(), "versions": {**versions(), **_onnx_versions()},

@@ -9,7 +9,7 @@ import numpy as np
 
 from tft.errors import TftError
 from tft.manifest import check_file, default_artifact, read_export_manifest
-from tft.tasks import TOKEN
+from tft.tasks import kind_of
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 
@@ -76,7 +76,7 @@ class OrtPredictor:
         self.artifact = art
         self.model = OrtModel(check_file(self.export_dir, art["file"], art.get("sha256")), threads=threads,
                               device=device)
-        self.token_task = self.manifest["kind"] == TOKEN
+        self.token_task = kind_of(self.manifest["kind"]).per_token
         self.joiner = self.manifest["checkpoint_manifest"].get("word_joiner", " ")
 
     def answer_items(self, items: list[dict], batch_size: int = 64) -> list[dict]:

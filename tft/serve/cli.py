@@ -35,8 +35,9 @@ def serve_group():
 @click.option("--backend", type=click.Choice(["python", "onnxruntime", "tensorrt"]), default="python",
               show_default=True, help="python: ONNX Runtime inside a Python-backend model (runs on the embedded "
               "Triton); onnxruntime / tensorrt: Triton's own backends (NVIDIA's Triton container).")
-@click.option("--artifact", help="Export artifact to serve (fp32, fp32-optimized, int8, fp16, tensorrt-fp16). "
-              "Default: fp32, or tensorrt-fp16 with --backend tensorrt.")
+@click.option("--artifact", help="Export artifact to serve (fp32, fp32-optimized, int8, int8-static, fp16, "
+              "tensorrt-fp16), or auto: the fastest one export measured whose gate passed and whose answers do not "
+              "depend on their batch. Default: fp32, or tensorrt-fp16 with --backend tensorrt.")
 @click.option("--max-batch", type=click.IntRange(1, 4096), help="max_batch_size of every model. Default: the export's max batch.")
 @click.option("--instances", default=1, show_default=True, type=click.IntRange(1, 256), help="Instances of each model.")
 @click.option("--queue-delay-us", default=2000, show_default=True, type=click.IntRange(0, 10_000_000),
@@ -67,6 +68,10 @@ def build_command(export_dir, repository, name, backend, artifact, max_batch, in
     record = build_repository(export_dir, repository, opts)
     versions = ", ".join(f"{m} v{v}" for m, v in record["model_versions"].items())
     click.echo(f"wrote {repository}: {versions} (artifact {record['artifact']}, backend {backend}, {record['device']})")
+    for entry in record.get("artifact_choice") or ():
+        speed = f"{entry['rows_per_s']:.0f} rows/s" if entry.get("rows_per_s") else "speed not measured"
+        click.echo(f"  {'*' if entry['chosen'] else ' '} {entry['name']:<15} {speed}"
+                   f"{'  (' + entry['skipped'] + ')' if entry.get('skipped') else ''}")
     click.echo(f"start it with: tft serve start --repository {repository}")
 
 

@@ -34,15 +34,15 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from tft.errors import TftError
 from tft.fsutil import atomic_write_json, atomic_write_text, file_sha256, make_temp_dir, pid_alive
-from tft.manifest import check_file, default_artifact, now, read_export_manifest, serving_fields
+from tft.manifest import (SERVE_MANIFEST, check_file, default_artifact, now, read_export_manifest, read_serve_record,
+                          serving_fields)
 from tft.manifest import versions as versions_info
 from tft.predictions import max_chars_for
-from tft.tasks import PAIR, REGRESSION, TOKEN
+from tft.tasks import kind_of
 
 log = logging.getLogger("tft")
 MODELS_DIR = Path(__file__).parent / "models"
 PREDICTIONS_PY = Path(__file__).resolve().parents[1] / "predictions.py"
-SERVE_MANIFEST = "tft-serve.json"
 @dataclass(frozen=True)
 class Backend:
     """How one Triton backend serves the model step; a new backend is one entry in BACKENDS."""
@@ -143,8 +143,9 @@ class Layout:
     def __init__(self, manifest: dict, opts: BuildOptions):
         self.manifest, self.opts = manifest, opts
         self.fields = serving_fields(manifest)  # never the checkpoint manifest: the export says what serving needs
-        self.token_task = manifest["kind"] == TOKEN
-        self.pair_task = manifest["kind"] == PAIR or (
+        spec = kind_of(manifest["kind"])
+        self.token_task = spec.per_token
+        self.pair_task = spec.pair or (
             self.fields["text_pair_field"] is not None and not self.token_task)
         self.inputs = [i["name"] for i in manifest["inputs"]]
         self.labels = manifest["labels"]
@@ -361,7 +362,7 @@ def validate(export_dir: Path, repository: Path, opts: BuildOptions) -> tuple[di
     tokenizer_json = check_file(export_dir, manifest.get("tokenizer", "tokenizer.json"), files.get("tokenizer.json"))
     artifact = _pick_artifact(manifest, opts)
     model_file = check_file(export_dir, artifact["file"], artifact.get("sha256"))
-    if model_file.suffix == ".onnx" and manifest["kind"] != REGRESSION:
+    if model_file.suffix == ".onnx" and not kind_of(manifest["kind"]).regression:
         width = onnx_output_width(model_file)
         if width is not None and width != len(manifest["labels"]):
             raise RepositoryError(f"{model_file}: the model has {width} outputs but {export_dir / 'manifest.json'} "
@@ -423,6 +424,10 @@ def build_repository(export_dir: str | Path, repository: str | Path, opts: Build
         "format": "tft.serve/2", "name": opts.name, "ensemble": layout.ensemble, "version": versions[layout.ensemble],
         "steps": layout.steps, "backend": opts.backend,
         "artifact": artifact["name"], "artifact_sha256": artifact.get("sha256"), "export": str(export_dir.resolve()),
+        # the chosen artifact's speed as export measured it, and (--artifact auto) what else was considered
+        "artifact_rows_per_s": artifact.get("parity", {}).get("rows_per_s"),
+        "artifact_latency_ms_p50": artifact.get("parity", {}).get("latency_ms_p50"),
+        "artifact_choice": artifact.get("choice"),
         "kind": manifest["kind"], "task": manifest["task"], "pair": layout.pair_task, "labels": layout.labels,
         "outputs": [n for n, _, _ in layout.outputs], "max_batch": opts.max_batch, "instances": opts.instances,
         "device": "gpu" if opts.gpu else "cpu", "ort_tensorrt": opts.ort_tensorrt,
@@ -532,10 +537,48 @@ def engine_loads_on(built: str, serving: str, version_compatible: bool) -> bool:
     return b == s
 
 
+# `--artifact auto` serves only artifacts whose answers never changed with their batch on the dev rows export
+# measured: served answers must be reproducible offline (verify's "served equals the exported artifact" gate)
+AUTO_MIN_BATCH_INVARIANCE = 1.0
+AUTO_PRECISIONS = {"cpu": ("fp32", "int8"), "gpu": ("fp32", "fp16")}  # what each device runs fast
+
+
+def choose_artifact(manifest: dict, runtime: str, device: str) -> tuple[dict, list[dict]]:
+    """`--artifact auto`: the fastest artifact (rows/s measured by export's serving-batch parity) that this
+    backend's runtime serves on this device, whose gate passed and whose answers are batch-invariant.
+    Returns (the choice, every artifact considered with its figures and why it was or was not taken)."""
+    considered, best = [], None
+    for art in manifest["artifacts"]:
+        parity = art.get("parity", {})
+        entry = {"name": art["name"], "rows_per_s": parity.get("rows_per_s"), "batch_invariance":
+                 parity.get("batch_invariance"), "latency_ms_p50": parity.get("latency_ms_p50")}
+        if art.get("runtime", "onnxruntime") != runtime:
+            entry["skipped"] = f"runs on {art.get('runtime')}"
+        elif art["precision"] not in AUTO_PRECISIONS[device]:
+            entry["skipped"] = f"{art['precision']} is not fast on the {device}"
+        elif not parity.get("passed", False):
+            entry["skipped"] = "its parity gate did not pass"
+        elif entry["rows_per_s"] is None:
+            entry["skipped"] = "no speed measured (exported before tft measured it)"
+        elif entry["batch_invariance"] is not None and entry["batch_invariance"] < AUTO_MIN_BATCH_INVARIANCE:
+            entry["skipped"] = f"answers change with the batch ({1 - entry['batch_invariance']:.2%} of dev)"
+        elif best is None or entry["rows_per_s"] > best[1]["rows_per_s"]:
+            best = (art, entry)
+        considered.append(entry)
+    if best is None:
+        fallback = default_artifact(manifest)
+        for entry in considered:
+            entry["chosen"] = entry["name"] == fallback["name"]
+        return fallback, considered
+    for entry in considered:
+        entry["chosen"] = entry is best[1]
+    return best[0], considered
+
+
 def _pick_artifact(manifest: dict, opts: BuildOptions) -> dict:
     backend = BACKENDS[opts.backend]
     if backend.runtime == "tensorrt":
-        wanted = opts.artifact or backend.default_artifact
+        wanted = opts.artifact if opts.artifact not in (None, "auto") else backend.default_artifact
         for art in manifest["artifacts"]:
             if art["name"] == wanted and art.get("runtime") == "tensorrt":
                 built = art.get("tensorrt_version")
@@ -549,6 +592,12 @@ def _pick_artifact(manifest: dict, opts: BuildOptions) -> dict:
                 return art
         raise RepositoryError("the export has no TensorRT engine; run `tft export --trt` on a machine with "
                               "an NVIDIA GPU and TensorRT, or use --backend onnxruntime|python")
+    if opts.artifact == "auto":
+        try:
+            chosen, considered = choose_artifact(manifest, backend.runtime, "gpu" if opts.gpu else "cpu")
+        except TftError as e:
+            raise RepositoryError(str(e)) from None
+        return {**chosen, "choice": considered}
     if opts.artifact:
         for art in manifest["artifacts"]:
             if art["name"] == opts.artifact and art.get("runtime", "onnxruntime") == "onnxruntime":
@@ -585,13 +634,14 @@ def _record_of(model_dir: Path) -> dict | None:
     except (OSError, text_format.ParseError):
         pass
     candidates.append(model_dir / SERVE_MANIFEST)  # repositories built before records were versioned
-    for path in candidates:
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+    for i, path in enumerate(candidates):
+        if not path.exists() and i < len(candidates) - 1:
             continue
-        if isinstance(record, dict) and "ensemble" in record:
-            return record
+        try:
+            return read_serve_record(path)
+        except TftError as e:
+            if i < len(candidates) - 1:  # the record the committed config names is damaged: say so
+                raise RepositoryError(str(e)) from None
     return None
 
 

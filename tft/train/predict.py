@@ -16,22 +16,23 @@ from tft.errors import TftError
 from tft.fsutil import atomic_write_text
 from tft.inference import answers, read_inputs, task_of
 from tft.manifest import read_checkpoint_manifest
-from tft.tasks import TOKEN
+from tft.tasks import kind_of
 
 
 class TorchModel:
     """A trained checkpoint in eval mode: features in, logits out (batched, dynamically padded)."""
 
     def __init__(self, checkpoint: str | Path, device: str | None = None):
-        from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+        import transformers
+        from transformers import AutoTokenizer
 
         self.checkpoint = Path(checkpoint)
         self.manifest = read_checkpoint_manifest(checkpoint)
         self.task = task_of(self.manifest)
         self.labels = tuple(self.manifest["labels"])
-        self.token_task = self.manifest["kind"] == TOKEN
+        self.token_task = kind_of(self.manifest["kind"]).per_token
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-        cls = AutoModelForTokenClassification if self.token_task else AutoModelForSequenceClassification
+        cls = getattr(transformers, kind_of(self.manifest["kind"]).auto_model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = cls.from_pretrained(checkpoint).to(self.device).eval()
         self.collator = make_collator(self.tokenizer, self.token_task)

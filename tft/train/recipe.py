@@ -24,7 +24,7 @@ from tft.data.features import encode, make_collator, max_chars_for, model_input_
 from tft.errors import TftError
 from tft.fsutil import atomic_dir, atomic_write_json
 from tft.manifest import command_line, now, versions, write_checkpoint_manifest
-from tft.tasks import REGRESSION, TOKEN, get_task
+from tft.tasks import get_task, kind_of
 from tft import metrics as task_metrics
 from tft.train.config import TrainConfig
 from tft.train.feature_cache import feature_fingerprint, load_features, save_features
@@ -162,13 +162,14 @@ class TrainRecipe:
         return tok
 
     def _load_model(self):
-        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification, set_seed
+        import transformers
+        from transformers import AutoConfig, set_seed
 
         set_seed(self.cfg.seed)
         task = self.task
-        cls = AutoModelForTokenClassification if task.kind == TOKEN else AutoModelForSequenceClassification
+        cls = getattr(transformers, kind_of(task.kind).auto_model)
         labels = self.labels
-        extra = {"num_labels": 1, "problem_type": "regression"} if task.kind == REGRESSION else {
+        extra = {"num_labels": 1, "problem_type": "regression"} if kind_of(task.kind).regression else {
             "num_labels": len(labels), "id2label": dict(enumerate(labels)),
             "label2id": {label: i for i, label in enumerate(labels)}}
         if is_scratch(self.model_name):
