@@ -3,6 +3,8 @@ ONNX Runtime on the same model, texts and threads, measured in one run.
 
     python benchmarks/serve_throughput.py --checkpoint runs/sst2-minilm/best       # see docs/benchmarks.md
     python benchmarks/serve_throughput.py --export exports/sst2-minilm --requests 400
+    python benchmarks/serve_throughput.py --export runs/sst2-full/export --artifacts fp32,int8 --levels 16 \
+        --no-plain --out benchmarks/results/serve_int8.json      # served int8 vs fp32, side by side
 
 Offline: `tft predict --onnx`'s path in-process (tokenize, pad, ONNX Runtime, softmax) in batches of
 --max-batch. Served: one text per request, concurrency 1/4/16, with and without dynamic batching
@@ -13,6 +15,7 @@ same intra-op thread count. Client and server share the machine, as they would o
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import sys
@@ -38,15 +41,16 @@ def offline_throughput(export_dir: Path, items: list[dict], threads: int, batch:
     return len(items) / best
 
 
-def served_rows(export_dir: Path, items, threads, max_batch, queue_delay_us, dynamic, levels, requests, work):
+def served_rows(export_dir: Path, items, threads, max_batch, queue_delay_us, dynamic, levels, requests, work,
+                artifact: str | None = None):
     from tft.serve.bench import bench
     from tft.serve.client import ClientOptions, model_info
     from tft.serve.repository import BuildOptions, build_repository
     from tft.serve.server import Ports, TritonServer
 
-    repo = work / ("dynamic" if dynamic else "plain")
+    repo = work / (("dynamic" if dynamic else "plain") + (f"-{artifact}" if artifact else ""))
     build_repository(export_dir, repo, BuildOptions(name="m", max_batch=max_batch, queue_delay_us=queue_delay_us,
-                                                    dynamic_batching=dynamic, threads=threads))
+                                                    dynamic_batching=dynamic, threads=threads, artifact=artifact))
     with TritonServer(repo, Ports.free(), log_file=work / f"triton-{repo.name}.log") as server:
         opts = ClientOptions(url=server.grpc_url, timeout=120)
         info = model_info(opts, "m")
@@ -63,6 +67,9 @@ def main() -> int:
     p.add_argument("--queue-delay-us", type=int, default=2000)
     p.add_argument("--levels", default="1,4,16")
     p.add_argument("--requests", type=int, default=400)
+    p.add_argument("--artifacts", default="", help="comma-separated export artifacts served one after the other "
+                   "(default: the export's fp32)")
+    p.add_argument("--no-plain", action="store_true", help="only with dynamic batching")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve_throughput.json"))
     args = p.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
@@ -91,12 +98,14 @@ def main() -> int:
     offline = offline_throughput(export_dir, items, args.threads, args.max_batch)
     print(f"offline ONNX Runtime: {offline:.1f} texts/s (batch {args.max_batch}, {args.threads} threads)", flush=True)
     results = {"offline_texts_per_s": round(offline, 2), "served": {}}
-    for dynamic in (True, False):
+    artifacts = [a for a in args.artifacts.split(",") if a] or [None]
+    for artifact, dynamic in itertools.product(artifacts, (True,) if args.no_plain else (True, False)):
         rows = served_rows(export_dir, items, args.threads, args.max_batch, args.queue_delay_us, dynamic, levels,
-                           args.requests, work)
-        results["served"]["dynamic" if dynamic else "no_dynamic"] = rows
+                           args.requests, work, artifact)
+        key = ("dynamic" if dynamic else "no_dynamic") + (f"-{artifact}" if artifact else "")
+        results["served"][key] = rows
         for r in rows:
-            print(f"{'dynamic' if dynamic else 'no dynamic':>10} batching  c={r['concurrency']:>2}  "
+            print(f"{key:>18} batching  c={r['concurrency']:>2}  "
                   f"{r['texts_per_s']:7.1f} texts/s ({r['texts_per_s'] / offline:5.1%} of offline)  "
                   f"p50 {r.get('p50_ms', 0):6.1f} ms  p95 {r.get('p95_ms', 0):6.1f}  p99 {r.get('p99_ms', 0):6.1f}  "
                   f"errors {r['errors']}", flush=True)

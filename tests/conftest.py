@@ -135,10 +135,11 @@ def trained_ner(tmp_path_factory, cluener_sample) -> Path:
 
 @pytest.fixture(scope="session")
 def pair_export(trained_pair, tmp_path_factory) -> Path:
-    """fp32, optimized, int8 and fp16 ONNX of the AFQMC-format model, parity-checked up to batch 16."""
+    """fp32, optimized, int8 (dynamic and static Q/DQ) and fp16 ONNX of the AFQMC-format model, parity-checked
+    up to batch 16."""
     out = tmp_path_factory.mktemp("exports") / "afqmc"
-    proc = run_tft("export", "--checkpoint", trained_pair / "best", "--output-dir", out, "--int8", "--fp16",
-                   "--max-batch", 16, "--parity-samples", 128)
+    proc = run_tft("export", "--checkpoint", trained_pair / "best", "--output-dir", out, "--int8", "--int8-static",
+                   "--fp16", "--max-batch", 16, "--parity-samples", 128)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 

@@ -45,7 +45,7 @@ def test_pair_export_all_precisions_pass_parity(pair_export):
     m = manifest_of(pair_export)
     jsonschema.validate(m, MANIFEST_SCHEMA)
     arts = {a["name"]: a for a in m["artifacts"]}
-    assert set(arts) == {"fp32", "fp32-optimized", "int8", "fp16"}
+    assert set(arts) == {"fp32", "fp32-optimized", "int8", "int8-static", "fp16"}
     assert arts["fp32"]["parity"]["max_abs_diff"] < 1e-4
     assert arts["fp16"]["parity"]["max_abs_diff"] < 1e-2
     assert arts["int8"]["parity"]["agreement"] >= 0.99
@@ -58,6 +58,25 @@ def test_pair_export_all_precisions_pass_parity(pair_export):
         (pair_export / "model.onnx").stat().st_size / 2
     for name in ("tokenizer.json", "config.json", "tft.json"):
         assert (pair_export / name).exists()
+
+
+def test_every_artifact_is_measured_in_serving_batches(pair_export):
+    import onnx
+
+    arts = {a["name"]: a["parity"] for a in manifest_of(pair_export)["artifacts"]}
+    for name, parity in arts.items():
+        assert parity["rows_per_s"] > 0 and parity["latency_ms_p50"] > 0, name
+        assert parity["serving_agreement"] >= 0.99 and parity["metric_serving"] is not None, name
+    assert arts["fp32"]["batch_invariance"] == 1.0  # a row's fp32 answer never depends on its neighbours
+    # static Q/DQ: scales fixed by calibration on 256 training texts, the weight MatMuls quantized, the
+    # classifier and attention scores left in fp32
+    static = next(a for a in manifest_of(pair_export)["artifacts"] if a["name"] == "int8-static")
+    assert static["calibration_samples"] == 256 and arts["int8-static"]["batch_invariance"] >= 0.99
+    graph = onnx.load(str(pair_export / "model.int8-static.onnx")).graph
+    dequantized = {d.output[0] for d in graph.node if d.op_type == "DequantizeLinear"}
+    fed_by_int8 = {n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and set(n.input) & dequantized}
+    assert any("/intermediate/dense/" in n for n in fed_by_int8)  # the feed-forward weights are int8
+    assert not any("classifier" in n or "/attention/self/MatMul" in n for n in fed_by_int8), fed_by_int8
 
 
 def test_onnx_checker_and_dynamic_axes(pair_export):

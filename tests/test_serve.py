@@ -63,6 +63,16 @@ def test_rebuild_adds_a_version_and_production_backends(pair_export, tmp_path):
     assert (repo / "m_model" / "2" / "model.onnx").stat().st_size < (repo / "m_model" / "1" / "model.onnx").stat().st_size
     assert json.loads((repo / "m" / "tft-serve.json").read_text())["artifact"] == "int8"
     assert not [p for p in repo.rglob(".*")]  # no temporary folders left
+    # --artifact auto: export's serving-batch figures decide; the build says what it chose and why
+    proc = run_tft("serve", "build", "--export", pair_export, "--repository", repo, "--name", "m", "--artifact", "auto")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((repo / "m" / "tft-serve.json").read_text())
+    manifest = json.loads((pair_export / "manifest.json").read_text())
+    taken = [a for a in manifest["artifacts"] if a["name"] == record["artifact"]][0]
+    assert record["model_versions"]["m_model"] == 3 and taken["precision"] in ("fp32", "int8")
+    assert record["artifact_rows_per_s"] == taken["parity"]["rows_per_s"]
+    assert {c["name"]: c.get("skipped") for c in record["artifact_choice"]}["fp16"] == "fp16 is not fast on the cpu"
+    assert f"* {record['artifact']}" in proc.stdout
 
     proc = run_tft("serve", "build", "--export", pair_export, "--repository", tmp_path / "prod", "--name", "m",
                    "--backend", "onnxruntime", "--instances", 2, "--threads", 4)
@@ -77,7 +87,7 @@ def test_rebuild_adds_a_version_and_production_backends(pair_export, tmp_path):
     (("--max-batch", "99"), "--max-batch 99: must be 1..16"),
     (("--backend", "tensorrt"), "the export has no TensorRT engine; run `tft export --trt`"),
     (("--name", "../x"), "--name '../x': use letters"),
-    (("--artifact", "fp64"), "--artifact 'fp64': the export has fp32, fp32-optimized, int8, fp16"),
+    (("--artifact", "fp64"), "--artifact 'fp64': the export has fp32, fp32-optimized, int8, int8-static, fp16"),
 ])
 def test_bad_build_options_are_one_line_and_write_nothing(pair_export, tmp_path, args, message):
     repo = tmp_path / "repo"

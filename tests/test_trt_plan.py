@@ -272,9 +272,16 @@ def test_serve_build_refuses_an_engine_from_another_tensorrt(pair_export, tmp_pa
     proc = run_tft("serve", "build", "--export", export, "--repository", repo, "--backend", "tensorrt",
                    "--tensorrt-version", "10.8.0")
     assert proc.returncode == 1 and "built by TensorRT 10.7.0; the server's TensorRT 10.8.0 cannot load it" in proc.stderr
-    assert not repo.exists()
+    # the same, named by the Triton image (its TensorRT from the table of Triton's compatibility matrix)
     proc = run_tft("serve", "build", "--export", export, "--repository", repo, "--backend", "tensorrt",
-                   "--tensorrt-version", "10.7.0")
+                   "--triton-image", "nvcr.io/nvidia/tritonserver:24.11-trtllm-python-py3")
+    assert proc.returncode == 1 and "the server's TensorRT 10.6.0 cannot load it" in proc.stderr
+    proc = run_tft("serve", "build", "--export", export, "--repository", repo, "--backend", "tensorrt",
+                   "--triton-image", "24.10")
+    assert proc.returncode == 1 and "lists only the -trtllm-python-py3 images" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not repo.exists()
+    proc = run_tft("serve", "build", "--export", export, "--repository", repo, "--backend", "tensorrt",
+                   "--triton-image", "24.12-trtllm-python-py3")
     assert proc.returncode == 0, proc.stderr
     from tritonclient.grpc import model_config_pb2 as mc
 
@@ -282,3 +289,19 @@ def test_serve_build_refuses_an_engine_from_another_tensorrt(pair_export, tmp_pa
 
     c = parse_pbtxt((repo / "afqmc_model" / "config.pbtxt").read_text())
     assert c.platform == "tensorrt_plan" and c.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+
+
+@pytest.mark.parametrize("asked, cuda, tensorrt, builds, says", [
+    (None, True, True, True, None),  # a GPU host with TensorRT: an engine by default
+    (None, True, False, False, "CUDA is here but the tensorrt package is not (pip install 'tft[trt]')"),
+    (None, False, True, False, None),  # no GPU: ONNX, nothing to say
+    (None, False, False, False, None),
+    (True, False, False, True, None),  # asked for: export tries, and says in one line what is missing
+    (False, True, True, False, None),
+])
+def test_the_pipeline_builds_an_engine_only_where_it_can(asked, cuda, tensorrt, builds, says):
+    from tft.pipeline import engine_choice
+
+    build, note = engine_choice(asked, cuda, tensorrt)
+    assert build is builds
+    assert (note is None) if says is None else (says in note)

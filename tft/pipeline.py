@@ -91,6 +91,18 @@ def _cuda() -> bool:
         return False
 
 
+def engine_choice(asked: bool | None, cuda: bool, tensorrt: bool) -> tuple[bool, str | None]:
+    """Whether the pipeline builds a TensorRT engine, and the line it says about it. By default an engine
+    where a GPU and TensorRT are both here; `--trt` asked on a host without them fails later, in export, in
+    one line naming what is missing."""
+    if asked is not None:
+        return asked, None
+    if cuda and not tensorrt:
+        return False, ("pipeline: CUDA is here but the tensorrt package is not (pip install 'tft[trt]'): "
+                       "no TensorRT engine, serving ONNX")
+    return cuda and tensorrt, None
+
+
 def run_pipeline(cfg, out: Path, launch: dict, *, int8: bool, trt: bool | None, name: str | None,
                  artifact: str | None, max_batch: int, serve: bool, ports=None, host="127.0.0.1",
                  health_interval: float = 5.0, device: str = "auto") -> dict:
@@ -104,11 +116,9 @@ def run_pipeline(cfg, out: Path, launch: dict, *, int8: bool, trt: bool | None, 
                 "int8": int8, "max_batch": max_batch, "name": name, "artifact": artifact}
     claim_pipeline_dir(out, settings, resume, cfg.overwrite)
     best = _train(cfg, out, launch, resume)
-    if trt is None:  # by default: an engine where a GPU and TensorRT are both here, a line saying why not otherwise
-        trt = _cuda() and _tensorrt_installed()
-        if _cuda() and not trt:
-            log.info("pipeline: CUDA is here but the tensorrt package is not (pip install 'tft[trt]'): "
-                     "no TensorRT engine, serving ONNX")
+    trt, note = engine_choice(trt, _cuda(), _tensorrt_installed())
+    if note:
+        log.info(note)
     log.info("pipeline: exporting %s", best)
     # int8 variants are candidates here: one that fails its gate is recorded and not served
     export_dir = run_export(best, out / "export", int8=int8, trt=trt, max_batch=max_batch, overwrite=True,

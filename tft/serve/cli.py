@@ -53,13 +53,19 @@ def serve_group():
               "Runtime's accelerator (FP16, engine cache), per the onnxruntime_backend README.")
 @click.option("--tensorrt-version", metavar="X.Y.Z", help="With --backend tensorrt: the serving container's TensorRT "
               "(docker run IMAGE python3 -c 'import tensorrt; print(tensorrt.__version__)'); a mismatched engine is refused.")
+@click.option("--triton-image", metavar="TAG", help="With --backend tensorrt: the Triton image that will serve it "
+              "(e.g. 24.10-trtllm-python-py3); its TensorRT is looked up in Triton's compatibility matrix.")
 def build_command(export_dir, repository, name, backend, artifact, max_batch, instances, queue_delay_us,
-                  no_dynamic_batching, threads, max_chars, device, ort_tensorrt, tensorrt_version):
+                  no_dynamic_batching, threads, max_chars, device, ort_tensorrt, tensorrt_version, triton_image):
     """Write a Triton model repository: <name>_tokenizer, <name>_model, <name>_postprocess and the
     ensemble <name> (text in, labels or entities out). An existing repository gets a new version."""
     from tft.manifest import read_export_manifest
-    from tft.serve.repository import BuildOptions, build_repository
+    from tft.serve.repository import BuildOptions, build_repository, tensorrt_of_image
 
+    if triton_image and tensorrt_version:
+        raise click.UsageError("--triton-image and --tensorrt-version both name the serving TensorRT: give one")
+    if triton_image:
+        tensorrt_version = tensorrt_of_image(triton_image)
     manifest = read_export_manifest(export_dir)
     opts = BuildOptions(name=name or manifest["task"], backend=backend, max_batch=max_batch or manifest["max_batch"], instances=instances,
                         queue_delay_us=queue_delay_us, dynamic_batching=not no_dynamic_batching, artifact=artifact,
