@@ -9,9 +9,12 @@ imports count too: a lazy import against the direction is still a dependency."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from helpers import REPO
 
@@ -117,3 +120,23 @@ print(sorted(m for m in ("torch", "transformers", "onnxruntime") if m in sys.mod
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_stages_read_task_kinds_from_one_description():
+    """No stage compares kind names: each reads the kind's decisions from KIND_SPECS in tft/tasks.py, so a
+    new kind is one entry there (docs/architecture.md)."""
+    import transformers
+
+    from tft.errors import TaskError
+    from tft.tasks import KIND_SPECS, TASKS, kind_of
+
+    for name, spec in KIND_SPECS.items():
+        assert spec.name == name and hasattr(transformers, spec.auto_model)
+        assert spec.answer in ("label", "score", "entities")
+    assert {t.kind for t in TASKS.values()} <= set(KIND_SPECS)
+    with pytest.raises(TaskError, match="unknown task kind 'multi_label'"):
+        kind_of("multi_label")
+    pattern = re.compile(r"\b(kind|\[\"kind\"\])\s*[!=]=|==\s*(SEQUENCE|PAIR|REGRESSION|TOKEN)\b")
+    offenders = [f"{path.relative_to(REPO)}:{n}" for path in sorted((REPO / "tft").rglob("*.py")) if path.name != "tasks.py"
+                 for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    assert not offenders, offenders

@@ -305,3 +305,45 @@ def test_the_pipeline_builds_an_engine_only_where_it_can(asked, cuda, tensorrt, 
     build, note = engine_choice(asked, cuda, tensorrt)
     assert build is builds
     assert (note is None) if says is None else (says in note)
+
+
+def test_a_full_triton_install_runs_instead_of_the_embedded_one(tmp_path, monkeypatch):
+    """Inside NVIDIA's container (TFT_TRITON_ROOT=/opt/tritonserver) that Triton, with its own backends,
+    serves the repository; a root without the binary or backends is one line."""
+    from tft.serve.server import Ports, ServerError, TritonServer
+
+    root = tmp_path / "opt" / "tritonserver"
+    monkeypatch.setenv("TFT_TRITON_ROOT", str(root))
+    server = TritonServer(tmp_path / "repo", Ports(8001, 8000, 8002))
+    with pytest.raises(ServerError, match="no bin/tritonserver there"):
+        server.command()
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "tritonserver").write_text("#!/bin/sh\n")
+    with pytest.raises(ServerError, match="no backends/ folder there"):
+        server.command()
+    (root / "backends" / "tensorrt").mkdir(parents=True)
+    cmd = server.command()
+    assert cmd[0] == str(root / "bin" / "tritonserver")
+    assert f"--backend-directory={root / 'backends'}" in cmd and not any(a.startswith("--cache-directory") for a in cmd)
+    monkeypatch.delenv("TFT_TRITON_ROOT")
+    embedded = server.command()
+    assert "pytriton" in embedded[0] and any(a.startswith("--cache-directory") for a in embedded)
+
+
+def test_verify_of_a_served_engine_compares_with_pytorch_at_fp16(pair_export, tmp_path):
+    """A TensorRT engine has no ONNX Runtime twin: verify judges it against PyTorch by the fp16 gate."""
+    import json
+    import shutil
+
+    from tft.fsutil import file_sha256
+    from tft.verify import _engine_artifact
+
+    export = tmp_path / "exp"
+    shutil.copytree(pair_export, export)
+    (export / "model.plan").write_bytes(b"engine bytes")
+    manifest = json.loads((export / "manifest.json").read_text())
+    manifest["artifacts"].append({"name": "tensorrt-fp16", "file": "model.plan", "precision": "fp16",
+                                  "runtime": "tensorrt", "sha256": file_sha256(export / "model.plan")})
+    (export / "manifest.json").write_text(json.dumps(manifest))
+    assert _engine_artifact(export, "tensorrt-fp16")["precision"] == "fp16"
+    assert _engine_artifact(export, "fp16") is None and _engine_artifact(export, "fp32") is None

@@ -28,7 +28,7 @@ PIPELINE_FILES = {"run", "export", "model_repository", "report.json", "report.md
                   "triton.log", PIPELINE_MARKER}
 
 
-AFTER_TRAINING = ("int8", "max_batch", "name", "artifact")  # options of the stages a resumed pipeline runs again
+AFTER_TRAINING = ("int8", "max_batch", "name", "artifact", "backend")  # options of the stages a resumed pipeline runs again
 
 
 def claim_pipeline_dir(out: Path, settings: dict, resume: bool, overwrite: bool) -> None:
@@ -105,7 +105,7 @@ def engine_choice(asked: bool | None, cuda: bool, tensorrt: bool) -> tuple[bool,
 
 def run_pipeline(cfg, out: Path, launch: dict, *, int8: bool, trt: bool | None, name: str | None,
                  artifact: str | None, max_batch: int, serve: bool, ports=None, host="127.0.0.1",
-                 health_interval: float = 5.0, device: str = "auto") -> dict:
+                 health_interval: float = 5.0, device: str = "auto", backend: str = "python") -> dict:
     from tft.export.pipeline import run_export
     from tft.serve.repository import BuildOptions, build_repository
     from tft.serve.server import HealthLoop, Ports, TritonServer, serve_until_stopped, stop_on_signals
@@ -113,7 +113,7 @@ def run_pipeline(cfg, out: Path, launch: dict, *, int8: bool, trt: bool | None, 
 
     resume = cfg.resume is not None
     settings = {**{k: v for k, v in vars(cfg).items() if k not in ("resume", "overwrite", "output_dir")},
-                "int8": int8, "max_batch": max_batch, "name": name, "artifact": artifact}
+                "int8": int8, "max_batch": max_batch, "name": name, "artifact": artifact, "backend": backend}
     claim_pipeline_dir(out, settings, resume, cfg.overwrite)
     best = _train(cfg, out, launch, resume)
     trt, note = engine_choice(trt, _cuda(), _tensorrt_installed())
@@ -125,7 +125,8 @@ def run_pipeline(cfg, out: Path, launch: dict, *, int8: bool, trt: bool | None, 
                             device=device, optional_int8=True)
     name = name or cfg.task
     repo = out / "model_repository"
-    record = build_repository(export_dir, repo, BuildOptions(name=name, max_batch=max_batch, artifact=artifact))
+    record = build_repository(export_dir, repo, BuildOptions(name=name, max_batch=max_batch, artifact=artifact,
+                                                             backend=backend))
     log.info("pipeline: model repository %s (%s v%s)", repo, name, record["version"])
     for entry in record.get("artifact_choice") or ():
         speed = f"{entry['rows_per_s']:.0f} rows/s" if entry.get("rows_per_s") else "speed not measured"
@@ -195,11 +196,15 @@ def _pipeline_command():
                   "depend on their batch (see `tft serve build --artifact`).")
     @click.option("--max-batch", default=32, show_default=True, type=click.IntRange(1, 4096),
                   help="Export and serving batch limit.")
+    @click.option("--backend", type=click.Choice(["python", "onnxruntime", "tensorrt"]), default="python",
+                  show_default=True, help="Triton backend of the model step; onnxruntime and tensorrt need a full "
+                  "Triton (NVIDIA's container, TFT_TRITON_ROOT=/opt/tritonserver), tensorrt an engine (--trt).")
     @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto",
                   show_default=True, help="ONNX Runtime device for the parity gate and the offline side of verify.")
     @click.option("--serve", is_flag=True, help="Leave Triton running after verification (Ctrl-C stops it).")
     @click.option("--grpc-port", type=click.IntRange(1, 65535), help="With --serve: gRPC port (default 8001; else a free one).")
-    def pipeline(config_file, output_dir, int8, trt, name, artifact, max_batch, device, serve, grpc_port, **options):
+    def pipeline(config_file, output_dir, int8, trt, name, artifact, max_batch, backend, device, serve, grpc_port,
+                 **options):
         """Train -> export (fp32 + int8; TensorRT with a GPU) -> Triton repository -> embedded Triton ->
         verify the whole dev split over gRPC against the PyTorch checkpoint. Writes report.json and
         report.md; exits 1 if served answers differ beyond the export thresholds. Takes every
@@ -224,8 +229,11 @@ def _pipeline_command():
         ports = None
         if serve:
             ports = Ports(grpc_port or 8001, free_port(), free_port())
-        report = run_pipeline(cfg, out, launch, int8=int8, trt=trt, name=name, artifact=artifact,
-                              max_batch=max_batch, serve=serve, ports=ports, device=device)
+        if backend == "tensorrt" and trt is False:
+            raise click.UsageError("--backend tensorrt serves a TensorRT engine: drop --no-trt")
+        report = run_pipeline(cfg, out, launch, int8=int8, trt=True if backend == "tensorrt" else trt, name=name,
+                              artifact=artifact, max_batch=max_batch, serve=serve, ports=ports, device=device,
+                              backend=backend)
         return report
 
     train_command_defaults = {p.name: p.default for p in train_command.params if p.name in LAUNCH_KEYS}

@@ -147,7 +147,10 @@ def verify(*, checkpoint, url: str, model: str, export_dir=None, artifact: str |
 
     paths = {"pytorch": lambda batch: answer_items(tm, batch, 64)}
     precision = "fp32"
-    if export_dir:
+    engine = _engine_artifact(export_dir, artifact) if export_dir else None
+    if engine:  # a TensorRT engine served by Triton's tensorrt backend: no ONNX Runtime twin to compare offline
+        artifact, precision = engine["name"], engine["precision"]
+    elif export_dir:
         ort = OrtPredictor(export_dir, artifact=artifact, device=device)
         artifact, precision = ort.artifact["name"], ort.artifact["precision"]
         paths["onnxruntime"] = lambda batch: ort.answer_items(batch, 64)
@@ -203,6 +206,15 @@ def gates(report: dict, answers: dict, precision: str, export_dir) -> list[dict]
                 "metric_drop": drop, "threshold": {"agreement": minimum, "max_metric_drop": MAX_METRIC_DROP},
                 "passed": agree >= minimum and drop <= MAX_METRIC_DROP})
     return out
+
+
+def _engine_artifact(export_dir, artifact) -> dict | None:
+    from tft.manifest import read_export_manifest
+
+    for art in read_export_manifest(export_dir)["artifacts"]:
+        if art["name"] == artifact and art.get("runtime") == "tensorrt":
+            return art
+    return None
 
 
 def _export_min_agreement(export_dir, artifact) -> float | None:

@@ -8,6 +8,8 @@ That build (Triton 2.51) runs on the CPU with the Python backend only. What it n
     (a mismatched system libpython breaks `ssl` imports in the stub);
   * an absolute repository path, and `--exit-on-error=false` so a model with a backend this build
     lacks (onnxruntime, tensorrt) does not stop the others from loading.
+With TFT_TRITON_ROOT set (inside NVIDIA's Triton container: /opt/tritonserver), that full install runs
+instead, with its own backends, so `tft serve start` and `tft pipeline --backend tensorrt` serve engines.
 
 Models are loaded in `explicit` control mode so that the health loop can reload one: a Python-backend
 stub that crashed leaves the model READY, so health is judged by a canary inference, not by readiness.
@@ -51,6 +53,20 @@ def pytriton_dir() -> Path:
     root = Path(pytriton.__file__).parent / "tritonserver"
     if not (root / "bin" / "tritonserver").exists():
         raise ServerError(f"{root}/bin/tritonserver not found; reinstall nvidia-pytriton")
+    return root
+
+
+def system_triton() -> Path | None:
+    """A full Triton install to run instead of the embedded one (NVIDIA's container: /opt/tritonserver, with
+    the onnxruntime and tensorrt backends), named by TFT_TRITON_ROOT; None: the embedded Triton."""
+    root = os.environ.get("TFT_TRITON_ROOT")
+    if not root:
+        return None
+    root = Path(root)
+    if not (root / "bin" / "tritonserver").is_file():
+        raise ServerError(f"TFT_TRITON_ROOT={root}: no bin/tritonserver there (NVIDIA's container has /opt/tritonserver)")
+    if not (root / "backends").is_dir():
+        raise ServerError(f"TFT_TRITON_ROOT={root}: no backends/ folder there")
     return root
 
 
@@ -155,12 +171,15 @@ class TritonServer:
         return f"{self.host}:{self.ports.http}"
 
     def command(self) -> list[str]:
-        root = pytriton_dir()
+        system = system_triton()
+        root = system or pytriton_dir()
+        # a full install's backends/ holds every backend as Triton lays them out; the wheel's needs assembling
+        backends = root / "backends" if system else backend_directory(root)
+        cache = [] if system else [f"--cache-directory={root / 'caches'}"]
         loads = [f"--load-model={m}" for m in self.models] if self.models else ["--load-model=*"]
         return [str(root / "bin" / "tritonserver"),
                 f"--model-repository={Path(self.repository).resolve()}",
-                f"--backend-directory={backend_directory(root)}",
-                f"--cache-directory={root / 'caches'}",
+                f"--backend-directory={backends}", *cache,
                 "--model-control-mode=explicit", *loads,
                 "--exit-on-error=false", "--strict-readiness=true",
                 f"--grpc-address={self.host}", f"--grpc-port={self.ports.grpc}",
