@@ -3,7 +3,7 @@ ONNX Runtime on the same model, texts and threads, measured in one run.
 
     python benchmarks/serve_throughput.py --checkpoint runs/sst2-minilm/best       # see docs/benchmarks.md
     python benchmarks/serve_throughput.py --export exports/sst2-minilm --requests 400
-    python benchmarks/serve_throughput.py --export runs/sst2-full/export --artifacts fp32,int8 --levels 16 \
+    python benchmarks/serve_throughput.py --export exports/sst2-int8 --artifacts fp32,int8 --levels 16 \
         --no-plain --out benchmarks/results/serve_int8.json      # served int8 vs fp32, side by side
 
 Offline: `tft predict --onnx`'s path in-process (tokenize, pad, ONNX Runtime, softmax) in batches of
