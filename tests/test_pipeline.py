@@ -43,8 +43,8 @@ def test_pipeline_trains_exports_serves_and_verifies(pipeline_run):
     out, proc = pipeline_run
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["passed"] is True and report["examples"] == 300
-    # --artifact auto (the default): the fastest artifact whose gate passed is served; the int8 variants
-    # that passed and are not served are evaluated offline beside it
+    # --artifact auto (the default): the fastest artifact whose gate passed is served; int8, when it passed
+    # and is not served, is evaluated offline beside it
     record = json.loads((out / "model_repository" / "afqmc" / "tft-serve.json").read_text(encoding="utf-8"))
     export = json.loads((out / "export" / "manifest.json").read_text(encoding="utf-8"))
     passed = {a["name"]: a for a in export["artifacts"]}
@@ -52,8 +52,10 @@ def test_pipeline_trains_exports_serves_and_verifies(pipeline_run):
     assert [c["name"] for c in chosen] == [record["artifact"]]
     fastest = max((c for c in record["artifact_choice"] if "skipped" not in c), key=lambda c: c["rows_per_s"])
     assert fastest["name"] == record["artifact"] and record["artifact_rows_per_s"] == fastest["rows_per_s"]
-    assert {"int8", "int8-static"} <= set(passed) | {r["name"] for r in export["rejected"]}
-    offline = {f"onnxruntime-{n}" for n in ("int8", "int8-static") if n in passed and n != record["artifact"]}
+    # the pipeline offers dynamic int8 (static Q/DQ is slower than fp32 on CPUs: docs/benchmarks.md)
+    offered = set(passed) | {r["name"] for r in export["rejected"]}
+    assert "int8" in offered and "int8-static" not in offered
+    offline = {"onnxruntime-int8"} if "int8" in passed and record["artifact"] != "int8" else set()
     assert set(report["runs"]) == {"pytorch", "onnxruntime", "served"} | offline
     assert report["artifact"] == record["artifact"]
     assert report["agreement"]["onnxruntime~served"] == 1.0

@@ -160,13 +160,13 @@ def run_pipeline(cfg, out: Path, launch: dict, *, int8: bool, trt: bool | None, 
 
 
 def _offline_also(export_dir: Path, int8: bool) -> tuple[str, ...]:
-    """The int8 artifacts that passed their gate, evaluated offline beside the served one."""
+    """The int8 artifact, where it passed its gate, evaluated offline beside the served one."""
     if not int8:
         return ()
     from tft.manifest import read_export_manifest
 
     names = {a["name"] for a in read_export_manifest(export_dir)["artifacts"]}
-    return tuple(n for n in ("int8", "int8-static") if n in names)
+    return ("int8",) if "int8" in names else ()
 
 
 def _summary(report: dict, md_path: Path) -> None:

@@ -6,7 +6,8 @@ report gives each path's dev metric, throughput and single-text latency, their p
 and every example where the served answer differs from PyTorch's.
 
 Gates (any failure -> VerificationError, exit 1):
-  * served vs the exported artifact (same model file, same code): 100% agreement, scores within 1e-4;
+  * served vs the exported artifact (same model file, same code): 100% agreement, scores within 1e-4
+    (fp32; 1e-3 fp16; 1e-2 int8, whose dynamic activation scales follow the batch the server forms);
   * served vs PyTorch: the export's own thresholds for the artifact's precision: agreement at least
     99.9% (fp32), 99% (fp16) or the int8 parity minimum, and a dev-metric drop of at most 1 point.
 """
@@ -23,7 +24,9 @@ from tft.errors import TftError
 
 log = logging.getLogger("tft")
 MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.99}
-SERVED_VS_EXPORT_ATOL = 1e-4
+# served vs the same file offline: identical answers always; scores within float noise, except that dynamic
+# int8 computes its activation scales per batch, so its scores move a little with the batch the server forms
+SERVED_VS_EXPORT_ATOL = {"fp32": 1e-4, "fp16": 1e-3, "int8": 1e-2}
 MAX_METRIC_DROP = 0.01
 
 
@@ -195,8 +198,8 @@ def gates(report: dict, answers: dict, precision: str, export_dir) -> list[dict]
                  if "score" in a and "score" in b]
         max_diff = max(diffs, default=0.0)
         out.append({"gate": "served equals the exported artifact", "agreement": agree,
-                    "max_score_diff": max_diff, "threshold": {"agreement": 1.0, "atol": SERVED_VS_EXPORT_ATOL},
-                    "passed": agree == 1.0 and max_diff <= SERVED_VS_EXPORT_ATOL})
+                    "max_score_diff": max_diff, "threshold": {"agreement": 1.0, "atol": SERVED_VS_EXPORT_ATOL[precision]},
+                    "passed": agree == 1.0 and max_diff <= SERVED_VS_EXPORT_ATOL[precision]})
     minimum = MIN_AGREEMENT.get(precision)
     if minimum is None:  # int8: the export's own gate, as recorded in its parity result
         minimum = _export_min_agreement(export_dir, report.get("artifact")) or 0.99
