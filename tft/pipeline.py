@@ -188,7 +188,7 @@ def _pipeline_command():
     @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Training YAML (as tft train).")
     @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
                   help="Pipeline folder. Default: runs/<task>-pipeline.")
-    @click.option("--int8/--no-int8", default=True, show_default=True, help="Also export and evaluate int8.")
+    @click.option("--int8/--no-int8", default=True, show_default=True, help="Also export int8 as a candidate to serve (one failing its gate is set aside, not fatal).")
     @click.option("--trt/--no-trt", default=None, help="Build a TensorRT engine. Default: when CUDA is available.")
     @click.option("--name", help="Served model name. Default: the task.")
     @click.option("--artifact", default="auto", show_default=True,
