@@ -40,7 +40,8 @@ def test_int8_needs_an_explicitly_quantized_graph(version):
     with pytest.raises(trt_mod.EngineError, match="Q/DQ"):
         plan(version, precision="int8")
     p = plan(version, precision="int8", graphs={**GRAPHS, "qdq": "model.qdq.onnx"})
-    assert p.onnx_file == "model.qdq.onnx" and "INT8" not in p.builder_flags
+    # explicit quantization: strongly typed, no precision flags (TensorRT's Explicit Quantization guide)
+    assert p.onnx_file == "model.qdq.onnx" and p.builder_flags == () and p.strongly_typed
 
 
 @pytest.mark.parametrize("version", ["10.7.0", "11.1.0"])

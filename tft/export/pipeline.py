@@ -210,24 +210,30 @@ def run_export(checkpoint, output_dir=None, *, int8=False, int8_static=False, fp
         from tft.export import trt as trt_mod
 
         trt_version, gpu, capability = trt_mod.check_available()
-        graphs = {a["name"]: a["file"] for a in artifacts}
-        graphs = {"fp32": graphs["fp32"], **({"fp16": graphs["fp16"]} if "fp16" in graphs else {})}
-        plan = trt_mod.plan_engine(trt_version=trt_version, precision="fp16", inputs=cfg.inputs,
-                                   max_batch=max_batch, max_len=max_len, opt_batch=opt_batch,
-                                   opt_len=opt_seq_length or min(max_len, 128), graphs=graphs, gpu=gpu,
-                                   cache_root=cache_root(), version_compatible=trt_version_compatible)
-        engine = out / "model.plan"
-        info = trt_mod.build_engine(plan, out, engine)
-        runner = trt_mod.TrtModel(engine, version_compatible=trt_version_compatible)
-        try:
-            check("tensorrt-fp16", "fp16", engine, runtime="tensorrt", runner=runner,
-                  extra={**info, "gpu": gpu, "compute_capability": list(capability),
-                         "version_compatible": trt_version_compatible})
-        except Exception:
-            engine.unlink(missing_ok=True)
-            raise
-        finally:
-            runner.close()
+        by_name = {a["name"]: a["file"] for a in artifacts}
+        graphs = {"fp32": by_name["fp32"], **({"fp16": by_name["fp16"]} if "fp16" in by_name else {}),
+                  # the Q/DQ graph of --int8-static: TensorRT's explicit quantization
+                  **({"qdq": by_name["int8-static"]} if "int8-static" in by_name else {})}
+        engines = [("tensorrt-fp16", "fp16", "model.plan")]
+        if "qdq" in graphs:
+            engines.append(("tensorrt-int8", "int8", "model.int8.plan"))
+        for name, precision, file in engines:
+            plan = trt_mod.plan_engine(trt_version=trt_version, precision=precision, inputs=cfg.inputs,
+                                       max_batch=max_batch, max_len=max_len, opt_batch=opt_batch,
+                                       opt_len=opt_seq_length or min(max_len, 128), graphs=graphs, gpu=gpu,
+                                       cache_root=cache_root(), version_compatible=trt_version_compatible)
+            engine = out / file
+            info = trt_mod.build_engine(plan, out, engine)
+            runner = trt_mod.TrtModel(engine, version_compatible=trt_version_compatible)
+            try:
+                check(name, precision, engine, runtime="tensorrt", runner=runner,
+                      extra={**info, "gpu": gpu, "compute_capability": list(capability),
+                             "version_compatible": trt_version_compatible})
+            except Exception:
+                engine.unlink(missing_ok=True)
+                raise
+            finally:
+                runner.close()
         manifest["artifacts"] = artifacts
         atomic_write_json(out / EXPORT_MANIFEST, manifest)
     return out

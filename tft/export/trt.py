@@ -7,8 +7,10 @@ made by `plan_engine`, plain Python that the tests run for TensorRT 10 and 11 on
 TensorRT 10 builds fp16 engines from the fp32 graph with `BuilderFlag.FP16` (weak typing). TensorRT 11
 removed the precision flags: networks are strongly typed, so the precision comes from the graph's own
 types, and an fp16 engine is built from the fp16 ONNX graph (`model.fp16.onnx`, LayerNorm and Softmax
-kept in fp32). int8 needs explicit quantization (a Q/DQ graph) on both; tft's int8 artifact is ONNX
-Runtime's dynamic quantization, which TensorRT cannot build, so int8 engines are refused in one line.
+kept in fp32). int8 needs explicit quantization on both: the Q/DQ graph of `--int8-static`, built
+strongly typed with no precision flags ("Use explicit quantization with Strong Typing. Precision-control
+build flags are not required and should not be specified": TensorRT's "Explicit Quantization" guide).
+The dynamic `int8` artifact has no Q/DQ nodes and TensorRT cannot build it: refused in one line.
 An engine only loads on the TensorRT version that built it, unless built version-compatible
 (`--trt-version-compatible`, `BuilderFlag.VERSION_COMPATIBLE`): the manifest records both facts.
 """
@@ -85,9 +87,9 @@ def plan_engine(*, trt_version: str, precision: str, inputs, max_batch: int, max
             onnx_file, strongly_typed = graphs["fp16"], True
     elif precision == "int8":
         if "qdq" not in graphs:
-            raise EngineError("TensorRT int8 needs an explicitly quantized (Q/DQ) ONNX graph; tft's int8 artifact "
-                              "is ONNX Runtime's dynamic quantization, which TensorRT cannot build: use fp16")
-        onnx_file, strongly_typed = graphs["qdq"], major >= 11
+            raise EngineError("TensorRT int8 needs an explicitly quantized (Q/DQ) ONNX graph: export with "
+                              "--int8-static (the dynamic int8 artifact is ONNX Runtime's, TensorRT cannot build it)")
+        onnx_file, strongly_typed = graphs["qdq"], True
     elif precision == "fp32":
         onnx_file, strongly_typed = graphs["fp32"], major >= 11
     else:
