@@ -47,7 +47,7 @@ def variants(quantize, fp32: Path, tmp: Path, calibration, quick: bool = False):
                 lambda m=method, pc=per_channel, n=name: quantize.quantize_int8_static(
                     fp32, tmp / f"{n}.onnx", calibration, m, pc)
     yield "static-all-matmuls", "Q/DQ MinMax per-channel on every MatMul (attention scores too)", \
-        lambda: _static_everything(fp32, tmp / "static-all.onnx", calibration)
+        lambda: quantize.quantize_int8_static(fp32, tmp / "static-all.onnx", calibration, all_matmuls=True)
 
 
 def _layers(path) -> int:
@@ -57,20 +57,6 @@ def _layers(path) -> int:
 
     found = {int(m.group(1)) for n in onnx.load(str(path)).graph.node for m in [re.search(r"/layer\.(\d+)/", n.name)] if m}
     return max(found) + 1
-
-
-def _static_everything(src, dst, calibration):
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    from tft.export.quantize import _Calibration, _without_value_info
-
-    tmp = _without_value_info(src, dst)
-    quantize_static(str(tmp), str(dst), _Calibration(calibration), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=["MatMul"], per_channel=True, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "CalibMovingAverage": True})
-    tmp.unlink()
-    return dst
 
 
 def main() -> None:

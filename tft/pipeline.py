@@ -107,7 +107,7 @@ def run_pipeline(cfg, out: Path, launch: dict, *, int8: bool, trt: bool | None, 
                  artifact: str | None, max_batch: int, serve: bool, ports=None, host="127.0.0.1",
                  health_interval: float = 5.0, device: str = "auto", backend: str = "python") -> dict:
     from tft.export.pipeline import run_export
-    from tft.serve.repository import BuildOptions, build_repository
+    from tft.serve.repository import BuildOptions, build_repository, describe_choice
     from tft.serve.server import HealthLoop, Ports, TritonServer, serve_until_stopped, stop_on_signals
     from tft.verify import verify, write_report
 
@@ -129,9 +129,7 @@ def run_pipeline(cfg, out: Path, launch: dict, *, int8: bool, trt: bool | None, 
                                                              backend=backend))
     log.info("pipeline: model repository %s (%s v%s)", repo, name, record["version"])
     for entry in record.get("artifact_choice") or ():
-        speed = f"{entry['rows_per_s']:.0f} rows/s" if entry.get("rows_per_s") else "speed not measured"
-        log.info("pipeline: %s %s (%s)%s", "serving" if entry["chosen"] else "not serving", entry["name"], speed,
-                 f": {entry['skipped']}" if entry.get("skipped") else "")
+        log.info("pipeline: %s %s", "serving" if entry["chosen"] else "not serving", describe_choice(entry))
     server = TritonServer(repo, ports or Ports.free(host), host=host, log_file=out / "triton.log")
     with server:
         log.info("pipeline: Triton ready at %s; verifying the dev split over gRPC", server.grpc_url)
@@ -188,7 +186,8 @@ def _pipeline_command():
     @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Training YAML (as tft train).")
     @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
                   help="Pipeline folder. Default: runs/<task>-pipeline.")
-    @click.option("--int8/--no-int8", default=True, show_default=True, help="Also export int8 as a candidate to serve (one failing its gate is set aside, not fatal).")
+    @click.option("--int8/--no-int8", default=True, show_default=True,
+                  help="Also export int8 as a candidate to serve (one failing its gate is set aside, not fatal).")
     @click.option("--trt/--no-trt", default=None, help="Build a TensorRT engine. Default: when CUDA is available.")
     @click.option("--name", help="Served model name. Default: the task.")
     @click.option("--artifact", default="auto", show_default=True,

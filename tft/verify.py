@@ -211,23 +211,23 @@ def gates(report: dict, answers: dict, precision: str, export_dir) -> list[dict]
     return out
 
 
-def _engine_artifact(export_dir, artifact) -> dict | None:
+def _artifact_entry(export_dir, artifact) -> dict | None:
+    """The export manifest's entry for `artifact`, or None."""
     from tft.manifest import read_export_manifest
 
-    for art in read_export_manifest(export_dir)["artifacts"]:
-        if art["name"] == artifact and art.get("runtime") == "tensorrt":
-            return art
-    return None
+    if not export_dir or not artifact:
+        return None
+    return next((a for a in read_export_manifest(export_dir)["artifacts"] if a["name"] == artifact), None)
+
+
+def _engine_artifact(export_dir, artifact) -> dict | None:
+    art = _artifact_entry(export_dir, artifact)
+    return art if art and art.get("runtime") == "tensorrt" else None
 
 
 def _export_min_agreement(export_dir, artifact) -> float | None:
-    if not export_dir or not artifact:
-        return None
-    manifest = json.loads((Path(export_dir) / "manifest.json").read_text(encoding="utf-8"))
-    for art in manifest["artifacts"]:
-        if art["name"] == artifact:
-            return art.get("parity", {}).get("thresholds", {}).get("min_agreement")
-    return None
+    art = _artifact_entry(export_dir, artifact)
+    return art.get("parity", {}).get("thresholds", {}).get("min_agreement") if art else None
 
 
 def markdown(report: dict) -> str:

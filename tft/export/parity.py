@@ -6,9 +6,8 @@ TensorRT (through Polygraphy's TrtRunner) are compared by the same code.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
 import time
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 

@@ -12,6 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from tft.data.dataset import load_dataset
@@ -135,9 +136,16 @@ def run_export(checkpoint, output_dir=None, *, int8=False, int8_static=False, fp
     batches = [(n, {k: v for k, v in b.items() if k in cfg.inputs}, lab) for n, b, lab in batches]
     serving = [(lab, {k: v for k, v in b.items() if k in cfg.inputs}) for lab, b in serving or ()]
 
+    reference_logits: dict[int, np.ndarray] = {}
+
     @torch.no_grad()
     def reference(batch):
-        return model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.float().numpy()
+        # PyTorch once per batch, whatever the number of artifacts compared against it (the batch lists
+        # live as long as this export, so a batch's id stays its own)
+        if id(batch) not in reference_logits:
+            outputs = model(**{k: torch.from_numpy(v) for k, v in batch.items()})
+            reference_logits[id(batch)] = outputs.logits.float().numpy()
+        return reference_logits[id(batch)]
 
     labels = tuple(cm["labels"])
     artifacts, rejected = [], []

@@ -60,7 +60,7 @@ def build_command(export_dir, repository, name, backend, artifact, max_batch, in
     """Write a Triton model repository: <name>_tokenizer, <name>_model, <name>_postprocess and the
     ensemble <name> (text in, labels or entities out). An existing repository gets a new version."""
     from tft.manifest import read_export_manifest
-    from tft.serve.repository import BuildOptions, build_repository, tensorrt_of_image
+    from tft.serve.repository import BuildOptions, build_repository, describe_choice, tensorrt_of_image
 
     if triton_image and tensorrt_version:
         raise click.UsageError("--triton-image and --tensorrt-version both name the serving TensorRT: give one")
@@ -75,9 +75,7 @@ def build_command(export_dir, repository, name, backend, artifact, max_batch, in
     versions = ", ".join(f"{m} v{v}" for m, v in record["model_versions"].items())
     click.echo(f"wrote {repository}: {versions} (artifact {record['artifact']}, backend {backend}, {record['device']})")
     for entry in record.get("artifact_choice") or ():
-        speed = f"{entry['rows_per_s']:.0f} rows/s" if entry.get("rows_per_s") else "speed not measured"
-        click.echo(f"  {'*' if entry['chosen'] else ' '} {entry['name']:<15} {speed}"
-                   f"{'  (' + entry['skipped'] + ')' if entry.get('skipped') else ''}")
+        click.echo(f"  {'*' if entry['chosen'] else ' '} {describe_choice(entry)}")
     click.echo(f"start it with: tft serve start --repository {repository}")
 
 

@@ -544,7 +544,7 @@ TRITON_IMAGE_TENSORRT = {
 
 def tensorrt_of_image(image: str) -> str:
     """The TensorRT bundled in a Triton image (`nvcr.io/nvidia/tritonserver:TAG` or TAG), from the table above."""
-    tag = image.rsplit(":", 1)[-1] if ":" in image else image
+    tag = image.rsplit(":", 1)[-1]
     if tag not in TRITON_IMAGE_TENSORRT:
         known = ", ".join(sorted({t.split("-", 1)[0] for t in TRITON_IMAGE_TENSORRT}))
         raise RepositoryError(f"--triton-image {image!r}: tft's table (Triton's compatibility matrix) lists only the "
@@ -601,6 +601,12 @@ def choose_artifact(manifest: dict, runtime: str, device: str) -> tuple[dict, li
     for entry in considered:
         entry["chosen"] = entry is best[1]
     return best[0], considered
+
+
+def describe_choice(entry: dict) -> str:
+    """One line of `--artifact auto`'s record: an artifact, its measured speed, why it was skipped."""
+    speed = f"{entry['rows_per_s']:.0f} rows/s" if entry.get("rows_per_s") else "speed not measured"
+    return f"{entry['name']} ({speed}){': ' + entry['skipped'] if entry.get('skipped') else ''}"
 
 
 def _pick_artifact(manifest: dict, opts: BuildOptions) -> dict:
