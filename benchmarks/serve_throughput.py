@@ -83,7 +83,7 @@ def main() -> int:
     else:
         from tft.export.pipeline import run_export
 
-        export_dir = run_export(args.checkpoint, work / "export", optimize=False, max_batch=args.max_batch,
+        export_dir = run_export(args.checkpoint, output_dir=str(work / "export"), optimize=False, max_batch=args.max_batch,
                                 parity_samples=128)
     manifest = read_export_manifest(export_dir)
     task = task_of(manifest["checkpoint_manifest"])

@@ -96,3 +96,64 @@ class ServeProcess:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+
+def tiny_export(out: Path, tokenizer_dir: Path, task: str = "afqmc", kind: str = "pair_classification",
+                labels=("0", "1"), max_batch: int = 16, max_seq_length: int = 64) -> Path:
+    """An export folder as `tft export` writes it, made in milliseconds: a hand-built ONNX graph (logits from the
+    token ids, no training), the test tokenizer, and a manifest. For tests of layout, builds, records and
+    choices, which need an export's shape, not a trained model's answers."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from tft.fsutil import file_sha256
+
+    out.mkdir(parents=True)
+    n = max(1, len(labels))
+    token_task = kind == "token_classification"
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])
+    mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"])
+    types = helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, ["batch", "sequence"])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                           ["batch", "sequence", n] if token_task else ["batch", n])
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [1, n], [0.01 * (i + 1) for i in range(n)])
+    nodes = [helper.make_node("Mul", ["input_ids", "attention_mask"], ["masked"]),
+             helper.make_node("Add", ["masked", "token_type_ids"], ["mixed"]),
+             helper.make_node("Cast", ["mixed"], ["f"], to=TensorProto.FLOAT)]
+    if token_task:
+        nodes += [helper.make_node("Unsqueeze", ["f", "axis"], ["col"]),
+                  helper.make_node("MatMul", ["col", "w"], ["logits"])]
+        init = [weights, helper.make_tensor("axis", TensorProto.INT64, [1], [-1])]
+    else:
+        nodes += [helper.make_node("ReduceSum", ["f", "axis"], ["s"], keepdims=1),
+                  helper.make_node("MatMul", ["s", "w"], ["logits"])]
+        init = [weights, helper.make_tensor("axis", TensorProto.INT64, [1], [1])]
+    graph = helper.make_graph(nodes, "tiny", [ids, mask, types], [logits], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(out / "model.onnx"))
+    files = {}
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        if (tokenizer_dir / name).exists():
+            (out / name).write_bytes((tokenizer_dir / name).read_bytes())
+            files[name] = file_sha256(out / name)
+    pair = kind == "pair_classification"
+    fields = {"text_field": "sentence1" if pair else "text", "text_pair_field": "sentence2" if pair else None,
+              "label_field": "label", "word_joiner": "" if token_task else " ", "max_chars": None}
+    checkpoint = {"format": "tft.checkpoint/1", "task": task, "kind": kind, "labels": list(labels),
+                  "max_seq_length": max_seq_length, "model_input_names": ["input_ids", "attention_mask",
+                                                                          "token_type_ids"],
+                  "main_metric": "f1" if token_task else "accuracy", **fields}
+    manifest = {"format": "tft.export/1", "task": task, "kind": kind, "labels": list(labels), **fields,
+                "pad_token_id": 0, "inputs": [{"name": i, "dtype": "int64", "shape": ["batch", "sequence"]}
+                                              for i in ("input_ids", "attention_mask", "token_type_ids")],
+                "outputs": [{"name": "logits", "dtype": "float32"}], "max_batch": max_batch,
+                "max_seq_length": max_seq_length, "opset": 17, "model_type": "bert",
+                "artifacts": [{"name": "fp32", "file": "model.onnx", "precision": "fp32", "runtime": "onnxruntime",
+                               "sha256": file_sha256(out / "model.onnx"),
+                               "parity": {"passed": True, "rows_per_s": 100.0, "batch_invariance": 1.0}}],
+                "rejected": [], "tokenizer": "tokenizer.json", "files": files,
+                "canary": {"text": "good film", **({"text_pair": "bad film"} if pair else {})},
+                "checkpoint_manifest": checkpoint}
+    (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return out

@@ -8,7 +8,7 @@ import pytest
 
 from tft.export.parity import AgreementError, THRESHOLDS, compare, measure_serving, serving_batches
 from tft.errors import TftError
-from tft.serve.repository import AUTO_MIN_BATCH_INVARIANCE, choose_artifact
+from tft.serve.artifacts import AUTO_MIN_BATCH_INVARIANCE, choose_artifact
 
 
 def features(n: int, seed: int = 0) -> list[dict]:

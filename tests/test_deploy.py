@@ -204,7 +204,7 @@ def _post(url: str, body: bytes) -> tuple[int, dict]:
 
 def test_the_charts_canary_probe_passes_on_triton_and_fails_after_a_stub_dies(pair_export, tmp_path):
     """The probe script and body exactly as the chart renders them, run against the embedded Triton."""
-    from tft.serve.server import stub_processes
+    from tft.serve.health import stub_processes
 
     repo = tmp_path / "repo"
     assert run_tft("serve", "build", "--export", pair_export, "--repository", repo, "--name", "lp").returncode == 0

@@ -128,3 +128,39 @@ def test_pipeline_exits_non_zero_when_the_served_model_is_corrupted(afqmc_sample
 def test_verify_needs_a_repository_or_url(trained_pair):
     proc = run_tft("verify", "--model", "afqmc", "--checkpoint", trained_pair / "best")
     assert proc.returncode == 2 and "give --repository (started here) or --url" in proc.stderr
+
+
+def test_a_max_chars_cap_is_the_same_offline_and_served(afqmc_sample, tmp_path):
+    """`tft train --max-chars 8` cuts every text at 8 characters (the dev pairs run to ~11): `tft predict` (PyTorch
+    and ONNX), the offline side of `tft verify` and the served tokenizer must all cut there, so served = ONNX
+    Runtime = PyTorch on every dev example. Before one answer path read the setting, the offline paths cut at
+    4,096 and verify blamed the server."""
+    import dataclasses
+
+    from tft.inference import read_inputs
+    from tft.train.predict import TorchModel, answer_items
+
+    out = tmp_path / "p"
+    proc = run_tft("pipeline", "--task", "afqmc", "--data-dir", afqmc_sample, "--output-dir", out, "--max-chars", 8,
+                   "--epochs", 10, "--no-int8", "--model", "scratch:tiny", "--batch-size", 32, "--lr", "3e-4",
+                   "--max-batch", 16)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["examples"] == 300 and report["disagreement_count"] == 0
+    assert report["agreement"] == {"pytorch~onnxruntime": 1.0, "pytorch~served": 1.0, "onnxruntime~served": 1.0}
+    # the model learned something: both classes predicted, accuracy above the majority class
+    tm = TorchModel(out / "run" / "best")
+    assert tm.settings.max_chars == 8
+    items = read_inputs(afqmc_sample / "dev.json", tm.task)
+    capped = answer_items(tm, items)
+    assert len({a["label"] for a in capped}) == 2
+    assert report["runs"]["served"]["metrics"]["accuracy"] > 0.6
+    # and the cap matters: the same model without it answers some dev pairs otherwise
+    tm.settings = dataclasses.replace(tm.settings, max_chars=4096)
+    uncapped = answer_items(tm, items)
+    assert sum(a["label"] != b["label"] for a, b in zip(capped, uncapped)) > 0
+    # tft predict --onnx reads the cap from the export, as the served tokenizer does
+    assert run_tft("predict", "--onnx", out / "export", afqmc_sample / "dev.json", "-o", tmp_path / "o.jsonl",
+                   "--device", "cpu").returncode == 0
+    onnx = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [a["label"] for a in onnx] == [a["label"] for a in capped]

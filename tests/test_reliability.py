@@ -120,7 +120,7 @@ def test_server_binds_loopback_by_default_and_says_so(served):
 
 def test_stub_killed_under_load_every_input_is_answered(served):
     from tft.serve.client import Client
-    from tft.serve.server import stub_processes
+    from tft.serve.health import stub_processes
 
     items = [{"id": i, "text": "花呗" * (1 + i % 20), "text_pair": "借呗" * (1 + i % 7)} for i in range(3000)]
     result = {}

@@ -222,9 +222,9 @@ def test_a_swapped_export_file_is_refused_by_build_predict_and_verify(pair_expor
     assert "sha256 differs" in msg and not (tmp_path / "o.jsonl").exists()
 
 
-def test_label_count_must_match_the_model(pair_export, tmp_path):
+def test_label_count_must_match_the_model(tiny_export, tmp_path):
     export = tmp_path / "exp"
-    shutil.copytree(pair_export, export)
+    shutil.copytree(tiny_export(), export)
     manifest = json.loads((export / "manifest.json").read_text())
     manifest["labels"] = ["0", "1", "2"]  # labels edited by hand
     (export / "manifest.json").write_text(json.dumps(manifest))
@@ -232,7 +232,8 @@ def test_label_count_must_match_the_model(pair_export, tmp_path):
     assert "the model has 2 outputs but" in msg and "lists 3 labels" in msg
 
 
-def test_wrong_shape_manifests_are_one_line(pair_export, tmp_path):
+def test_wrong_shape_manifests_are_one_line(tiny_export, tmp_path):
+    pair_export = tiny_export()
     for name, change in (("not an object", []), ("missing field", {"format": "tft.export/1"}),
                          ("wrong type", "labels")):
         export = tmp_path / name.replace(" ", "-")
@@ -468,7 +469,7 @@ def test_every_killed_stub_is_replaced_on_a_served_before_read_only_repository(p
     SIGKILL each Python stub in turn while a request goes every second; answers resume within 10 s and a new
     stub process exists."""
     from tft.serve.client import Client
-    from tft.serve.server import stub_processes
+    from tft.serve.health import stub_processes
 
     repo = tmp_path / "repo"
     assert run_tft("serve", "build", "--export", pair_export, "--repository", repo, "--name", "rc").returncode == 0

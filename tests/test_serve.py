@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from helpers import run_tft
-from tft.serve.repository import parse_pbtxt
+from tft.serve.layout import parse_pbtxt
 
 
 def read_jsonl(path):
@@ -290,7 +290,7 @@ def test_start_refuses_a_missing_repository_and_a_busy_port(served, tmp_path):
 
 def test_killed_stub_is_detected_by_canary_and_reloaded(served):
     from tft.serve.client import Client
-    from tft.serve.server import stub_processes
+    from tft.serve.health import stub_processes
 
     client = Client(served.url)
     assert client.infer("afqmc", [{"text": "花呗", "text_pair": "借呗"}])[1].answered == 1

@@ -178,14 +178,15 @@ def test_onnx_runtime_devices():
         providers_for("npu", gpu)
 
 
-def test_gpu_repository_configs(pair_export, tmp_path):
+def test_gpu_repository_configs(tiny_export, tmp_path):
     """`tft serve build --device gpu`: KIND_GPU instances for Triton's own backends, ONNX Runtime's TensorRT
     accelerator on request (the onnxruntime_backend README's parameters), one-line refusals otherwise."""
     from tritonclient.grpc import model_config_pb2 as mc
 
     from helpers import run_tft
-    from tft.serve.repository import parse_pbtxt
+    from tft.serve.layout import parse_pbtxt
 
+    pair_export = tiny_export()
     repo = tmp_path / "gpu"
     proc = run_tft("serve", "build", "--export", pair_export, "--repository", repo, "--name", "g",
                    "--backend", "onnxruntime", "--device", "gpu", "--ort-tensorrt")
@@ -244,7 +245,7 @@ def test_fixed_shape_backends_never_get_a_length_past_the_model(trained_pair, tm
 
 
 def test_an_engine_must_match_the_serving_tensorrt():
-    from tft.serve.repository import engine_loads_on
+    from tft.serve.artifacts import engine_loads_on
 
     assert engine_loads_on("10.7.0.23", "10.7.0", False)
     assert not engine_loads_on("10.7.0", "10.8.0", False)  # an engine loads only on the TensorRT that built it
@@ -252,7 +253,7 @@ def test_an_engine_must_match_the_serving_tensorrt():
     assert not engine_loads_on("10.8.0", "10.7.0", True) and not engine_loads_on("10.7.0", "11.1.0", True)
 
 
-def test_serve_build_refuses_an_engine_from_another_tensorrt(pair_export, tmp_path):
+def test_serve_build_refuses_an_engine_from_another_tensorrt(tiny_export, tmp_path):
     """An export as a GPU machine writes it (a TensorRT artifact recorded in the manifest), served with a
     container whose TensorRT differs: one line, nothing written."""
     import json
@@ -262,7 +263,7 @@ def test_serve_build_refuses_an_engine_from_another_tensorrt(pair_export, tmp_pa
     from tft.fsutil import file_sha256
 
     export = tmp_path / "exp"
-    shutil.copytree(pair_export, export)
+    shutil.copytree(tiny_export(), export)
     (export / "model.plan").write_bytes(b"engine bytes")
     manifest = json.loads((export / "manifest.json").read_text())
     manifest["artifacts"].append({"name": "tensorrt-fp16", "file": "model.plan", "precision": "fp16",
@@ -286,7 +287,7 @@ def test_serve_build_refuses_an_engine_from_another_tensorrt(pair_export, tmp_pa
     assert proc.returncode == 0, proc.stderr
     from tritonclient.grpc import model_config_pb2 as mc
 
-    from tft.serve.repository import parse_pbtxt
+    from tft.serve.layout import parse_pbtxt
 
     c = parse_pbtxt((repo / "afqmc_model" / "config.pbtxt").read_text())
     assert c.platform == "tensorrt_plan" and c.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
@@ -331,7 +332,7 @@ def test_a_full_triton_install_runs_instead_of_the_embedded_one(tmp_path, monkey
     assert "pytriton" in embedded[0] and any(a.startswith("--cache-directory") for a in embedded)
 
 
-def test_verify_of_a_served_engine_compares_with_pytorch_at_fp16(pair_export, tmp_path):
+def test_verify_of_a_served_engine_compares_with_pytorch_at_fp16(tiny_export, tmp_path):
     """A TensorRT engine has no ONNX Runtime twin: verify judges it against PyTorch by the fp16 gate."""
     import json
     import shutil
@@ -340,7 +341,7 @@ def test_verify_of_a_served_engine_compares_with_pytorch_at_fp16(pair_export, tm
     from tft.verify import _engine_artifact
 
     export = tmp_path / "exp"
-    shutil.copytree(pair_export, export)
+    shutil.copytree(tiny_export(), export)
     (export / "model.plan").write_bytes(b"engine bytes")
     manifest = json.loads((export / "manifest.json").read_text())
     manifest["artifacts"].append({"name": "tensorrt-fp16", "file": "model.plan", "precision": "fp16",

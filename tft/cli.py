@@ -15,7 +15,9 @@ log = logging.getLogger("tft")
 
 
 def library_log_path() -> Path:
-    return Path(os.environ.get("TFT_CACHE", Path.home() / ".cache" / "tft")) / "logs" / "libraries.log"
+    from tft.fsutil import cache_root
+
+    return cache_root() / "logs" / "libraries.log"
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:

@@ -19,6 +19,11 @@ from pathlib import Path
 from tft.errors import TftError
 
 
+def cache_root() -> Path:
+    """The user cache (TFT_CACHE, default ~/.cache/tft): downloads, feature caches, logs, TensorRT timing caches."""
+    return Path(os.environ.get("TFT_CACHE", Path.home() / ".cache" / "tft")).expanduser()
+
+
 def _umask() -> int:
     old = os.umask(0o022)
     os.umask(old)

@@ -3,7 +3,9 @@
     task_of(manifest)            the task as it was trained (generic tasks keep the fields the user chose)
     read_inputs(path, task)      a file in the task's format, or .txt lines (pairs tab-separated) -> items
     items_from_examples(...)     read examples -> {id, text, [text_pair]} items, labels dropped
-    answers(...)                 model outputs -> {label, score} or {entities} per item
+    TextSettings.of(manifest)    every tokenizer setting a manifest records (what the served tokenizer reads)
+    answer_items(...)            items -> answers through any model's logits: the one answer path of
+                                 `tft predict` (PyTorch and ONNX), `tft eval`, the parity gate and `tft verify`
 
 It imports only the standard library, numpy and tft's own core (tasks, readers, predictions), so a gRPC
 client (`tft infer`, `tft verify --url`) needs neither torch nor transformers.
@@ -12,14 +14,16 @@ client (`tft infer`, `tft verify --url`) needs neither torch nor transformers.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-import numpy as np
-
-from tft import predictions
 from tft.data.readers import READERS, TokenExample, read_lines
 from tft.errors import DataError
-from tft.tasks import Task, get_task
+from tft.predictions import max_chars_for
+from tft.tasks import Kind, Task, get_task, is_pair, kind_of
+
+ORT_DEVICES = ("auto", "cpu", "cuda", "tensorrt")  # where ONNX Runtime answers: --device of predict, export, verify
 
 
 def task_of(manifest: dict) -> Task:
@@ -64,13 +68,42 @@ def items_from_examples(examples: list, task: Task) -> list[dict]:
     return items
 
 
-def answers(items: list[dict], logits: list[np.ndarray], features: list[dict], labels, token_task: bool,
-            word_joiner: str) -> list[dict]:
-    """Logits -> one output record per input, in input order."""
-    if token_task:
-        out = []
-        for item, lg, feat in zip(items, logits, features):
-            ents = predictions.entities(item["text"], lg.argmax(-1), feat["word_ids"], word_joiner, labels)
-            out.append({**item, "entities": ents})
-        return out
-    return [{**item, **ans} for item, ans in zip(items, predictions.classify(np.stack(logits), labels))]
+@dataclass(frozen=True)
+class TextSettings:
+    """How texts become model inputs, as the manifest (checkpoint or export) records it: the same settings the
+    served tokenizer step reads from the export, so offline and served answers cut and join texts alike."""
+
+    kind: Kind
+    max_seq_length: int
+    max_chars: int  # characters kept per text before tokenizing
+    word_joiner: str
+    pair: bool
+
+    @classmethod
+    def of(cls, manifest: dict) -> "TextSettings":
+        nested = manifest.get("checkpoint_manifest", {})  # exports written before the top level recorded these
+
+        def field(key, default=None):
+            return manifest[key] if key in manifest else nested.get(key, default)
+
+        kind = kind_of(manifest["kind"])
+        max_len = int(manifest["max_seq_length"])
+        return cls(kind, max_len, max_chars_for(max_len, field("max_chars")), field("word_joiner", " "),
+                   is_pair(kind, field("text_pair_field")))
+
+
+def answer_items(items: list[dict], settings: TextSettings, tokenizer, logits_of: Callable[[list[dict]], list],
+                 labels) -> list[dict]:
+    """Raw items ({text, [text_pair]}) -> answers ({label, score} or {entities}), in input order, through
+    `logits_of(features) -> one array per feature` (PyTorch, ONNX Runtime, anything)."""
+    from tft.answers import shape_of
+    from tft.data.features import encode_for_inference
+
+    features = encode_for_inference([i["text"] for i in items],
+                                    [i.get("text_pair", "") for i in items] if settings.pair else None,
+                                    tokenizer, settings.max_seq_length, settings.kind.per_token,
+                                    settings.word_joiner, settings.max_chars)
+    logits = logits_of(features)
+    shape = shape_of(settings.kind)
+    return [{**item, **answer} for item, answer in
+            zip(items, shape.answers(logits, features, items, tuple(labels), settings.word_joiner))]

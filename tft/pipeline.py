@@ -14,11 +14,19 @@ import json
 import logging
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from tft.errors import TftError
+from tft.export.options import ExportConfig
+from tft.inference import ORT_DEVICES
+from tft.options import Options, Rule
+from tft.serve.backends import backend_names
+from tft.serve.options import BuildOptions
+from tft.train.cli import LAUNCH_DEFAULTS, LAUNCH_KEYS, launch_options
+from tft.train.config import TRAIN, TrainConfig
 
 log = logging.getLogger("tft")
 
@@ -103,30 +111,81 @@ def engine_choice(asked: bool | None, cuda: bool, tensorrt: bool) -> tuple[bool,
     return cuda and tensorrt, None
 
 
-def run_pipeline(cfg, out: Path, launch: dict, *, int8: bool, trt: bool | None, name: str | None,
-                 artifact: str | None, max_batch: int, serve: bool, ports=None, host="127.0.0.1",
-                 health_interval: float = 5.0, device: str = "auto", backend: str = "python") -> dict:
+@dataclass(frozen=True)
+class PipelineOptions:
+    """What `tft pipeline` adds to the training options; `compose` turns them into the export and build options."""
+
+    int8: bool = True
+    trt: bool | None = None  # None: an engine where CUDA and TensorRT are both here
+    name: str | None = None
+    artifact: str = "auto"
+    max_batch: int = 32
+    backend: str = "python"
+    device: str = "auto"
+    serve: bool = False
+    grpc_port: int | None = None
+
+
+PIPELINE = Options(PipelineOptions, {
+    "int8": Rule(bool, "Also export int8 as a candidate to serve (one failing its gate is set aside, not fatal)."),
+    "trt": Rule(bool, "Build a TensorRT engine.  [default: when CUDA and TensorRT are here]"),
+    "name": Rule(str, "Served model name. Default: the task."),
+    "artifact": Rule(str, "Export artifact to serve; auto: the fastest whose parity gate passed and whose answers do "
+                          "not depend on their batch (see `tft serve build --artifact`)."),
+    "max_batch": Rule(int, "Export and serving batch limit.", low=1, high=4096),
+    "backend": Rule(str, "Triton backend of the model step; onnxruntime and tensorrt need a full Triton (NVIDIA's "
+                         "container, TFT_TRITON_ROOT=/opt/tritonserver), tensorrt an engine (--trt).",
+                    choices=backend_names),
+    "device": Rule(str, "ONNX Runtime device for the parity gate and the offline side of verify.", choices=ORT_DEVICES),
+    "serve": Rule(bool, "Leave Triton running after verification (Ctrl-C stops it).", flag=True),
+    "grpc_port": Rule(int, "With --serve: gRPC port (default 8001; else a free one).", low=1, high=65535),
+}, click_types=True)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """One pipeline: each stage's own typed options, composed (never copied) from the pipeline's."""
+
+    train: TrainConfig
+    export: ExportConfig
+    build: BuildOptions
+    out: Path
+    own: PipelineOptions
+
+    @classmethod
+    def compose(cls, train: TrainConfig, own: PipelineOptions, out: Path, trt: bool) -> "PipelineConfig":
+        export = ExportConfig(output_dir=str(out / "export"), int8=own.int8, trt=trt, max_batch=own.max_batch,
+                              device=own.device, overwrite=True, optional_int8=True)
+        build = BuildOptions(name=own.name or train.task, max_batch=own.max_batch, artifact=own.artifact,
+                             backend=own.backend)
+        return cls(train, export, build, out, own)
+
+    def settings(self) -> dict:
+        """What a resumed pipeline must share with the first run (tft-pipeline.json)."""
+        own = self.own
+        return {**{k: v for k, v in vars(self.train).items() if k not in ("resume", "overwrite", "output_dir")},
+                "int8": own.int8, "max_batch": own.max_batch, "name": own.name, "artifact": own.artifact,
+                "backend": own.backend}
+
+
+def run_pipeline(cfg: PipelineConfig, launch: dict, *, ports=None, host="127.0.0.1",
+                 health_interval: float = 5.0) -> dict:
     from tft.export.pipeline import run_export
-    from tft.serve.repository import BuildOptions, build_repository, describe_choice
-    from tft.serve.server import HealthLoop, Ports, TritonServer, serve_until_stopped, stop_on_signals
+    from tft.serve.artifacts import describe_choice
+    from tft.serve.repository import build_repository
+    from tft.serve.health import HealthLoop, serve_until_stopped, stop_on_signals
+    from tft.serve.server import Ports, TritonServer
     from tft.verify import verify, write_report
 
-    resume = cfg.resume is not None
-    settings = {**{k: v for k, v in vars(cfg).items() if k not in ("resume", "overwrite", "output_dir")},
-                "int8": int8, "max_batch": max_batch, "name": name, "artifact": artifact, "backend": backend}
-    claim_pipeline_dir(out, settings, resume, cfg.overwrite)
-    best = _train(cfg, out, launch, resume)
-    trt, note = engine_choice(trt, _cuda(), _tensorrt_installed())
-    if note:
-        log.info(note)
+    out, name = cfg.out, cfg.build.name
+    resume = cfg.train.resume is not None
+    claim_pipeline_dir(out, cfg.settings(), resume, cfg.train.overwrite)
+    best = _train(cfg.train, out, launch, resume)
     log.info("pipeline: exporting %s", best)
     # int8 variants are candidates here: one that fails its gate is recorded and not served
-    export_dir = run_export(best, out / "export", int8=int8, trt=trt, max_batch=max_batch, overwrite=True,
-                            device=device, optional_int8=True)
-    name = name or cfg.task
+    export_dir = run_export(best, cfg.export)
     repo = out / "model_repository"
-    record = build_repository(export_dir, repo, BuildOptions(name=name, max_batch=max_batch, artifact=artifact,
-                                                             backend=backend))
+    record = build_repository(export_dir, repo, cfg.build)
     log.info("pipeline: model repository %s (%s v%s)", repo, name, record["version"])
     for entry in record.get("artifact_choice") or ():
         log.info("pipeline: %s %s", "serving" if entry["chosen"] else "not serving", describe_choice(entry))
@@ -134,7 +193,8 @@ def run_pipeline(cfg, out: Path, launch: dict, *, int8: bool, trt: bool | None, 
     with server:
         log.info("pipeline: Triton ready at %s; verifying the dev split over gRPC", server.grpc_url)
         report = verify(checkpoint=best, url=server.grpc_url, model=name, export_dir=export_dir,
-                        artifact=record["artifact"], also=_offline_also(export_dir, int8), device=device)
+                        artifact=record["artifact"], also=_offline_also(export_dir, cfg.export.int8),
+                        device=cfg.export.device)
         report["pipeline"] = {"output_dir": str(out.resolve()), "repository": str(repo.resolve()),
                               "triton_log": str(server.log_file)}
         json_path, md_path = write_report(report, out)
@@ -142,7 +202,7 @@ def run_pipeline(cfg, out: Path, launch: dict, *, int8: bool, trt: bool | None, 
         if not report["passed"]:
             raise TftError(f"verification FAILED: served answers differ from the trained model beyond the "
                            f"thresholds; see {md_path}")
-        if serve:
+        if cfg.own.serve:
             click.echo(f"\nserving {name} at {server.grpc_url} (Ctrl-C stops it). Query it with:\n"
                        f"  tft infer --url {server.grpc_url} --model {name} \"your text\"")
             stop_on_signals()
@@ -175,73 +235,42 @@ def _summary(report: dict, md_path: Path) -> None:
     click.echo(f"verification {'passed' if report['passed'] else 'FAILED'}; report: {md_path}")
 
 
-PIPELINE_OWN = {"config_file", "output_dir"}
+@click.command("pipeline", context_settings={"max_content_width": 100})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Training YAML (as tft train).")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Pipeline folder. Default: runs/<task>-pipeline.")
+@PIPELINE.click_options
+@TRAIN.click_options(skip=("output_dir",))
+@launch_options
+def pipeline_command(config_file, output_dir, **options):
+    """Train -> export (fp32 + int8; TensorRT with a GPU) -> Triton repository -> embedded Triton ->
+    verify the whole dev split over gRPC against the PyTorch checkpoint. Writes report.json and
+    report.md; exits 1 if served answers differ beyond the export thresholds. Takes every
+    `tft train` flag.
 
+    \b
+      tft pipeline --task afqmc --data-dir data/afqmc --model scratch:tiny --epochs 8
+      tft pipeline --task cluener --data-dir ../shared/datasets/cluener --model scratch:tiny --serve
+    """
+    from tft.serve.server import Ports, free_port
 
-def _pipeline_command():
-    from tft.train.cli import LAUNCH_KEYS, train_command
-    from tft.train.config import load_yaml, merge
-
-    @click.command("pipeline", context_settings={"max_content_width": 100})
-    @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Training YAML (as tft train).")
-    @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
-                  help="Pipeline folder. Default: runs/<task>-pipeline.")
-    @click.option("--int8/--no-int8", default=True, show_default=True,
-                  help="Also export int8 as a candidate to serve (one failing its gate is set aside, not fatal).")
-    @click.option("--trt/--no-trt", default=None, help="Build a TensorRT engine. Default: when CUDA is available.")
-    @click.option("--name", help="Served model name. Default: the task.")
-    @click.option("--artifact", default="auto", show_default=True,
-                  help="Export artifact to serve; auto: the fastest whose parity gate passed and whose answers do not "
-                  "depend on their batch (see `tft serve build --artifact`).")
-    @click.option("--max-batch", default=32, show_default=True, type=click.IntRange(1, 4096),
-                  help="Export and serving batch limit.")
-    @click.option("--backend", type=click.Choice(["python", "onnxruntime", "tensorrt"]), default="python",
-                  show_default=True, help="Triton backend of the model step; onnxruntime and tensorrt need a full "
-                  "Triton (NVIDIA's container, TFT_TRITON_ROOT=/opt/tritonserver), tensorrt an engine (--trt).")
-    @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto",
-                  show_default=True, help="ONNX Runtime device for the parity gate and the offline side of verify.")
-    @click.option("--serve", is_flag=True, help="Leave Triton running after verification (Ctrl-C stops it).")
-    @click.option("--grpc-port", type=click.IntRange(1, 65535), help="With --serve: gRPC port (default 8001; else a free one).")
-    def pipeline(config_file, output_dir, int8, trt, name, artifact, max_batch, backend, device, serve, grpc_port,
-                 **options):
-        """Train -> export (fp32 + int8; TensorRT with a GPU) -> Triton repository -> embedded Triton ->
-        verify the whole dev split over gRPC against the PyTorch checkpoint. Writes report.json and
-        report.md; exits 1 if served answers differ beyond the export thresholds. Takes every
-        `tft train` flag.
-
-        \b
-          tft pipeline --task afqmc --data-dir data/afqmc --model scratch:tiny --epochs 8
-          tft pipeline --task cluener --data-dir ../shared/datasets/cluener --model scratch:tiny --serve
-        """
-        from tft.serve.server import Ports, free_port
-
-        launch = {k: options.pop(k) for k in LAUNCH_KEYS}
-        # click >= 8.3 reports an option without a default as a sentinel, not None
-        launch = {k: v for k, v in launch.items() if v is not None and v != train_command_defaults[k]}
-        file_values = load_yaml(config_file) if config_file else {}
-        cfg = merge(file_values, options)
-        if cfg.resume not in (None, "auto"):
-            raise TftError("--resume: a pipeline continues its own run: use --resume auto")
-        if not cfg.task:
-            raise TftError("--task is required (see `tft tasks`)")
-        out = output_dir or Path("runs") / f"{cfg.task}-pipeline"
-        ports = None
-        if serve:
-            ports = Ports(grpc_port or 8001, free_port(), free_port())
-        if backend == "tensorrt" and trt is False:
-            raise click.UsageError("--backend tensorrt serves a TensorRT engine: drop --no-trt")
-        report = run_pipeline(cfg, out, launch, int8=int8, trt=True if backend == "tensorrt" else trt, name=name,
-                              artifact=artifact, max_batch=max_batch, serve=serve, ports=ports, device=device,
-                              backend=backend)
-        return report
-
-    train_command_defaults = {p.name: p.default for p in train_command.params if p.name in LAUNCH_KEYS}
-    own = {p.name for p in pipeline.params}
-    pipeline.params += [p for p in train_command.params if p.name not in own and p.name not in PIPELINE_OWN]
-    return pipeline
-
-
-pipeline_command = _pipeline_command()
+    launch = {k: options.pop(k) for k in LAUNCH_KEYS}
+    # only the launch options given (click >= 8.3 reports an option without a default as a sentinel, not None)
+    launch = {k: v for k, v in launch.items() if v is not None and v != LAUNCH_DEFAULTS[k]}
+    own = PIPELINE.build({k: options.pop(k) for k in PIPELINE.keys()})
+    train = TRAIN.build(options, TRAIN.load_yaml(config_file) if config_file else {})
+    if train.resume not in (None, "auto"):
+        raise TftError("--resume: a pipeline continues its own run: use --resume auto")
+    if not train.task:
+        raise TftError("--task is required (see `tft tasks`)")
+    if own.backend == "tensorrt" and own.trt is False:
+        raise click.UsageError("--backend tensorrt serves a TensorRT engine: drop --no-trt")
+    trt, note = engine_choice(True if own.backend == "tensorrt" else own.trt, _cuda(), _tensorrt_installed())
+    if note:
+        log.info(note)
+    out = output_dir or Path("runs") / f"{train.task}-pipeline"
+    ports = Ports(own.grpc_port or 8001, free_port(), free_port()) if own.serve else None
+    return run_pipeline(PipelineConfig.compose(train, own, out, trt), launch, ports=ports)
 
 
 @click.command("verify")
@@ -259,14 +288,14 @@ pipeline_command = _pipeline_command()
 @click.option("-o", "--output-dir", default=".", show_default=True, type=click.Path(file_okay=False),
               help="Where report.json and report.md go.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier report.json / report.md there.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True,
+@click.option("--device", type=click.Choice(ORT_DEVICES), default="auto", show_default=True,
               help="ONNX Runtime device of the offline export path (auto: CUDA when onnxruntime-gpu offers it).")
 def verify_command(checkpoint, model, repository, url, export_dir, data, data_dir, also, output_dir, overwrite,
                    device):
     """Send a labelled split through the served model over gRPC and compare with the PyTorch checkpoint
     (and the exported ONNX artifact): metrics, agreement, throughput, latency, disagreeing examples.
     Exits 1 if served answers differ beyond the export thresholds."""
-    from tft.manifest import SERVE_MANIFEST
+    from tft.serve.records import read_serve_manifests
     from tft.serve.server import Ports, TritonServer
     from tft.verify import verify, write_report
 
@@ -278,10 +307,10 @@ def verify_command(checkpoint, model, repository, url, export_dir, data, data_di
         check_output_file(Path(output_dir) / name, option="-o", overwrite=overwrite)
     artifact = None
     if repository:
-        manifest = repository / model / SERVE_MANIFEST
-        if not manifest.exists():
-            raise TftError(f"{manifest}: not found; was {model!r} built into {repository} by `tft serve build`?")
-        record = json.loads(manifest.read_text(encoding="utf-8"))
+        record = read_serve_manifests(repository).get(model)
+        if record is None:
+            raise TftError(f"{repository / model}: no build record; was {model!r} built into {repository} by "
+                           "`tft serve build`?")
         artifact = record.get("artifact")
         if export_dir is None and Path(record.get("export", "")).is_dir():
             export_dir = record["export"]
@@ -306,7 +335,7 @@ def verify_command(checkpoint, model, repository, url, export_dir, data, data_di
 @click.option("--onnx", "export_dir", type=click.Path(exists=True, file_okay=False), help="A `tft export` folder (ONNX Runtime).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output JSON lines.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096))
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True,
+@click.option("--device", type=click.Choice(ORT_DEVICES), default="auto", show_default=True,
               help="With --onnx: ONNX Runtime's device (auto: CUDA when onnxruntime-gpu offers it).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
 def predict_command(input_path, checkpoint, export_dir, output, batch_size, device, overwrite):

@@ -24,15 +24,15 @@ class Kind:
     """What a task kind decides, read by every stage instead of comparing kind names.
 
     A new kind whose answers are a label, a score or entities is one entry in KIND_SPECS; a new answer
-    shape also needs its scoring (`tft.metrics.compute`), its answers (`tft.inference.answers`) and
-    the server's postprocess step (`tft/serve/models/postprocess.py`)."""
+    shape is one class in tft/answers.py (its answers, Triton outputs, decoding, agreement and metric)
+    plus the server's postprocess step (`tft/serve/models/postprocess.py`)."""
 
     name: str
     per_token: bool = False  # one prediction per token: word ids in features, outputs [batch, sequence, labels]
     regression: bool = False  # one float per text: no label list, MSE loss, Pearson/Spearman
     pair: bool = False  # two texts per example (TEXT and TEXT_PAIR when served)
     auto_model: str = "AutoModelForSequenceClassification"  # the transformers class that train/export/predict load
-    answer: str = "label"  # what one answer carries: label (+ score, scores) | score | entities
+    answer: str = "label"  # its answer shape in tft/answers.py: label (+ score) | score | entities
 
 
 KIND_SPECS = {
@@ -41,6 +41,11 @@ KIND_SPECS = {
     REGRESSION: Kind(REGRESSION, regression=True, answer="score"),
     TOKEN: Kind(TOKEN, per_token=True, auto_model="AutoModelForTokenClassification", answer="entities"),
 }
+
+
+def is_pair(kind: Kind, text_pair_field: str | None) -> bool:
+    """Two texts per input: a pair kind, or a text task trained with a second text field."""
+    return kind.pair or (text_pair_field is not None and not kind.per_token)
 
 
 def kind_of(name: str) -> Kind:
@@ -90,8 +95,12 @@ class Task:
         return KIND_SPECS[self.kind].per_token
 
     @property
+    def spec(self) -> Kind:
+        return KIND_SPECS[self.kind]
+
+    @property
     def is_pair(self) -> bool:
-        return self.text_pair_field is not None
+        return is_pair(KIND_SPECS[self.kind], self.text_pair_field)
 
     def with_fields(self, text_field=None, text_pair_field=None, label_field=None) -> "Task":
         """Generic tasks only: the user names the fields of their own files."""

@@ -34,62 +34,8 @@ class VerificationError(TftError):
     """Served answers differ from the trained model's beyond the thresholds."""
 
 
-def gold_answers(examples, labels, joiner: str) -> list:
-    from tft import predictions
-    from tft.data.readers import TokenExample
-
-    out = []
-    label2id = {label: i for i, label in enumerate(labels)}
-    for ex in examples:
-        if isinstance(ex, TokenExample):
-            text = ex.text if ex.text is not None else joiner.join(ex.tokens)
-            spans = [(s, e) for _, s, e in predictions.split_words(text, joiner)]
-            if len(spans) != len(ex.tags):  # words of the text differ from the file's tokens: compare by token
-                spans = []
-                pos = 0
-                for tok in ex.tokens:
-                    spans.append((pos, pos + len(tok)))
-                    pos += len(tok) + len(joiner)
-            per_word = {i: label2id[t] for i, t in enumerate(ex.tags)}
-            out.append({(e["type"], e["start"], e["end"])
-                        for e in predictions.entities_from_words(text, per_word, spans, labels)})
-        else:
-            out.append(ex.label)
-    return out
-
-
-def metric(kind: str, answers: list[dict], gold: list, labels) -> dict:
-    """The task's main metrics from answers: accuracy/F1 for labels, entity-level P/R/F1 for NER."""
-    import numpy as np
-
-    from tft.metrics import classification_metrics, regression_metrics
-    from tft.tasks import kind_of
-
-    answer = kind_of(kind).answer
-    if answer == "entities":
-        tp = pred_n = gold_n = 0
-        for a, g in zip(answers, gold):
-            p = {(e["type"], e["start"], e["end"]) for e in a["entities"]}
-            tp, pred_n, gold_n = tp + len(p & g), pred_n + len(p), gold_n + len(g)
-        precision = tp / pred_n if pred_n else 0.0
-        recall = tp / gold_n if gold_n else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        return {"precision": precision, "recall": recall, "f1": f1}
-    if answer == "score":
-        return regression_metrics(np.array([a["score"] for a in answers]), np.array([float(g) for g in gold]))
-    ids = {label: i for i, label in enumerate(labels)}
-    return classification_metrics(np.array([ids[a["label"]] for a in answers]), np.array([ids[g] for g in gold]),
-                                  len(labels))
-
-
-def same(a: dict, b: dict) -> bool:
-    if "entities" in a or "entities" in b:
-        return a.get("entities") == b.get("entities")
-    return a.get("label") == b.get("label")
-
-
-def agreement(xs: list[dict], ys: list[dict]) -> float:
-    return sum(same(x, y) for x, y in zip(xs, ys)) / max(1, len(xs))
+def agreement(shape, xs: list[dict], ys: list[dict]) -> float:
+    return sum(shape.same(x, y) for x, y in zip(xs, ys)) / max(1, len(xs))
 
 
 def timed(fn, items: list[dict], latency_samples: int) -> tuple[list, dict]:
@@ -113,16 +59,17 @@ def verify(*, checkpoint, url: str, model: str, export_dir=None, artifact: str |
            data_dir=None, also: tuple[str, ...] = (), batch_size: int = 32, concurrency: int = 8,
            latency_samples: int = 30, max_listed: int = 50, device: str = "auto") -> dict:
     """Run the three paths on the dev split and compare; returns the report (raises on a failed gate)."""
+    from tft.answers import shape_of
     from tft.data.dataset import load_dataset
     from tft.data.readers import READERS
     from tft.export.runtime import OrtPredictor
-    from tft.serve.client import Client
     from tft.inference import items_from_examples
+    from tft.serve.client import Client
     from tft.train.predict import TorchModel, answer_items
 
     tm = TorchModel(checkpoint)
     task, labels = tm.task, tm.labels
-    joiner = tm.manifest.get("word_joiner", " ")
+    shape = shape_of(tm.settings.kind)
     if data:
         source = Path(data)
         examples = READERS[task.reader](source, task, require_label=True).examples
@@ -132,7 +79,7 @@ def verify(*, checkpoint, url: str, model: str, export_dir=None, artifact: str |
     if not examples:
         raise TftError(f"{source}: no labelled examples to verify with")
     items = items_from_examples(examples, task)
-    gold = gold_answers(examples, labels, joiner)
+    gold = shape.gold(examples, labels, tm.settings.word_joiner)
 
     client = Client(url)
     info = client.info(model)
@@ -171,32 +118,31 @@ def verify(*, checkpoint, url: str, model: str, export_dir=None, artifact: str |
     for name, fn in paths.items():
         log.info("verify: %s on %d examples", name, len(items))
         result, stats = timed(fn, items, latency_samples)
-        answers[name] = [{k: v for k, v in r.items() if k in ("label", "score", "entities")} for r in result]
-        report["runs"][name] = {"metrics": metric(tm.manifest["kind"], answers[name], gold, labels), **stats}
+        answers[name] = [shape.strip(r) for r in result]
+        report["runs"][name] = {"metrics": shape.metric(answers[name], gold, labels), **stats}
     names = list(answers)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            report["agreement"][f"{a}~{b}"] = agreement(answers[a], answers[b])
+            report["agreement"][f"{a}~{b}"] = agreement(shape, answers[a], answers[b])
     disagreements = [{"id": item.get("id"), "text": item["text"], **({"text_pair": item["text_pair"]}
                       if "text_pair" in item else {}), "pytorch": p, "served": s}
-                     for item, p, s in zip(items, answers["pytorch"], answers["served"]) if not same(p, s)]
+                     for item, p, s in zip(items, answers["pytorch"], answers["served"]) if not shape.same(p, s)]
     report["disagreements"] = disagreements[:max_listed]
     report["disagreement_count"] = len(disagreements)
     report["main_metric"] = tm.manifest["main_metric"]
-    report["gates"] = gates(report, answers, precision, export_dir)
+    report["gates"] = gates(report, answers, precision, export_dir, shape)
     report["passed"] = all(g["passed"] for g in report["gates"])
     return report
 
 
-def gates(report: dict, answers: dict, precision: str, export_dir) -> list[dict]:
+def gates(report: dict, answers: dict, precision: str, export_dir, shape) -> list[dict]:
     out = []
     main = report["main_metric"]
     runs = report["runs"]
     if "onnxruntime" in answers:
         agree = report["agreement"]["onnxruntime~served"]
-        diffs = [abs(a["score"] - b["score"]) for a, b in zip(answers["onnxruntime"], answers["served"])
-                 if "score" in a and "score" in b]
-        max_diff = max(diffs, default=0.0)
+        diffs = [shape.score_diff(a, b) for a, b in zip(answers["onnxruntime"], answers["served"])]
+        max_diff = max((d for d in diffs if d is not None), default=0.0)
         out.append({"gate": "served equals the exported artifact", "agreement": agree,
                     "max_score_diff": max_diff, "threshold": {"agreement": 1.0, "atol": SERVED_VS_EXPORT_ATOL[precision]},
                     "passed": agree == 1.0 and max_diff <= SERVED_VS_EXPORT_ATOL[precision]})

@@ -3,7 +3,6 @@ safe unpacking (no path traversal, no links), atomic rename into place."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tarfile
 import tempfile
@@ -16,14 +15,10 @@ from tqdm import tqdm
 
 from tft.errors import DownloadError
 from tft.console import on_terminal
-from tft.fsutil import atomic_dir, file_lock, file_sha256
+from tft.fsutil import atomic_dir, cache_root, file_lock, file_sha256
 from tft.tasks import Archive
 
 CHUNK = 1 << 16
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("TFT_CACHE", Path.home() / ".cache" / "tft")).expanduser()
 
 
 def fetch_archive(name: str, archive: Archive, timeout: float = 60.0) -> Path:

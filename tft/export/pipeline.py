@@ -19,7 +19,8 @@ from tft.data.dataset import load_dataset
 from tft.data.features import encode
 from tft.export import onnx_export, quantize
 from tft.export.config import ExportError, onnx_config_for
-from tft.export.parity import THRESHOLDS, ParityError, compare, pad_batch, parity_batches, serving_batches
+from tft.export.options import ExportConfig
+from tft.export.parity import ParityError, compare, pad_batch, parity_batches, serving_batches
 from tft.export.runtime import OrtModel
 from tft.fsutil import atomic_dir, atomic_write_json, check_output_dir, file_sha256
 from tft.inference import items_from_examples, task_of
@@ -105,36 +106,35 @@ def check_labels(cm: dict, hf_config, checkpoint: Path) -> None:
                           f"{hf_config.num_labels} outputs; was tft.json edited?")
 
 
-def run_export(checkpoint, output_dir=None, *, int8=False, int8_static=False, fp16=False, trt=False, opset=17, max_batch=64,
-               max_seq_length=None, parity_samples=512, parity_data=None, exporter="torchscript",
-               thresholds=None, opt_batch=None, opt_seq_length=None, optimize=True, overwrite=False,
-               trt_version_compatible=False, device: str = "cpu", calibration_samples: int = 256,
-               optional_int8: bool = False) -> Path:
-    """`optional_int8`: an int8 artifact that fails its gate is recorded under "rejected" (never served)
-    instead of failing the export; the pipeline offers int8 as a candidate, `tft export --int8` demands it."""
+def run_export(checkpoint, cfg: ExportConfig | None = None, **options) -> Path:
+    """Export a checkpoint under `cfg` (or ExportConfig(**options)). With `cfg.optional_int8` an int8 artifact
+    that fails its gate is recorded under "rejected" (never served) instead of failing the export; the pipeline
+    offers int8 as a candidate, `tft export --int8` demands it."""
     from transformers import AutoConfig, AutoTokenizer
 
+    cfg = cfg if cfg is not None else ExportConfig(**options)
     checkpoint = Path(checkpoint)
     cm = read_checkpoint_manifest(checkpoint)
-    out = Path(output_dir) if output_dir else default_output_dir(checkpoint)
+    out = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(checkpoint)
     run_dir = checkpoint.parent if checkpoint.name == "best" else None
-    replace = check_output_dir(out, what="export", marker=EXPORT_MANIFEST, overwrite=overwrite,
+    replace = check_output_dir(out, what="export", marker=EXPORT_MANIFEST, overwrite=cfg.overwrite,
                                protect=(checkpoint, run_dir))
-    max_len = max_seq_length or cm["max_seq_length"]
-    thresholds = {**THRESHOLDS, **(thresholds or {})}
+    max_batch, max_len = cfg.max_batch, cfg.max_seq_length or cm["max_seq_length"]
+    thresholds = cfg.thresholds()
     token_task = kind_of(cm["kind"]).per_token
-    if parity_samples < 1:
-        raise ExportError(f"--parity-samples {parity_samples}: must be at least 1")
+    if cfg.parity_samples < 1:
+        raise ExportError(f"--parity-samples {cfg.parity_samples}: must be at least 1")
     hf_config = AutoConfig.from_pretrained(checkpoint)
-    opt_batch = opt_batch or min(8, max_batch)
+    opt_batch, opt_seq_length, device = cfg.opt_batch or min(8, max_batch), cfg.opt_seq_length, cfg.device
     check_shapes(max_batch, max_len, opt_batch, opt_seq_length, getattr(hf_config, "max_position_embeddings", None))
     check_labels(cm, hf_config, checkpoint)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    cfg = onnx_config_for(cm, hf_config, opset)
+    onnx_cfg = onnx_config_for(cm, hf_config, cfg.opset)
     model = onnx_export.load_for_export(checkpoint, cm["kind"])
-    batches, serving, canary = parity_inputs(cm, tokenizer, hf_config, max_batch, max_len, parity_samples, parity_data)
-    batches = [(n, {k: v for k, v in b.items() if k in cfg.inputs}, lab) for n, b, lab in batches]
-    serving = [(lab, {k: v for k, v in b.items() if k in cfg.inputs}) for lab, b in serving or ()]
+    batches, serving, canary = parity_inputs(cm, tokenizer, hf_config, max_batch, max_len, cfg.parity_samples,
+                                             cfg.parity_data)
+    batches = [(n, {k: v for k, v in b.items() if k in onnx_cfg.inputs}, lab) for n, b, lab in batches]
+    serving = [(lab, {k: v for k, v in b.items() if k in onnx_cfg.inputs}) for lab, b in serving or ()]
 
     reference_logits: dict[int, np.ndarray] = {}
 
@@ -157,7 +157,7 @@ def run_export(checkpoint, output_dir=None, *, int8=False, int8_static=False, fp
                              kind=cm["kind"], labels=labels, main_metric=cm["main_metric"],
                              thresholds=thresholds[precision], serving=serving)
         except ParityError as e:
-            if not (optional_int8 and precision == "int8"):
+            if not (cfg.optional_int8 and precision == "int8"):
                 raise
             log.warning("parity %-15s rejected, not servable: %s", name, e)
             rejected.append({"name": name, "precision": precision, "reason": str(e)})
@@ -175,22 +175,22 @@ def run_export(checkpoint, output_dir=None, *, int8=False, int8_static=False, fp
 
     with atomic_dir(out, overwrite=replace) as tmp:
         start = time.perf_counter()
-        fp32 = onnx_export.export_onnx(model, cfg, tmp / "model.onnx", exporter)
-        log.info("exported %s with the %s exporter in %.1fs", fp32.name, exporter, time.perf_counter() - start)
-        check("fp32", "fp32", fp32, extra={"exporter": exporter})
-        if optimize:
-            fused = onnx_export.optimize_onnx(fp32, tmp / "model.opt.onnx", cfg, hf_config)
+        fp32 = onnx_export.export_onnx(model, onnx_cfg, tmp / "model.onnx", cfg.exporter)
+        log.info("exported %s with the %s exporter in %.1fs", fp32.name, cfg.exporter, time.perf_counter() - start)
+        check("fp32", "fp32", fp32, extra={"exporter": cfg.exporter})
+        if cfg.optimize:
+            fused = onnx_export.optimize_onnx(fp32, tmp / "model.opt.onnx", onnx_cfg, hf_config)
             if fused is not None:
                 check("fp32-optimized", "fp32", tmp / "model.opt.onnx", extra={"fused_operators": fused})
-        if int8:
+        if cfg.int8:
             check("int8", "int8", quantize.quantize_int8(fp32, tmp / "model.int8.onnx"))
-        if int8_static:
-            calibration = calibration_inputs(cm, tokenizer, max_len, calibration_samples, cfg.inputs)
+        if cfg.int8_static:
+            calibration = calibration_inputs(cm, tokenizer, max_len, cfg.calibration_samples, onnx_cfg.inputs)
             check("int8-static", "int8", quantize.quantize_int8_static(fp32, tmp / "model.int8-static.onnx", calibration),
                   extra={"calibration_samples": sum(len(b["input_ids"]) for b in calibration)})
-        if fp16 or trt:  # TensorRT 11 builds its fp16 engine from the fp16 graph (strong typing)
+        if cfg.fp16 or cfg.trt:  # TensorRT 11 builds its fp16 engine from the fp16 graph (strong typing)
             # from the un-fused graph: a per-op fp32 block list cannot split ORT's fused Attention
-            check("fp16", "fp16", quantize.convert_fp16(fp32, tmp / "model.fp16.onnx", cfg.family.fp16_keep_fp32))
+            check("fp16", "fp16", quantize.convert_fp16(fp32, tmp / "model.fp16.onnx", onnx_cfg.family.fp16_keep_fp32))
         files = {}
         for name in TOKENIZER_FILES:
             if (checkpoint / name).exists():
@@ -202,9 +202,9 @@ def run_export(checkpoint, output_dir=None, *, int8=False, int8_static=False, fp
             "text_field": cm.get("text_field"), "text_pair_field": cm.get("text_pair_field"),
             "label_field": cm.get("label_field"), "word_joiner": cm.get("word_joiner", " "),
             "max_chars": cm.get("max_chars"), "pad_token_id": tokenizer.pad_token_id or 0,
-            "inputs": [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in cfg.inputs],
-            "outputs": [{"name": cfg.output, "dtype": "float32", "shape": cfg.output_shape()}],
-            "max_batch": max_batch, "max_seq_length": max_len, "opset": opset, "model_type": cfg.model_type,
+            "inputs": [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in onnx_cfg.inputs],
+            "outputs": [{"name": onnx_cfg.output, "dtype": "float32", "shape": onnx_cfg.output_shape()}],
+            "max_batch": max_batch, "max_seq_length": max_len, "opset": cfg.opset, "model_type": onnx_cfg.model_type,
             "artifacts": artifacts, "rejected": rejected, "tokenizer": "tokenizer.json", "files": files,
             # a real example (the first parity text) that health checks send to the served model
             "canary": {k: v for k, v in canary.items() if k in ("text", "text_pair")}, "checkpoint": str(checkpoint.resolve()),
@@ -213,8 +213,8 @@ def run_export(checkpoint, output_dir=None, *, int8=False, int8_static=False, fp
         atomic_write_json(tmp / EXPORT_MANIFEST, manifest)
     log.info("wrote %s (%s)", out, ", ".join(a["name"] for a in artifacts))
 
-    if trt:
-        from tft.data.download import cache_root
+    if cfg.trt:
+        from tft.fsutil import cache_root
         from tft.export import trt as trt_mod
 
         trt_version, gpu, capability = trt_mod.check_available()
@@ -226,17 +226,17 @@ def run_export(checkpoint, output_dir=None, *, int8=False, int8_static=False, fp
         if "qdq" in graphs:
             engines.append(("tensorrt-int8", "int8", "model.int8.plan"))
         for name, precision, file in engines:
-            plan = trt_mod.plan_engine(trt_version=trt_version, precision=precision, inputs=cfg.inputs,
+            plan = trt_mod.plan_engine(trt_version=trt_version, precision=precision, inputs=onnx_cfg.inputs,
                                        max_batch=max_batch, max_len=max_len, opt_batch=opt_batch,
                                        opt_len=opt_seq_length or min(max_len, 128), graphs=graphs, gpu=gpu,
-                                       cache_root=cache_root(), version_compatible=trt_version_compatible)
+                                       cache_root=cache_root(), version_compatible=cfg.trt_version_compatible)
             engine = out / file
             info = trt_mod.build_engine(plan, out, engine)
-            runner = trt_mod.TrtModel(engine, version_compatible=trt_version_compatible)
+            runner = trt_mod.TrtModel(engine, version_compatible=cfg.trt_version_compatible)
             try:
                 check(name, precision, engine, runtime="tensorrt", runner=runner,
                       extra={**info, "gpu": gpu, "compute_capability": list(capability),
-                             "version_compatible": trt_version_compatible})
+                             "version_compatible": cfg.trt_version_compatible})
             except Exception:
                 engine.unlink(missing_ok=True)
                 raise

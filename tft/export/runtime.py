@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from tft.errors import TftError
+from tft.inference import ORT_DEVICES as DEVICES
+from tft.inference import TextSettings, answer_items
 from tft.manifest import check_file, default_artifact, read_export_manifest
-from tft.tasks import kind_of
-
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 
 
 def providers_for(device: str | None, available: list[str], cache_dir: Path | None = None) -> list:
@@ -76,23 +75,22 @@ class OrtPredictor:
         self.artifact = art
         self.model = OrtModel(check_file(self.export_dir, art["file"], art.get("sha256")), threads=threads,
                               device=device)
-        self.token_task = kind_of(self.manifest["kind"]).per_token
-        self.joiner = self.manifest["checkpoint_manifest"].get("word_joiner", " ")
+        self.settings = TextSettings.of(self.manifest)  # what the served tokenizer step reads from the same manifest
+        self.token_task = self.settings.kind.per_token
 
-    def answer_items(self, items: list[dict], batch_size: int = 64) -> list[dict]:
-        from tft.data.features import encode_for_inference
+    def logits(self, feats: list[dict], batch_size: int = 64) -> list[np.ndarray]:
         from tft.export.parity import pad_batch
-        from tft.inference import answers
 
-        feats = encode_for_inference([i["text"] for i in items],
-                                     [i.get("text_pair", "") for i in items] if self.task.is_pair else None,
-                                     self.tokenizer, self.manifest["max_seq_length"], self.token_task, self.joiner)
         logits = []
         for start in range(0, len(feats), batch_size):
             chunk = feats[start:start + batch_size]
             out = self.model(pad_batch(chunk, self.model.input_names, self.tokenizer.pad_token_id or 0))
             logits += [out[i, : len(f["input_ids"])] if self.token_task else out[i] for i, f in enumerate(chunk)]
-        return answers(items, logits, feats, tuple(self.manifest["labels"]), self.token_task, self.joiner)
+        return logits
+
+    def answer_items(self, items: list[dict], batch_size: int = 64) -> list[dict]:
+        return answer_items(items, self.settings, self.tokenizer, lambda feats: self.logits(feats, batch_size),
+                            self.manifest["labels"])
 
 
 def predict_file(export_dir, input_path, output_path, batch_size: int = 64, device: str | None = "auto") -> int:

@@ -11,6 +11,8 @@ from pathlib import Path
 import click
 
 from tft.errors import TftError
+from tft.serve.backends import SERVE_DEVICES
+from tft.serve.options import BUILD
 
 log = logging.getLogger("tft")
 
@@ -31,49 +33,20 @@ def serve_group():
               help="A `tft export` folder (with manifest.json).")
 @click.option("--repository", default="model_repository", show_default=True,
               type=click.Path(file_okay=False, path_type=Path), help="Model repository to write or add a version to.")
-@click.option("--name", help="Name of the served (ensemble) model. Default: the task name.")
-@click.option("--backend", type=click.Choice(["python", "onnxruntime", "tensorrt"]), default="python",
-              show_default=True, help="python: ONNX Runtime inside a Python-backend model (runs on the embedded "
-              "Triton); onnxruntime / tensorrt: Triton's own backends (NVIDIA's Triton container).")
-@click.option("--artifact", help="Export artifact to serve (fp32, fp32-optimized, int8, int8-static, fp16, "
-              "tensorrt-fp16), or auto: the fastest one export measured whose gate passed and whose answers do not "
-              "depend on their batch. Default: fp32, or tensorrt-fp16 with --backend tensorrt.")
-@click.option("--max-batch", type=click.IntRange(1, 4096), help="max_batch_size of every model. Default: the export's max batch.")
-@click.option("--instances", default=1, show_default=True, type=click.IntRange(1, 256), help="Instances of each model.")
-@click.option("--queue-delay-us", default=2000, show_default=True, type=click.IntRange(0, 10_000_000),
-              help="Dynamic batcher: how long a request may wait for others to batch with.")
-@click.option("--no-dynamic-batching", is_flag=True, help="Serve each request as it comes (for comparison).")
-@click.option("--threads", default=0, type=click.IntRange(0, 1024), help="ONNX Runtime threads per model instance (0: its default).")
-@click.option("--max-chars", default=0, type=click.IntRange(0),
-              help="Cap on characters per text, applied before tokenizing (default 32 x max_seq_length, >= 4096).")
-@click.option("--device", type=click.Choice(["cpu", "gpu"]),
-              help="Where the model step runs: gpu puts onnxruntime/tensorrt instances on GPUs (KIND_GPU). "
-              "Default: gpu for tensorrt, cpu otherwise.")
-@click.option("--ort-tensorrt", is_flag=True, help="With --backend onnxruntime --device gpu: TensorRT as ONNX "
-              "Runtime's accelerator (FP16, engine cache), per the onnxruntime_backend README.")
-@click.option("--tensorrt-version", metavar="X.Y.Z", help="With --backend tensorrt: the serving container's TensorRT "
-              "(docker run IMAGE python3 -c 'import tensorrt; print(tensorrt.__version__)'); a mismatched engine is refused.")
-@click.option("--triton-image", metavar="TAG", help="With --backend tensorrt: the Triton image that will serve it "
-              "(e.g. 24.10-trtllm-python-py3); its TensorRT is looked up in Triton's compatibility matrix.")
-def build_command(export_dir, repository, name, backend, artifact, max_batch, instances, queue_delay_us,
-                  no_dynamic_batching, threads, max_chars, device, ort_tensorrt, tensorrt_version, triton_image):
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="YAML file whose keys mirror these flags; flags win.")
+@BUILD.click_options
+def build_command(export_dir, repository, config_file, **options):
     """Write a Triton model repository: <name>_tokenizer, <name>_model, <name>_postprocess and the
     ensemble <name> (text in, labels or entities out). An existing repository gets a new version."""
-    from tft.manifest import read_export_manifest
-    from tft.serve.repository import BuildOptions, build_repository, describe_choice, tensorrt_of_image
+    from tft.serve.artifacts import describe_choice
+    from tft.serve.repository import build_repository
 
-    if triton_image and tensorrt_version:
-        raise click.UsageError("--triton-image and --tensorrt-version both name the serving TensorRT: give one")
-    if triton_image:
-        tensorrt_version = tensorrt_of_image(triton_image)
-    manifest = read_export_manifest(export_dir)
-    opts = BuildOptions(name=name or manifest["task"], backend=backend, max_batch=max_batch or manifest["max_batch"], instances=instances,
-                        queue_delay_us=queue_delay_us, dynamic_batching=not no_dynamic_batching, artifact=artifact,
-                        threads=threads, max_chars=max_chars, device=device, ort_tensorrt=ort_tensorrt,
-                        tensorrt_version=tensorrt_version)
+    opts = BUILD.build(options, BUILD.load_yaml(config_file) if config_file else {})
     record = build_repository(export_dir, repository, opts)
     versions = ", ".join(f"{m} v{v}" for m, v in record["model_versions"].items())
-    click.echo(f"wrote {repository}: {versions} (artifact {record['artifact']}, backend {backend}, {record['device']})")
+    click.echo(f"wrote {repository}: {versions} (artifact {record['artifact']}, backend {record['backend']}, "
+               f"{record['device']})")
     for entry in record.get("artifact_choice") or ():
         click.echo(f"  {'*' if entry['chosen'] else ' '} {describe_choice(entry)}")
     click.echo(f"start it with: tft serve start --repository {repository}")
@@ -85,7 +58,7 @@ def build_command(export_dir, repository, name, backend, artifact, max_batch, in
 @click.option("--name", help="The served ensemble. Default: the only one in the repository.")
 @click.option("--chart-values", "values_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Values file to write for deploy/helm/tft-triton.")
-@click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
+@click.option("--device", type=click.Choice(SERVE_DEVICES), default="cpu", show_default=True)
 @click.option("--gpus", type=click.IntRange(1, 64), default=1, show_default=True, help="GPUs per pod with --device gpu.")
 @click.option("--image", help="Triton image (default: NVIDIA's nvcr.io/nvidia/tritonserver).")
 @click.option("--image-tag", default="24.10-py3", show_default=True, help="Triton release of the image.")
@@ -107,7 +80,7 @@ def deploy_command(repository, name, values_file, device, gpus, image, image_tag
 
     from tft.fsutil import atomic_write_text, check_output_file
     from tft.serve.deploy import chart_values
-    from tft.serve.repository import read_serve_manifests
+    from tft.serve.records import read_serve_manifests
 
     check_output_file(values_file, option="--chart-values", overwrite=overwrite)
     records = read_serve_manifests(repository)
@@ -154,8 +127,9 @@ def start_command(repository, host, grpc_port, http_port, metrics_port, models, 
     """Run the embedded Triton (the `tritonserver` binary of nvidia-pytriton, CPU, Python backend) in the
     foreground until Ctrl-C. Waits for the models to be ready and prints the endpoints."""
     from tft.fsutil import atomic_write_json, check_output_file
-    from tft.serve.repository import check_integrity, read_serve_manifests
-    from tft.serve.server import HealthLoop, Ports, TritonServer, serve_until_stopped, stop_on_signals
+    from tft.serve.records import check_integrity, read_serve_manifests
+    from tft.serve.health import HealthLoop, serve_until_stopped, stop_on_signals
+    from tft.serve.server import Ports, TritonServer
 
     ports = Ports(grpc_port, http_port, metrics_port)
     if len({ports.grpc, ports.http, ports.metrics}) < 3:

@@ -63,8 +63,14 @@ class ModelInfo:
     tft: dict
 
     @property
-    def token_task(self) -> bool:
-        return "ENTITIES" in self.outputs
+    def shape(self):
+        """The answer shape the model serves: its kind's, as the build recorded it in the ensemble's config (a
+        TEXT-in ensemble that tft did not build is read by its outputs)."""
+        from tft.answers import SHAPES, shape_of
+
+        if self.tft.get("kind"):
+            return shape_of(self.tft["kind"])
+        return SHAPES["entities"] if "ENTITIES" in self.outputs else SHAPES["label"]
 
 
 def is_retryable(error: Exception) -> bool:
@@ -105,14 +111,9 @@ def canary_inputs(spec: dict):
 
 
 def decode_answers(result, info: ModelInfo, n: int) -> list[dict]:
-    def strings(name):
-        return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in result.as_numpy(name).reshape(-1)]
-
-    if info.token_task:
-        return [{"entities": json.loads(e)} for e in strings("ENTITIES")[:n]]
-    labels = strings("LABEL")
-    scores = result.as_numpy("SCORE").reshape(-1)
-    return [{"label": labels[i] or None, "score": float(scores[i])} for i in range(n)]
+    """A gRPC result -> n answers, decoded by the model's answer shape."""
+    shape = info.shape
+    return shape.decode({name: result.as_numpy(name) for name in shape.output_names()}, n)
 
 
 def _ssl_kwargs(opts: ClientOptions) -> dict:

@@ -18,21 +18,38 @@ LAUNCH_KEYS = ("nproc_per_node", "nnodes", "node_rank", "master_addr", "master_p
                "rdzv_id", "max_restarts")
 
 
+def launch_options(f):
+    """The torchrun launch options of `tft train` (and `tft pipeline`)."""
+    for option in reversed([
+        click.option("--nproc-per-node", type=click.IntRange(1, 1024), default=1, show_default=True,
+                     help="Processes (GPUs) per node; >1 starts torchrun."),
+        click.option("--nnodes", type=click.IntRange(1, 4096), default=1, show_default=True,
+                     help="Nodes in a multi-node run."),
+        click.option("--node-rank", type=click.IntRange(0), default=0, show_default=True, help="This node's rank."),
+        click.option("--master-addr", default="127.0.0.1", show_default=True, help="Rank-0 node address."),
+        click.option("--master-port", type=click.IntRange(1, 65535), default=29500, show_default=True,
+                     help="Rank-0 node port."),
+        click.option("--rdzv-backend", type=click.Choice(["static", "c10d"]), default="static", show_default=True,
+                     help="torchrun rendezvous: c10d lets nodes join in any order and restart (elastic)."),
+        click.option("--rdzv-endpoint", metavar="HOST:PORT",
+                     help="With --rdzv-backend c10d: the rendezvous host and port."),
+        click.option("--rdzv-id", default="tft", show_default=True, help="With --rdzv-backend c10d: the job's id."),
+        click.option("--max-restarts", type=click.IntRange(0, 100), default=0, show_default=True,
+                     help="torchrun restarts of the worker group after a failure (resumes from the newest "
+                          "checkpoint)."),
+    ]):
+        f = option(f)
+    return f
+
+
+LAUNCH_DEFAULTS = {"nproc_per_node": 1, "nnodes": 1, "node_rank": 0, "master_addr": "127.0.0.1", "master_port": 29500,
+                   "rdzv_backend": "static", "rdzv_endpoint": None, "rdzv_id": "tft", "max_restarts": 0}
+
+
 @click.command("train", context_settings={"max_content_width": 100})
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file whose keys mirror these flags; flags win.")
 @click_options
-@click.option("--nproc-per-node", type=click.IntRange(1, 1024), default=1, show_default=True,
-              help="Processes (GPUs) per node; >1 starts torchrun.")
-@click.option("--nnodes", type=click.IntRange(1, 4096), default=1, show_default=True, help="Nodes in a multi-node run.")
-@click.option("--node-rank", type=click.IntRange(0), default=0, show_default=True, help="This node's rank.")
-@click.option("--master-addr", default="127.0.0.1", show_default=True, help="Rank-0 node address.")
-@click.option("--master-port", type=click.IntRange(1, 65535), default=29500, show_default=True, help="Rank-0 node port.")
-@click.option("--rdzv-backend", type=click.Choice(["static", "c10d"]), default="static", show_default=True,
-              help="torchrun rendezvous: c10d lets nodes join in any order and restart (elastic).")
-@click.option("--rdzv-endpoint", metavar="HOST:PORT", help="With --rdzv-backend c10d: the rendezvous host and port.")
-@click.option("--rdzv-id", default="tft", show_default=True, help="With --rdzv-backend c10d: the job's id.")
-@click.option("--max-restarts", type=click.IntRange(0, 100), default=0, show_default=True,
-              help="torchrun restarts of the worker group after a failure (resumes from the newest checkpoint).")
+@launch_options
 def train_command(config_file, **options):
     """Fine-tune a model on a task; writes <output-dir>/best (Hugging Face format + tft.json) for `tft export`.
 

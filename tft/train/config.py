@@ -1,20 +1,20 @@
 """Training options: one typed layer for `tft train` flags and YAML config keys alike.
 
 `TrainConfig` holds the defaults; `RULES` says, per option, its type, its range and its help; the
-click options of `tft train` (and `tft pipeline`) are generated from both, and every value, from a
-flag or a config file, goes through `parse`, so a bad one is one line naming the option.
+click options of `tft train` (and `tft pipeline`) are generated from both by `tft.options.Options`, and
+every value, from a flag or a config file, goes through `parse`, so a bad one is one line naming the option.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import yaml
 
 from tft.errors import TftError
+from tft.options import Options, Rule, flag  # noqa: F401 - flag is part of this module's interface
 
 MAX_SEQ_LENGTH_LIMIT = 8192  # above any BERT-class encoder's positions; a typo here must not allocate 160 GB
 
@@ -72,19 +72,6 @@ class TrainConfig:
         atomic_write_text(path, yaml.safe_dump(dataclasses.asdict(self), sort_keys=False))
 
 
-@dataclass(frozen=True)
-class Rule:
-    """How one option is read: its type, its bounds (inclusive unless `above`), its help line."""
-
-    type: type
-    help: str
-    low: float | None = None
-    high: float | None = None
-    above: bool = False  # low is exclusive
-    metavar: str | None = None
-    flag: bool = False  # a plain --x flag (no --no-x)
-
-
 RULES: dict[str, Rule] = {
     "task": Rule(str, "Task name (see `tft tasks`)."),
     "data_dir": Rule(str, "Folder with the split files (default: the task's public download).", metavar="DIR"),
@@ -134,97 +121,6 @@ assert set(RULES) == TrainConfig.keys(), "every TrainConfig field needs a rule"
 DEFAULTS = TrainConfig()
 
 
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _shown(value) -> str:
-    # as typed when that is one plain line; repr otherwise, so a newline in a value never breaks the one line
-    plain = isinstance(value, str) and value.strip() and len(value) < 80 and value.isprintable()
-    return value if plain else repr(value)[:80]
-
-
-def _number(name: str, rule: Rule, value, where: str):
-    if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
-        raise TftError(f"{where}{_shown(value)}: expected a number")
-    try:
-        number = float(value) if not isinstance(value, int) else value
-    except (TypeError, ValueError):
-        raise TftError(f"{where}{_shown(value)}: expected a number") from None
-    if isinstance(number, float) and not math.isfinite(number):
-        raise TftError(f"{where}{_shown(value)}: expected a finite number")
-    if rule.type is int:
-        if isinstance(number, float):
-            if not number.is_integer():
-                raise TftError(f"{where}{_shown(value)}: expected a whole number")
-            number = int(number)
-    else:
-        number = float(number)
-    if rule.low is not None and (number <= rule.low if rule.above else number < rule.low):
-        raise TftError(f"{where}{_shown(value)}: must be {'greater than' if rule.above else 'at least'} {rule.low:g}")
-    if rule.high is not None and number > rule.high:
-        raise TftError(f"{where}{_shown(value)}: must be at most {rule.high:g}")
-    return number
-
-
-def parse(name: str, value, source: str | None = None):
-    """One option's value (a string from the command line, or any YAML value) -> its typed value."""
-    rule = RULES[name]
-    where = f"{source}: {name}: " if source else f"{flag(name)} "
-    if value is None:
-        default = getattr(DEFAULTS, name)
-        if default is None or rule.type is str:
-            return None
-        raise TftError(f"{where}null: expected a {'true/false' if rule.type is bool else 'value'}")
-    if rule.type is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("true", "false"):
-            return text == "true"
-        raise TftError(f"{where}{_shown(value)}: expected true or false")
-    if rule.type is str:
-        if not isinstance(value, str) or not value.strip() or "\0" in value:
-            raise TftError(f"{where}{_shown(value)}: expected a non-empty text")
-        return value
-    return _number(name, rule, value, where)
-
-
-def load_yaml(path: str | Path) -> dict:
-    """Read a config file; keys mirror the flags (dashes or underscores); every value is checked."""
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise TftError(f"{path}: config file not found") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-        raise TftError(f"{path}: cannot read this config file ({type(e).__name__})") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise TftError(f"{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
-    if not isinstance(data, dict):
-        raise TftError(f"{path}: expected a mapping of option: value")
-    out = {}
-    known = TrainConfig.keys()
-    for key, value in data.items():
-        name = str(key).replace("-", "_")
-        if name not in known:
-            raise TftError(f"{path}: unknown option '{key}'")
-        out[name] = parse(name, value, str(path))
-    return out
-
-
-def merge(file_values: dict, cli_values: dict) -> TrainConfig:
-    """Defaults < config file (already parsed) < flags given on the command line (parsed here)."""
-    values = dict(file_values)
-    for name, value in cli_values.items():
-        if value is not None:
-            values[name] = parse(name, value)
-    cfg = TrainConfig(**values)
-    check(cfg)
-    return cfg
-
-
 def check(cfg: TrainConfig) -> None:
     """Rules between options."""
     if cfg.fp16 and cfg.bf16:
@@ -242,17 +138,16 @@ def check(cfg: TrainConfig) -> None:
         raise TftError("--resume and --overwrite exclude each other: continue the run, or start it over")
 
 
-def click_options(f):
-    """The `tft train` options, generated from TrainConfig and RULES (help shows the real defaults)."""
-    import click
+TRAIN = Options(TrainConfig, RULES, check)
+parse = TRAIN.parse
+click_options = TRAIN.click_options
 
-    for name in reversed(list(RULES)):
-        rule, default = RULES[name], getattr(DEFAULTS, name)
-        shown = "" if default in (None, False) or "[default" in rule.help else f"  [default: {default}]"
-        if rule.type is bool:
-            decl = flag(name) if rule.flag else f"{flag(name)}/--no-{name.replace('_', '-')}"
-            f = click.option(decl, name, is_flag=True, default=None, help=rule.help + shown)(f)
-        else:
-            metavar = rule.metavar or {int: "INT", float: "FLOAT", str: "TEXT"}[rule.type]
-            f = click.option(flag(name), name, type=str, metavar=metavar, help=rule.help + shown)(f)
-    return f
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a `tft train` config file; keys mirror the flags (dashes or underscores); every value is checked."""
+    return TRAIN.load_yaml(path)
+
+
+def merge(file_values: dict, cli_values: dict) -> TrainConfig:
+    """Defaults < config file (already parsed) < flags given on the command line (parsed here)."""
+    return TRAIN.build(cli_values, file_values)

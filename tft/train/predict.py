@@ -11,10 +11,11 @@ from tqdm import tqdm
 
 from tft.console import on_terminal
 from tft.data.dataset import load_dataset
-from tft.data.features import encode, encode_for_inference, make_collator
+from tft.data.features import encode, make_collator
 from tft.errors import TftError
 from tft.fsutil import atomic_write_text
-from tft.inference import answers, read_inputs, task_of
+from tft.inference import TextSettings, read_inputs, task_of
+from tft.inference import answer_items as answer_path
 from tft.manifest import read_checkpoint_manifest
 from tft.tasks import kind_of
 
@@ -31,6 +32,7 @@ class TorchModel:
         self.task = task_of(self.manifest)
         self.labels = tuple(self.manifest["labels"])
         self.token_task = kind_of(self.manifest["kind"]).per_token
+        self.settings = TextSettings.of(self.manifest)
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         cls = getattr(transformers, kind_of(self.manifest["kind"]).auto_model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -59,7 +61,8 @@ def evaluate(checkpoint: str | Path, split: str = "dev", data_dir: str | None = 
     ds = load_dataset(tm.task, data_dir or tm.manifest.get("data_dir"), (split,), labels=tm.labels)
     if not ds[split].labeled:
         raise TftError(f"{ds[split].path}: the {split} split has no labels to evaluate against")
-    enc = encode(ds[split].examples, tm.tokenizer, tm.manifest["max_seq_length"], tm.labels, tm.task.kind)
+    enc = encode(ds[split].examples, tm.tokenizer, tm.settings.max_seq_length, tm.labels, tm.task.kind,
+                 tm.settings.max_chars)
     logits = tm.logits(enc.features, batch_size, progress=True)
     metrics = compute_per_example(tm.task.kind, tm.labels, logits, [f["labels"] for f in enc.features],
                                   report=tm.token_task)
@@ -68,12 +71,8 @@ def evaluate(checkpoint: str | Path, split: str = "dev", data_dir: str | None = 
 
 def answer_items(tm: TorchModel, items: list[dict], batch_size: int = 64, progress: bool = False) -> list[dict]:
     """Raw items ({text, [text_pair]}) -> answers ({label, score} or {entities}), as `tft predict` writes them."""
-    joiner = tm.manifest.get("word_joiner", " ")
-    feats = encode_for_inference([i["text"] for i in items],
-                                 [i.get("text_pair", "") for i in items] if tm.task.is_pair else None,
-                                 tm.tokenizer, tm.manifest["max_seq_length"], tm.token_task, joiner)
-    logits = tm.logits(feats, batch_size, progress=progress)
-    return answers(items, logits, feats, tm.labels, tm.token_task, joiner)
+    return answer_path(items, tm.settings, tm.tokenizer, lambda feats: tm.logits(feats, batch_size, progress=progress),
+                       tm.labels)
 
 
 def predict_file(checkpoint, input_path, output_path, batch_size: int = 64) -> int:

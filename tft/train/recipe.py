@@ -188,7 +188,7 @@ class TrainRecipe:
         cfg = self.cfg
         key = feature_fingerprint(split, self.tokenizer, cfg.max_seq_length, self.labels, limit, self.task,
                                   cfg.max_chars)
-        from tft.data.download import cache_root
+        from tft.fsutil import cache_root
 
         path = cache_root() / "features" / f"{key}.npz"
         if cfg.cache and path.exists():

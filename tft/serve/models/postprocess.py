@@ -13,7 +13,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tft_predictions.py lies beside this file
-from tft_predictions import classify, entities_from_words  # noqa: E402
+from tft_predictions import classify, entities_from_words, word_labels  # noqa: E402
 
 
 def words_from_offsets(offsets):
@@ -53,10 +53,8 @@ class TritonPythonModel:
             text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
             length = min(logits.shape[1], offsets.shape[1])
             word_ids, spans = words_from_offsets(offsets[row, :length])
-            per_word = {}
-            for label_id, wid in zip(logits[row, :length].argmax(-1), word_ids):
-                if wid >= 0 and wid not in per_word:  # a word's label is its first sub-token's, as in training
-                    per_word[wid] = int(label_id)
+            # a word's label is its first sub-token's, as in training and `tft predict`
+            per_word = word_labels(logits[row, :length].argmax(-1), word_ids)
             ents = entities_from_words(text, per_word, spans, self.labels)
             out.append([json.dumps(ents, ensure_ascii=False).encode("utf-8")])
         return [pb_utils.Tensor("ENTITIES", np.array(out, dtype=np.object_))]

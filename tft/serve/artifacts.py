@@ -1,0 +1,103 @@
+"""Which export artifact the model step serves: the one asked for, the backend's default, or `--artifact
+auto` (the fastest that passed its gate and answers the same in any batch); and whether a TensorRT engine
+loads on the serving TensorRT. Pure functions of the export manifest and the options."""
+
+from __future__ import annotations
+
+import re
+
+from tft.errors import TftError
+from tft.manifest import default_artifact
+from tft.serve.backends import BACKENDS, RepositoryError
+from tft.serve.options import BuildOptions
+
+
+def engine_loads_on(built: str, serving: str, version_compatible: bool) -> bool:
+    """An engine loads on the TensorRT that built it (major.minor.patch); a version-compatible one also on
+    later releases of the same major."""
+    def parts(version):
+        return tuple(int(p) for p in re.findall(r"\d+", str(version))[:3])
+
+    b, s = parts(built), parts(serving)
+    if version_compatible:
+        return b[:1] == s[:1] and s >= b
+    return b == s
+
+
+# `--artifact auto` serves only artifacts whose answers never changed with their batch on the dev rows export
+# measured: served answers must be reproducible offline (verify's "served equals the exported artifact" gate)
+AUTO_MIN_BATCH_INVARIANCE = 1.0
+AUTO_PRECISIONS = {"cpu": ("fp32", "int8"), "gpu": ("fp32", "fp16")}  # what each device runs fast
+
+
+def choose_artifact(manifest: dict, runtime: str, device: str) -> tuple[dict, list[dict]]:
+    """`--artifact auto`: the fastest artifact (rows/s measured by export's serving-batch parity) that this
+    backend's runtime serves on this device, whose gate passed and whose answers are batch-invariant.
+    Returns (the choice, every artifact considered with its figures and why it was or was not taken)."""
+    considered, best = [], None
+    for art in manifest["artifacts"]:
+        parity = art.get("parity", {})
+        entry = {"name": art["name"], "rows_per_s": parity.get("rows_per_s"), "batch_invariance":
+                 parity.get("batch_invariance"), "latency_ms_p50": parity.get("latency_ms_p50")}
+        if art.get("runtime", "onnxruntime") != runtime:
+            entry["skipped"] = f"runs on {art.get('runtime')}"
+        elif art["precision"] not in AUTO_PRECISIONS[device]:
+            entry["skipped"] = f"{art['precision']} is not fast on the {device}"
+        elif not parity.get("passed", False):
+            entry["skipped"] = "its parity gate did not pass"
+        elif entry["rows_per_s"] is None:
+            entry["skipped"] = "no speed measured (exported before tft measured it)"
+        elif entry["batch_invariance"] is not None and entry["batch_invariance"] < AUTO_MIN_BATCH_INVARIANCE:
+            entry["skipped"] = f"answers change with the batch ({1 - entry['batch_invariance']:.2%} of dev)"
+        elif best is None or entry["rows_per_s"] > best[1]["rows_per_s"]:
+            best = (art, entry)
+        considered.append(entry)
+    if best is None:
+        fallback = default_artifact(manifest)
+        for entry in considered:
+            entry["chosen"] = entry["name"] == fallback["name"]
+        return fallback, considered
+    for entry in considered:
+        entry["chosen"] = entry is best[1]
+    return best[0], considered
+
+
+def describe_choice(entry: dict) -> str:
+    """One line of `--artifact auto`'s record: an artifact, its measured speed, why it was skipped."""
+    speed = f"{entry['rows_per_s']:.0f} rows/s" if entry.get("rows_per_s") else "speed not measured"
+    return f"{entry['name']} ({speed}){': ' + entry['skipped'] if entry.get('skipped') else ''}"
+
+
+def pick_artifact(manifest: dict, opts: BuildOptions) -> dict:
+    backend = BACKENDS[opts.backend]
+    if backend.runtime == "tensorrt":
+        wanted = opts.artifact if opts.artifact not in (None, "auto") else backend.default_artifact
+        for art in manifest["artifacts"]:
+            if art["name"] == wanted and art.get("runtime") == "tensorrt":
+                built = art.get("tensorrt_version")
+                if opts.tensorrt_version and built and not engine_loads_on(built, opts.tensorrt_version,
+                                                                           bool(art.get("version_compatible"))):
+                    raise RepositoryError(
+                        f"{art['file']} was built by TensorRT {built}"
+                        f"{' (version-compatible)' if art.get('version_compatible') else ''}; the server's TensorRT "
+                        f"{opts.tensorrt_version} cannot load it: export it again with that TensorRT (inside that "
+                        "container), or with --trt-version-compatible")
+                return art
+        raise RepositoryError("the export has no TensorRT engine; run `tft export --trt` on a machine with "
+                              "an NVIDIA GPU and TensorRT, or use --backend onnxruntime|python")
+    if opts.artifact == "auto":
+        try:
+            chosen, considered = choose_artifact(manifest, backend.runtime, "gpu" if opts.gpu else "cpu")
+        except TftError as e:
+            raise RepositoryError(str(e)) from None
+        return {**chosen, "choice": considered}
+    if opts.artifact:
+        for art in manifest["artifacts"]:
+            if art["name"] == opts.artifact and art.get("runtime", "onnxruntime") == "onnxruntime":
+                return art
+        names = ", ".join(a["name"] for a in manifest["artifacts"] if a.get("runtime") != "tensorrt")
+        raise RepositoryError(f"--artifact {opts.artifact!r}: the export has {names}")
+    try:
+        return default_artifact(manifest)
+    except TftError as e:
+        raise RepositoryError(str(e)) from None

@@ -1,0 +1,60 @@
+"""The Triton backends that can serve the model step, as data: a new backend is one entry in BACKENDS.
+
+Light on purpose (no protobuf, no tritonclient): the CLI reads its `--backend` and `--device` choices from
+here, and the layout, the build and the artifact choice read each backend's decisions from its entry.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from tft.errors import TftError
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How one Triton backend serves the model step."""
+
+    name: str
+    model_file: str  # the file in the version folder
+    runtime: str  # the export artifacts it serves (their manifest `runtime`)
+    platform: str = ""  # Triton platform of a native backend
+    backend: str = ""  # Triton backend of a Python-backend model
+    python_model: str = ""  # its model.py, from tft/serve/models
+    ragged: bool = False  # pads ragged batches itself; else fixed shapes: the tokenizer buckets lengths
+    device: str = "any"  # cpu | gpu | any
+    default_artifact: str = ""  # "" = the export's fp32 graph
+    packages: tuple[str, ...] = ()  # what its model.py imports, beyond numpy and tokenizers
+    thread_parameter: str = ""  # the model config parameter that sets ONNX Runtime's intra-op threads, if any
+    accelerators: tuple[str, ...] = ()  # GPU execution accelerators its config may name (--ort-tensorrt)
+    help: str = ""  # one line for `--help`
+
+    def runs_on(self, device: str) -> bool:
+        return self.device in ("any", device)
+
+
+BACKENDS = {
+    "python": Backend("python", "model.onnx", "onnxruntime", backend="python", python_model="onnx_model.py",
+                      ragged=True, device="cpu", packages=("onnxruntime",),
+                      help="ONNX Runtime inside a Python-backend model (runs on the embedded Triton)"),
+    "onnxruntime": Backend("onnxruntime", "model.onnx", "onnxruntime", platform="onnxruntime_onnx",
+                           thread_parameter="intra_op_thread_count", accelerators=("tensorrt",),
+                           help="Triton's onnxruntime backend (NVIDIA's Triton container)"),
+    "tensorrt": Backend("tensorrt", "model.plan", "tensorrt", platform="tensorrt_plan", device="gpu",
+                        default_artifact="tensorrt-fp16", help="Triton's tensorrt backend: an engine from --trt"),
+}
+SERVE_DEVICES = ("cpu", "gpu")  # where a model step's instances run (Triton's KIND_CPU / KIND_GPU)
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def backend_names() -> tuple[str, ...]:
+    return tuple(BACKENDS)
+
+
+def backends_help() -> str:
+    return "; ".join(f"{b.name}: {b.help}" for b in BACKENDS.values())
+
+
+class RepositoryError(TftError):
+    """The model repository cannot be built from this export with these options."""
