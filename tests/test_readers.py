@@ -94,7 +94,7 @@ def test_generic_csv_and_jsonl_field_options(tmp_path):
     write(d / "train.csv", "q,a,y\nhello,world,yes\nfoo,bar,no\n")
     task = get_task("csv").with_fields("q", "a", "y")
     ds = load_dataset(task, d, ("train",))
-    assert task.kind == "pair_classification"
+    assert task.kind.name == "pair_classification" and task.kind.pair
     assert (ds["train"].examples[0].text_pair, ds.labels) == ("world", ("no", "yes"))
     write(d / "train.jsonl", [{"body": "x", "tag": "p"}, {"body": "y", "tag": "n"}])
     ds = load_dataset(get_task("jsonl").with_fields("body", None, "tag"), d, ("train",))

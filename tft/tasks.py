@@ -48,7 +48,10 @@ def is_pair(kind: Kind, text_pair_field: str | None) -> bool:
     return kind.pair or (text_pair_field is not None and not kind.per_token)
 
 
-def kind_of(name: str) -> Kind:
+def kind_of(name: "str | Kind") -> Kind:
+    """A kind from its name, as manifests record it (a Kind is returned as it is)."""
+    if isinstance(name, Kind):
+        return name
     try:
         return KIND_SPECS[name]
     except KeyError:
@@ -70,7 +73,7 @@ class Archive:
 @dataclass(frozen=True)
 class Task:
     name: str
-    kind: str
+    kind: Kind  # given by name (SEQUENCE, PAIR, ...) in the entries below; resolved once, here
     reader: str  # key into tft.data.readers.READERS
     description: str
     files: dict[str, str]  # split -> file name, as the official release names it
@@ -90,17 +93,16 @@ class Task:
     word_joiner: str = " "  # NER: how words join back into text ("" for Chinese characters)
     configurable: bool = False  # generic tasks take --text-field/--text-pair-field/--label-field
 
-    @property
-    def is_token_task(self) -> bool:
-        return KIND_SPECS[self.kind].per_token
+    def __post_init__(self):
+        object.__setattr__(self, "kind", kind_of(self.kind))
 
     @property
-    def spec(self) -> Kind:
-        return KIND_SPECS[self.kind]
+    def is_token_task(self) -> bool:
+        return self.kind.per_token
 
     @property
     def is_pair(self) -> bool:
-        return is_pair(KIND_SPECS[self.kind], self.text_pair_field)
+        return is_pair(self.kind, self.text_pair_field)
 
     def with_fields(self, text_field=None, text_pair_field=None, label_field=None) -> "Task":
         """Generic tasks only: the user names the fields of their own files."""
@@ -123,6 +125,7 @@ class Task:
 
     def summary(self) -> dict:
         d = dataclasses.asdict(self)
+        d["kind"] = self.kind.name
         d["archive"] = self.archive.url if self.archive else None
         return d
 
@@ -145,8 +148,6 @@ TASKS: dict[str, Task] = {}
 
 
 def register(task: Task) -> Task:
-    if task.kind not in KIND_SPECS:
-        raise ValueError(f"task {task.name}: unknown kind {task.kind}")
     TASKS[task.name] = task
     return task
 

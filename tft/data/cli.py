@@ -20,7 +20,7 @@ def tasks_command(as_json):
     width = max(len(n) for n in TASKS)
     for name, task in sorted(TASKS.items()):
         files = ", ".join(task.files[s] for s in SPLITS)
-        click.echo(f"{name:<{width}}  {task.kind:<24}  {files:<40}  {task.description}")
+        click.echo(f"{name:<{width}}  {task.kind.name:<24}  {files:<40}  {task.description}")
 
 
 @click.group("data")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tft.data.readers import READERS, TokenExample
 from tft.errors import DataError, TaskError
-from tft.tasks import SPLITS, Task, kind_of, tags_for
+from tft.tasks import SPLITS, Task, tags_for
 
 log = logging.getLogger("tft")
 
@@ -74,7 +74,7 @@ def read_split(task: Task, data_dir: Path, split: str) -> Split:
 
 def labels_from_train(task: Task, train: Split | None) -> tuple[str, ...]:
     """The task's fixed label list, or one read from the training examples."""
-    if kind_of(task.kind).regression:
+    if task.kind.regression:
         return ()
     if task.is_token_task:
         if task.entity_types is not None:
@@ -140,7 +140,7 @@ def load_dataset(
     loaded = {name: read_split(task, root, name) for name in splits}
     if labels is None:
         train = loaded.get("train")
-        if train is None and (task.labels is None and task.entity_types is None) and not kind_of(task.kind).regression:
+        if train is None and (task.labels is None and task.entity_types is None) and not task.kind.regression:
             train = read_split(task, root, "train")
         labels = labels_from_train(task, train)
     labels = tuple(labels)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Iterator
 
 from tft.errors import DataError
-from tft.tasks import kind_of
 
 # A JSON line nested deeper than this is refused before parsing (json recursion is not a defence).
 MAX_JSON_DEPTH = 64
@@ -151,7 +150,7 @@ def _row_to_example(row: dict, path, number, task, require_label: bool, seen_ids
     if task.label_field:
         raw = get(task.label_field, required=require_label)
         if raw is not None and not (isinstance(raw, str) and raw.strip() in task.skip_labels):
-            label = _label(raw, path, number, task.label_field, kind_of(task.kind).regression)
+            label = _label(raw, path, number, task.label_field, task.kind.regression)
         elif raw is not None:
             warnings[f"examples without a gold label ({raw!r}) skipped"] += 1
             return None

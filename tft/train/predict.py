@@ -17,7 +17,6 @@ from tft.fsutil import atomic_write_text
 from tft.inference import TextSettings, read_inputs, task_of
 from tft.inference import answer_items as answer_path
 from tft.manifest import read_checkpoint_manifest
-from tft.tasks import kind_of
 
 
 class TorchModel:
@@ -31,10 +30,10 @@ class TorchModel:
         self.manifest = read_checkpoint_manifest(checkpoint)
         self.task = task_of(self.manifest)
         self.labels = tuple(self.manifest["labels"])
-        self.token_task = kind_of(self.manifest["kind"]).per_token
+        self.token_task = self.task.kind.per_token
         self.settings = TextSettings.of(self.manifest)
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-        cls = getattr(transformers, kind_of(self.manifest["kind"]).auto_model)
+        cls = getattr(transformers, self.task.kind.auto_model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = cls.from_pretrained(checkpoint).to(self.device).eval()
         self.collator = make_collator(self.tokenizer, self.token_task)

@@ -24,7 +24,7 @@ from tft.data.features import encode, make_collator, max_chars_for, model_input_
 from tft.errors import TftError
 from tft.fsutil import atomic_dir, atomic_write_json
 from tft.manifest import command_line, now, versions, write_checkpoint_manifest
-from tft.tasks import get_task, kind_of
+from tft.tasks import get_task
 from tft import metrics as task_metrics
 from tft.train.config import TrainConfig
 from tft.train.feature_cache import feature_fingerprint, load_features, save_features
@@ -167,9 +167,9 @@ class TrainRecipe:
 
         set_seed(self.cfg.seed)
         task = self.task
-        cls = getattr(transformers, kind_of(task.kind).auto_model)
+        cls = getattr(transformers, task.kind.auto_model)
         labels = self.labels
-        extra = {"num_labels": 1, "problem_type": "regression"} if kind_of(task.kind).regression else {
+        extra = {"num_labels": 1, "problem_type": "regression"} if task.kind.regression else {
             "num_labels": len(labels), "id2label": dict(enumerate(labels)),
             "label2id": {label: i for i, label in enumerate(labels)}}
         if is_scratch(self.model_name):
@@ -298,7 +298,7 @@ class TrainRecipe:
             self.tokenizer.save_pretrained(str(tmp))
             dev = self.final_metrics.get("dev", {})
             write_checkpoint_manifest(tmp, {
-                "task": task.name, "kind": task.kind, "text_field": task.text_field,
+                "task": task.name, "kind": task.kind.name, "text_field": task.text_field,
                 "text_pair_field": task.text_pair_field, "label_field": task.label_field,
                 "labels": list(self.labels), "entity_types": sorted({t[2:] for t in self.labels if t != "O"})
                 if task.is_token_task else None, "word_joiner": task.word_joiner,
