@@ -1,22 +1,32 @@
-"""Outputs that are never half-written and never written over someone else's work.
+"""Outputs that are never half-written, never written by two commands at once, and never written over
+someone else's work.
 
 The output policy, for every command that writes: a destination that does not exist is created
-atomically (a temporary sibling, renamed into place); one that tft wrote before (its marker file is
-there) is replaced only with `--overwrite`; anything else (a folder with other files, an input, a
-checkpoint or run folder) is refused with one line and left untouched. `check_output_dir` and
-`check_output_file` decide; `atomic_dir` and `atomic_write_*` write.
+atomically (a temporary sibling, renamed into place); a folder that tft wrote before carries one ownership
+marker (`.tft-owned.json`: tft, the command, every file it wrote with its sha256) and is replaced only with
+`--overwrite`, only while it holds nothing but those files, unchanged; anything else (a folder with other
+files, a foreign or missing marker, an input, a checkpoint or run folder, a place inside a model
+repository) is refused with one line and left untouched. `check_output_dir` and `check_output_file`
+decide; `atomic_dir` and `atomic_write_*` write; `hold` keeps a destination to one writer at a time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 from tft.errors import TftError
+
+log = logging.getLogger("tft")
+OWNED = ".tft-owned.json"  # the ownership marker of a folder tft wrote
+REPOSITORY_MARKERS = ("tft-requirements.txt", "tft-serve.json")  # a model repository tft built, or one of its models
 
 
 def cache_root() -> Path:
@@ -51,18 +61,66 @@ def _writable_parent(path: Path, option: str) -> None:
         raise OutputError(f"{option} {path}: cannot write in {parent} (permission denied)")
 
 
+def command_line() -> str:
+    return " ".join(["tft", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("tft") else " ".join(sys.argv)
+
+
+def inside_repository(path) -> Path | None:
+    """The model repository (or tft-built model folder) that `path` lies in, if any: no command writes there
+    but `tft serve build` and `tft serve rollback`."""
+    resolved = Path(path).resolve()
+    for folder in resolved.parents:
+        if any((folder / name).is_file() for name in REPOSITORY_MARKERS):
+            return folder
+    return None
+
+
+def _refuse_repository(path: Path, option: str) -> None:
+    repository = inside_repository(path)
+    if repository is not None:
+        raise OutputError(f"{option} {path}: is inside the model repository {repository}, which only `tft serve "
+                          "build` writes; choose a folder outside it")
+
+
+def mark_owned(folder, what: str) -> None:
+    """Write `folder`'s ownership marker: tft, what it is, the command, and every file in it with its sha256."""
+    folder = Path(folder)
+    files = {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*"))
+             if p.is_file() and p.name != OWNED}
+    atomic_write_json(folder / OWNED, {"format": "tft.owned/1", "tool": "tft", "what": what,
+                                       "command": command_line(), "files": files})
+
+
+def _owned_files(path: Path, what: str, option: str) -> dict:
+    """The files tft recorded writing in `path`, or one line saying why the folder is not tft's `what`."""
+    try:
+        data = json.loads((path / OWNED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = None
+    if not isinstance(data, dict) or data.get("tool") != "tft" or not isinstance(data.get("files"), dict):
+        raise OutputError(f"{option} {path}: its {OWNED} is not tft's; tft never replaces what it did not write: "
+                          "choose another folder")
+    if data.get("what") != what:
+        raise OutputError(f"{option} {path}: holds a {data.get('what')} written by tft, not a {what}; choose another "
+                          "folder")
+    return data["files"]
+
+
 def check_output_dir(path, *, what: str, marker: str, option: str = "--output-dir", overwrite: bool = False,
                      protect=()) -> bool:
     """May `path` be written as a new `what`? Returns True when it exists and is to be replaced.
 
-    Refused: a folder that holds anything but an earlier `what` (recognised by `marker`), an earlier
-    one without `overwrite`, and any folder that is or contains one of `protect` (inputs, checkpoints).
+    Replaced: only a folder whose ownership marker says tft wrote it as a `what`, holding nothing but the
+    files it lists, each unchanged, and only with `overwrite`. Refused: anything else (a folder with other
+    files, with `marker` but no ownership marker, a foreign marker), any folder that is or contains one of
+    `protect` (inputs, checkpoints), and any place inside a model repository.
     """
     path = Path(path)
     resolved = path.resolve()
     for p in protect:
         if p is not None and _inside(resolved, Path(p).resolve()):
             raise OutputError(f"{option} {path}: would replace {p}, an input of this command; choose another folder")
+    _refuse_repository(path, option)
     if not path.exists():
         _writable_parent(path, option)
         return False
@@ -73,14 +131,29 @@ def check_output_dir(path, *, what: str, marker: str, option: str = "--output-di
     entries = sorted(p.name for p in path.iterdir())
     if not entries:
         return True
-    if marker in entries:
-        if overwrite:
-            return True
+    if OWNED not in entries:
+        if marker in entries:
+            raise OutputError(f"{option} {path}: holds a {what} without {OWNED}, the record of what tft wrote (an "
+                              "older tft, or not tft's); tft replaces only what it recorded: move it away or choose "
+                              "another folder")
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise OutputError(f"{option} {path}: exists and is not a {what} written by tft (it holds {shown}); "
+                          "tft never replaces what it did not write: choose another folder")
+    files = _owned_files(path, what, option)
+    present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and p.name != OWNED}
+    foreign = sorted(present - set(files))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise OutputError(f"{option} {path}: holds {shown}, which tft did not write; tft replaces only the files it "
+                          "wrote: move those away or choose another folder")
+    changed = sorted(name for name in present if file_sha256(path / name) != files[name])
+    if changed:
+        raise OutputError(f"{option} {path}: {changed[0]} was changed after tft wrote it; tft replaces only its own "
+                          "unchanged files: move it away or choose another folder")
+    if not overwrite:
         raise OutputError(f"{option} {path}: holds an earlier {what}; add --overwrite to replace it, "
                           "or choose another folder")
-    shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-    raise OutputError(f"{option} {path}: exists and is not a {what} written by tft (it holds {shown}); "
-                      "tft never replaces what it did not write: choose another folder")
+    return True
 
 
 def check_output_file(path, *, option: str = "-o", overwrite: bool = False, inputs=()) -> None:
@@ -91,6 +164,7 @@ def check_output_file(path, *, option: str = "-o", overwrite: bool = False, inpu
             raise OutputError(f"{option} {path}: is the input file; choose another output")
     if path.is_dir():
         raise OutputError(f"{option} {path}: is a folder, expected a file name")
+    _refuse_repository(path, option)
     if path.exists() and not overwrite:
         raise OutputError(f"{option} {path}: already exists; add --overwrite to replace it")
     if path.exists() and not os.access(path.parent, os.W_OK | os.X_OK):
@@ -108,18 +182,27 @@ def make_temp_dir(parent: Path, prefix: str) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_dir(final: str | os.PathLike, overwrite: bool = False):
+def atomic_dir(final: str | os.PathLike, overwrite: bool = False, owned_as: str | None = None):
     """Yield a temporary sibling folder; rename it to `final` only if the block succeeds.
 
     `overwrite=True` replaces an existing `final`: callers pass it only after `check_output_dir`
-    said the folder is theirs to replace.
+    said the folder is theirs to replace. `owned_as`: write the folder's ownership marker (what it is,
+    every file with its sha256) before it is renamed into place.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(final)
     tmp = make_temp_dir(final.parent, f".{final.name}.tmp-{os.getpid()}-")
     try:
-        yield tmp
+        try:
+            yield tmp
+            if owned_as:
+                mark_owned(tmp, owned_as)
+        except OSError as e:
+            if e.filename and Path(e.filename).is_relative_to(tmp):
+                # a write into the temporary folder failed (a full disk, say): name the destination, not the temp
+                raise OutputError(f"{final}: cannot write it ({e.strerror}); nothing was changed there") from None
+            raise
         if final.exists():
             if not overwrite:
                 raise OutputError(f"{final} already exists")
@@ -144,6 +227,78 @@ def clear_own_dir(path: Path, ours, option: str = "--output-dir") -> None:
     for name in entries:
         target = Path(path) / name
         shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+
+
+def _lock_path(destination: Path) -> Path:
+    return destination.parent / f".{destination.name}.tft-lock"
+
+
+def _holder(handle) -> dict:
+    handle.seek(0)
+    try:
+        data = json.loads(handle.read() or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _describe(holder: dict) -> str:
+    if not holder.get("pid"):
+        return "another tft command"
+    return f"pid {holder['pid']} ({holder.get('command') or 'tft'})"
+
+
+@contextlib.contextmanager
+def hold(destination, *, wait: bool = False, shared: bool = False, option: str = "--output-dir"):
+    """Keep `destination` to one writer: an advisory lock (flock) on `.<name>.tft-lock` in its parent, naming
+    the holder's pid and command. A second writer gets one line naming the holder (or waits, with `wait`).
+    The kernel releases the lock of a holder that dies; the next writer says it took it over. `shared`:
+    a reader (`tft serve start` loading a repository) that writers wait for, beside other readers."""
+    import fcntl
+
+    destination = Path(os.path.abspath(destination))
+    lock = _lock_path(destination)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a+", encoding="utf-8")
+    except OSError as e:
+        if shared:  # a reader of a read-only place: nobody can write there either
+            yield
+            return
+        raise OutputError(f"{option} {destination}: cannot lock it ({e.strerror}: {lock})") from None
+    with handle:
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        try:
+            fcntl.flock(handle.fileno(), mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _describe(_holder(handle))
+            if not wait:
+                raise OutputError(f"{option} {destination}: in use by {holder}; wait for it to finish, or add --wait"
+                                  ) from None
+            log.warning("%s: waiting for %s to finish", destination, holder)
+            fcntl.flock(handle.fileno(), mode)
+        previous = _holder(handle)
+        if not shared:
+            if previous.get("pid") and not previous.get("shared") and previous["pid"] != os.getpid():
+                log.warning("%s: took over the lock of %s, which stopped without releasing it", destination,
+                            _describe(previous))
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"pid": os.getpid(), "command": command_line(), "since": time.time()}))
+            handle.flush()
+        elif not previous.get("pid"):
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"pid": os.getpid(), "command": command_line(), "shared": True}))
+            handle.flush()
+        try:
+            yield
+        finally:
+            if not shared:
+                handle.seek(0)
+                handle.truncate()  # released cleanly: the next holder has nothing to take over
+                handle.flush()
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

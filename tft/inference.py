@@ -16,9 +16,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from tft.data.readers import READERS, TokenExample, read_lines
+from tft.data.readers import READERS, TokenExample, iter_json_examples, read_lines
 from tft.errors import DataError
 from tft.predictions import max_chars_for
 from tft.tasks import Kind, Task, get_task, is_pair, kind_of
@@ -36,24 +36,41 @@ def task_of(manifest: dict) -> Task:
 
 def read_inputs(path: str | Path, task: Task) -> list[dict]:
     """Inputs for prediction: the task's own file format, or plain text lines (`.txt`; pairs tab-separated)."""
+    return list(iter_inputs(path, task))
+
+
+def iter_inputs(path: str | Path, task: Task) -> Iterator[dict]:
+    """`read_inputs` one item at a time, as the file is read (plain text lines and JSON lines: a client's memory
+    stays flat whatever the file's size; other formats are read whole, as their readers check whole files)."""
     path = Path(path)
     if path.suffix in (".txt", ".text") and task.reader not in ("columns",):
-        items = []
+        count = 0
         for number, line in read_lines(path):
             if not line.strip():
                 continue
+            count += 1
             if task.is_pair:
                 parts = line.split("\t")
                 if len(parts) != 2:
                     raise DataError(path, "expected two tab-separated texts for a sentence-pair task", number)
-                items.append({"id": f"line-{number}", "text": parts[0], "text_pair": parts[1]})
+                yield {"id": f"line-{number}", "text": parts[0], "text_pair": parts[1]}
             else:
-                items.append({"id": f"line-{number}", "text": line})
-        return items
+                yield {"id": f"line-{number}", "text": line}
+        if not count:
+            raise DataError(path, "no texts to predict")
+        return
+    if task.reader == "json":
+        count = 0
+        for example in iter_json_examples(path, task):
+            count += 1
+            yield from items_from_examples([example], task)
+        if not count:
+            raise DataError(path, "no examples to predict")
+        return
     examples = READERS[task.reader](path, task, require_label=False).examples
     if not examples:
         raise DataError(path, "no examples to predict")
-    return items_from_examples(examples, task)
+    yield from items_from_examples(examples, task)
 
 
 def items_from_examples(examples: list, task: Task) -> list[dict]:
@@ -105,5 +122,8 @@ def answer_items(items: list[dict], settings: TextSettings, tokenizer, logits_of
                                     settings.word_joiner, settings.max_chars)
     logits = logits_of(features)
     shape = shape_of(settings.kind)
-    return [{**item, **answer} for item, answer in
-            zip(items, shape.answers(logits, features, items, tuple(labels), settings.word_joiner))]
+    out = []
+    for item, answer in zip(items, shape.answers(logits, features, items, tuple(labels), settings.word_joiner)):
+        cut = any(len(item.get(k) or "") > settings.max_chars for k in ("text", "text_pair"))
+        out.append({**item, **answer, **({"truncated": True} if cut else {})})  # the answer is about the prefix
+    return out

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,8 +34,6 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def command_line() -> str:
-    return " ".join(["tft", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("tft") else " ".join(sys.argv)
 
 
 def write_checkpoint_manifest(directory: Path, data: dict) -> None:
@@ -66,7 +63,22 @@ def read_checkpoint_manifest(directory: str | Path) -> dict:
         raise TftError(f"{path}: manifest lacks {', '.join(missing)}")
     if data["format"] != CHECKPOINT_FORMAT:
         raise TftError(f"{path}: format {data['format']!r} is not {CHECKPOINT_FORMAT!r}")
+    if isinstance(data.get("data_dir"), str) and not Path(data["data_dir"]).is_absolute():
+        # recorded relative: to the checkpoint, never to wherever the command runs
+        data["data_dir"] = str((Path(directory) / data["data_dir"]).resolve())
     return data
+
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def check_tokenizer_files(directory: str | Path) -> None:
+    """A checkpoint carries the tokenizer it was trained with; without it transformers would quietly build
+    another one (a five-entry vocabulary: every character [UNK]) and every answer would be wrong."""
+    path = Path(directory) / TOKENIZER_FILE
+    if not path.is_file():
+        raise TftError(f"{directory}: has no {TOKENIZER_FILE}, the tokenizer the model was trained with; copy the "
+                       "tokenizer files back from the training run (its best/ folder has them)")
 
 
 # --- the export manifest (`tft export` writes it, `tft serve` and `tft predict --onnx` read it) ---------------

@@ -23,7 +23,7 @@ from tft.errors import TftError
 from tft.export.options import ExportConfig
 from tft.inference import ORT_DEVICES
 from tft.options import Options, Rule
-from tft.serve.backends import backend_names
+from tft.serve.backends import BACKENDS, backend_names
 from tft.serve.options import BuildOptions
 from tft.train.cli import LAUNCH_DEFAULTS, LAUNCH_KEYS, launch_options
 from tft.train.config import TRAIN, TrainConfig
@@ -46,9 +46,11 @@ def claim_pipeline_dir(out: Path, settings: dict, resume: bool, overwrite: bool)
 
     if resume and overwrite:
         raise TftError("--resume and --overwrite exclude each other: continue the pipeline, or start it over")
-    exists = check_output_dir(out, what="pipeline folder", marker=PIPELINE_MARKER, overwrite=True)
-    entries = sorted(p.name for p in out.iterdir()) if exists else []
-    if entries:
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not entries:
+        check_output_dir(out, what="pipeline folder", marker=PIPELINE_MARKER, overwrite=True)
+    else:
+        _check_own_pipeline(out, entries, overwrite)
         if overwrite:
             clear_own_dir(out, lambda name: name in PIPELINE_FILES or name.startswith("."))
         elif not resume:
@@ -62,6 +64,41 @@ def claim_pipeline_dir(out: Path, settings: dict, resume: bool, overwrite: bool)
                     raise TftError(f"--resume: {out} ran with --{key.replace('_', '-')} {recorded[key]!r}, this run "
                                    f"asks for {value!r}; use the same settings, or --overwrite to start over")
     atomic_write_json(out / PIPELINE_MARKER, {"format": "tft.pipeline/1", "settings": settings})
+
+
+def _check_own_pipeline(out: Path, entries: list[str], overwrite: bool) -> None:
+    """An earlier pipeline's folder: tft's marker, nothing but its outputs, and (for --overwrite) nothing of
+    anyone else's inside them: the export's own ownership record, the run's files, the repository's models."""
+    from tft.fsutil import OutputError, check_output_dir, inside_repository
+    from tft.manifest import EXPORT_MANIFEST
+    from tft.serve.records import owned_models
+    from tft.train.rundir import TOOL_FILES, TOOL_PATTERNS
+
+    if inside_repository(out / "x") not in (None, out / "model_repository"):
+        raise OutputError(f"--output-dir {out}: is inside a model repository; choose a folder outside it")
+    try:
+        marker = json.loads((out / PIPELINE_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        marker = None
+    foreign = [e for e in entries if e not in PIPELINE_FILES and not e.startswith(".")]
+    if not isinstance(marker, dict) or marker.get("format") != "tft.pipeline/1" or foreign:
+        shown = ", ".join((foreign or entries)[:3])
+        raise OutputError(f"--output-dir {out}: exists and is not a pipeline folder written by tft (it holds {shown}); "
+                          "tft never replaces what it did not write: choose another folder")
+    if not overwrite:
+        return
+    if (out / "export").is_dir():
+        check_output_dir(out / "export", what="export", marker=EXPORT_MANIFEST, overwrite=True)
+    run = out / "run"
+    others = [p.name for p in run.iterdir() if p.name not in TOOL_FILES and not any(
+        t.fullmatch(p.name) for t in TOOL_PATTERNS)] if run.is_dir() else []
+    repo = out / "model_repository"
+    if repo.is_dir():
+        ours = owned_models(repo) | {"tft-requirements.txt"}
+        others += [f"model_repository/{p.name}" for p in repo.iterdir() if p.name not in ours and not p.name.startswith(".")]
+    if others:
+        raise OutputError(f"--output-dir {out}: --overwrite would delete {', '.join(others[:3])}, which tft did not "
+                          "write; move it away or choose another folder")
 
 
 def _train(cfg, out: Path, launch: dict, resume: bool) -> Path:
@@ -163,17 +200,24 @@ class PipelineConfig:
     def settings(self) -> dict:
         """What a resumed pipeline must share with the first run (tft-pipeline.json)."""
         own = self.own
-        return {**{k: v for k, v in vars(self.train).items() if k not in ("resume", "overwrite", "output_dir")},
+        return {**{k: v for k, v in vars(self.train).items() if k not in ("resume", "overwrite", "output_dir", "wait")},
                 "int8": own.int8, "max_batch": own.max_batch, "name": own.name, "artifact": own.artifact,
                 "backend": own.backend}
 
 
 def run_pipeline(cfg: PipelineConfig, launch: dict, *, ports=None, host="127.0.0.1",
                  health_interval: float = 5.0) -> dict:
+    from tft.fsutil import hold
+
+    with hold(cfg.out, wait=cfg.train.wait):  # one pipeline per folder
+        return _run_pipeline(cfg, launch, ports, host, health_interval)
+
+
+def _run_pipeline(cfg: PipelineConfig, launch: dict, ports, host: str, health_interval: float) -> dict:
     from tft.export.pipeline import run_export
     from tft.serve.artifacts import describe_choice
-    from tft.serve.repository import build_repository
     from tft.serve.health import HealthLoop, serve_until_stopped, stop_on_signals
+    from tft.serve.repository import build_repository
     from tft.serve.server import Ports, TritonServer
     from tft.verify import verify, write_report
 
@@ -263,9 +307,10 @@ def pipeline_command(config_file, output_dir, **options):
         raise TftError("--resume: a pipeline continues its own run: use --resume auto")
     if not train.task:
         raise TftError("--task is required (see `tft tasks`)")
-    if own.backend == "tensorrt" and own.trt is False:
-        raise click.UsageError("--backend tensorrt serves a TensorRT engine: drop --no-trt")
-    trt, note = engine_choice(True if own.backend == "tensorrt" else own.trt, _cuda(), _tensorrt_installed())
+    serves_engine = BACKENDS[own.backend].runtime == "tensorrt"  # the backend serves TensorRT engines only
+    if serves_engine and own.trt is False:
+        raise click.UsageError(f"--backend {own.backend} serves a TensorRT engine: drop --no-trt")
+    trt, note = engine_choice(True if serves_engine else own.trt, _cuda(), _tensorrt_installed())
     if note:
         log.info(note)
     out = output_dir or Path("runs") / f"{train.task}-pipeline"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,25 +50,34 @@ class ReadResult:
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield (1-based line number, text without line ending); strict UTF-8, BOM and CRLF tolerated."""
+    """Yield (1-based line number, text without line ending); strict UTF-8, BOM and CRLF tolerated. The file is
+    read as it is iterated: a million-line input costs one line of memory here."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        handle = open(path, "rb")
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
     except IsADirectoryError:
         raise DataError(path, "is a directory, expected a file") from None
-    if not data.strip():
-        raise DataError(path, "file is empty")
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        try:
-            yield number, raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(path, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})", number) from None
+    with handle:
+        blank = True
+        number = 0
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if raw.endswith(b"\n"):
+                raw = raw[:-1]
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            blank = blank and not raw.strip()
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(path, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})",
+                                number) from None
+            yield number, line
+        if blank:
+            raise DataError(path, "file is empty")
 
 
 def _json_depth_ok(line: str) -> bool:
@@ -114,8 +124,14 @@ def _text(value, path, number, name) -> str:
     raise DataError(path, f"field '{name}' must be a string, got {type(value).__name__}", number)
 
 
-def _label(value, path, number, name, regression: bool):
-    """Normalise a label: "0" and 0 are the same class; regression targets become floats."""
+WHOLE_FLOAT_RE = re.compile(r"[+-]?\d+\.0*")
+INTEGER_RE = re.compile(r"[+-]?\d+")
+LABELS_SEEN = object()  # key of the per-file table of numeric labels, kept beside the ids seen
+
+
+def _label(value, path, number, name, regression: bool, seen: dict | None = None):
+    """Normalise a label, one way in every reader: "1", 1 and 1.0 (also "1.0") are the same class; regression
+    targets become floats. Two spellings of one number in a file ("01" and "1") are refused at the second."""
     if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
         raise DataError(path, f"field '{name}' has an invalid label {json.dumps(value)}", number)
     if regression:
@@ -127,7 +143,15 @@ def _label(value, path, number, name, regression: bool):
         if not value.is_integer():
             raise DataError(path, f"field '{name}' has a non-integer class label {value}", number)
         value = int(value)
-    return str(value).strip()
+    label = str(value).strip()
+    if WHOLE_FLOAT_RE.fullmatch(label):  # "1.0" as CSV and TSV files write 1.0
+        label = str(int(float(label)))
+    if seen is not None and INTEGER_RE.fullmatch(label):
+        first = seen.setdefault(int(label), (label, number))
+        if first[0] != label:
+            raise DataError(path, f"field '{name}' label {label!r} is the number of label {first[0]!r} (line "
+                                  f"{first[1]}): write one class one way", number)
+    return label
 
 
 def _check_id(seen: dict, guid, path, number, id_field):
@@ -150,7 +174,8 @@ def _row_to_example(row: dict, path, number, task, require_label: bool, seen_ids
     if task.label_field:
         raw = get(task.label_field, required=require_label)
         if raw is not None and not (isinstance(raw, str) and raw.strip() in task.skip_labels):
-            label = _label(raw, path, number, task.label_field, task.kind.regression)
+            label = _label(raw, path, number, task.label_field, task.kind.regression,
+                           seen_ids.setdefault(LABELS_SEEN, {}))
         elif raw is not None:
             warnings[f"examples without a gold label ({raw!r}) skipped"] += 1
             return None
@@ -164,12 +189,18 @@ def _row_to_example(row: dict, path, number, task, require_label: bool, seen_ids
 
 def read_json(path: Path, task, require_label: bool) -> ReadResult:
     result = ReadResult([])
-    seen: dict = {}
-    for number, record in read_json_records(path):
-        ex = _row_to_example(record, path, number, task, require_label, seen, result.warnings)
-        if ex is not None:
-            result.examples.append(ex)
+    result.examples.extend(iter_json_examples(path, task, require_label, result.warnings))
     return result
+
+
+def iter_json_examples(path: Path, task, require_label: bool = False, warnings: Counter | None = None):
+    """The examples of a JSON-lines file one at a time, as it is read (inference streams them)."""
+    seen: dict = {}
+    warnings = Counter() if warnings is None else warnings
+    for number, record in read_json_records(path):
+        ex = _row_to_example(record, path, number, task, require_label, seen, warnings)
+        if ex is not None:
+            yield ex
 
 
 def read_tsv(path: Path, task, require_label: bool) -> ReadResult:

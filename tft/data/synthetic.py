@@ -12,7 +12,7 @@ import json
 import random
 from pathlib import Path
 
-from tft.fsutil import atomic_dir, check_output_dir
+from tft.fsutil import atomic_dir, check_output_dir, hold
 
 PRODUCTS = ["花呗", "借呗", "余额宝", "信用卡", "网商贷", "支付宝", "银行卡", "蚂蚁森林"]
 INTENTS = {
@@ -87,14 +87,22 @@ def write_sample(task: str, out: str | Path, train: int = 3000, dev: int = 500, 
     An existing `out` is replaced only if it is an earlier sample (its marker file is there) and
     `overwrite` is set; a folder of anything else is refused.
     """
-    replace = check_output_dir(out, what="data sample", marker=SAMPLE_MARKER, option="--out", overwrite=overwrite)
+    def check() -> bool:
+        return check_output_dir(out, what="data sample", marker=SAMPLE_MARKER, option="--out", overwrite=overwrite)
+
+    check()  # before the lock: a destination never to be written gets no lock file beside it
+    with hold(out, option="--out"):
+        return _write_sample(task, out, train, dev, test, seed, replace=check())
+
+
+def _write_sample(task, out, train, dev, test, seed, replace: bool) -> Path:
     rng = random.Random(seed)
     make = {"afqmc": afqmc_rows, "cluener": cluener_rows}[task]
     splits = {"train": make(train, rng), "dev": make(dev, rng), "test": make(test, rng)}
     for i, row in enumerate(splits["test"]):
         row.pop("label")
         splits["test"][i] = {"id": i, **row}
-    with atomic_dir(out, overwrite=replace) as tmp:
+    with atomic_dir(out, overwrite=replace, owned_as="data sample") as tmp:
         (Path(tmp) / SAMPLE_MARKER).write_text(json.dumps({"task": task, "train": train, "dev": dev, "test": test,
                                                            "seed": seed}) + "\n", encoding="utf-8")
         for split, rows in splits.items():

@@ -38,6 +38,7 @@ class ExportConfig:
     trt_version_compatible: bool = False
     optimize: bool = True
     overwrite: bool = False
+    wait: bool = False  # another command writing the same folder: wait for it instead of refusing
     optional_int8: bool = False  # an int8 artifact failing its gate is set aside (the pipeline), not fatal
 
     def thresholds(self) -> dict[str, dict]:
@@ -83,6 +84,7 @@ RULES = {
     "trt_version_compatible": Rule(bool, "Build the engine version-compatible (loads on later TensorRT releases; "
                                          "slower to start).", flag=True),
     "overwrite": Rule(bool, "Replace an earlier export in --output-dir (never a folder of other files).", flag=True),
+    "wait": Rule(bool, "If another command is writing --output-dir, wait for it instead of stopping.", flag=True),
 }
 
 EXPORT = Options(ExportConfig, RULES, click_types=True)

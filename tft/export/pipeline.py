@@ -22,9 +22,9 @@ from tft.export.config import ExportError, onnx_config_for
 from tft.export.options import ExportConfig
 from tft.export.parity import ParityError, compare, pad_batch, parity_batches, serving_batches
 from tft.export.runtime import OrtModel
-from tft.fsutil import atomic_dir, atomic_write_json, check_output_dir, file_sha256
+from tft.fsutil import atomic_dir, atomic_write_json, check_output_dir, file_sha256, hold, mark_owned
 from tft.inference import items_from_examples, task_of
-from tft.manifest import EXPORT_MANIFEST, now, read_checkpoint_manifest, versions
+from tft.manifest import EXPORT_MANIFEST, check_tokenizer_files, now, read_checkpoint_manifest, versions
 from tft.tasks import kind_of
 
 log = logging.getLogger("tft")
@@ -110,15 +110,25 @@ def run_export(checkpoint, cfg: ExportConfig | None = None, **options) -> Path:
     """Export a checkpoint under `cfg` (or ExportConfig(**options)). With `cfg.optional_int8` an int8 artifact
     that fails its gate is recorded under "rejected" (never served) instead of failing the export; the pipeline
     offers int8 as a candidate, `tft export --int8` demands it."""
-    from transformers import AutoConfig, AutoTokenizer
-
     cfg = cfg if cfg is not None else ExportConfig(**options)
     checkpoint = Path(checkpoint)
-    cm = read_checkpoint_manifest(checkpoint)
     out = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(checkpoint)
     run_dir = checkpoint.parent if checkpoint.name == "best" else None
-    replace = check_output_dir(out, what="export", marker=EXPORT_MANIFEST, overwrite=cfg.overwrite,
-                               protect=(checkpoint, run_dir))
+
+    def check() -> bool:
+        return check_output_dir(out, what="export", marker=EXPORT_MANIFEST, overwrite=cfg.overwrite,
+                                protect=(checkpoint, run_dir))
+
+    check()  # before the lock: a destination never to be written gets no lock file beside it
+    with hold(out, wait=cfg.wait):
+        return _export(checkpoint, out, cfg, replace=check())  # again: what another writer did meanwhile
+
+
+def _export(checkpoint: Path, out: Path, cfg: ExportConfig, replace: bool) -> Path:
+    from transformers import AutoConfig, AutoTokenizer
+
+    cm = read_checkpoint_manifest(checkpoint)
+    check_tokenizer_files(checkpoint)
     max_batch, max_len = cfg.max_batch, cfg.max_seq_length or cm["max_seq_length"]
     thresholds = cfg.thresholds()
     token_task = kind_of(cm["kind"]).per_token
@@ -173,7 +183,7 @@ def run_export(checkpoint, cfg: ExportConfig | None = None, **options) -> Path:
                           "sha256": file_sha256(path), "bytes": Path(path).stat().st_size, "parity": result.to_dict(),
                           **(extra or {})})
 
-    with atomic_dir(out, overwrite=replace) as tmp:
+    with atomic_dir(out, overwrite=replace, owned_as="export") as tmp:
         start = time.perf_counter()
         fp32 = onnx_export.export_onnx(model, onnx_cfg, tmp / "model.onnx", cfg.exporter)
         log.info("exported %s with the %s exporter in %.1fs", fp32.name, cfg.exporter, time.perf_counter() - start)
@@ -244,6 +254,7 @@ def run_export(checkpoint, cfg: ExportConfig | None = None, **options) -> Path:
                 runner.close()
         manifest["artifacts"] = artifacts
         atomic_write_json(out / EXPORT_MANIFEST, manifest)
+        mark_owned(out, "export")  # the engines are tft's too
     return out
 
 

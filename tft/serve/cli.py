@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -52,6 +53,29 @@ def build_command(export_dir, repository, config_file, **options):
     click.echo(f"start it with: tft serve start --repository {repository}")
 
 
+@serve_group.command("rollback")
+@click.option("--repository", default="model_repository", show_default=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path), help="A `tft serve build` repository.")
+@click.option("--name", required=True, help="The served ensemble.")
+@click.option("--to", "to", type=click.IntRange(1), metavar="VERSION",
+              help="The build to go back to.  [default: the one before the current]")
+@click.option("--wait", is_flag=True, help="If another command is writing the repository, wait for it.")
+def rollback_command(repository, name, to, wait):
+    """Serve an earlier build of a model again, in one atomic step (builds keep every version).
+
+    \b
+      tft serve rollback --name afqmc            # back to the build before the current one
+      tft serve rollback --name afqmc --to 3     # back to v3
+    A running server serves it after its next load (`tft serve start` loads at start).
+    """
+    from tft.serve.rollback import rollback
+
+    record = rollback(repository, name, to, wait)
+    click.echo(f"{name}: rolled back from v{record['rolled_back_from']} to v{record['version']} "
+               f"(artifact {record.get('artifact')}, built {record.get('created')} from {record.get('export')})")
+    click.echo(f"build record: {repository / name / str(record['version']) / 'tft-serve.json'}")
+
+
 @serve_group.command("deploy")
 @click.option("--repository", default="model_repository", show_default=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path), help="A `tft serve build` repository.")
@@ -78,12 +102,13 @@ def deploy_command(repository, name, values_file, device, gpus, image, image_tag
     """
     import yaml
 
-    from tft.fsutil import atomic_write_text, check_output_file
+    from tft.fsutil import atomic_write_text, check_output_file, hold
     from tft.serve.deploy import chart_values
     from tft.serve.records import read_serve_manifests
 
     check_output_file(values_file, option="--chart-values", overwrite=overwrite)
-    records = read_serve_manifests(repository)
+    with hold(repository, shared=True, wait=True, option="--repository"):  # never a half-written build's record
+        records = read_serve_manifests(repository)
     if not records:
         raise TftError(f"{repository}: no model built by `tft serve build` in it")
     if name is None:
@@ -114,7 +139,7 @@ def deploy_command(repository, name, values_file, device, gpus, image, image_tag
 @click.option("--health-interval", default=5.0, show_default=True, type=click.FloatRange(0, 3600),
               help="Seconds between canary inferences; a failing model is reloaded. 0 turns the loop off.")
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Triton's log (default: a temporary file, printed on failure).")
+              help="Triton's log (default: ~/.cache/tft/logs/tritonserver-<time>-<pid>.log; its tail is printed on failure).")
 @click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the endpoints here as JSON once every model is ready (for scripts).")
 @click.option("--triton-arg", "extra", multiple=True,
@@ -126,7 +151,7 @@ def start_command(repository, host, grpc_port, http_port, metrics_port, models, 
                   ready_file, extra, python_env):
     """Run the embedded Triton (the `tritonserver` binary of nvidia-pytriton, CPU, Python backend) in the
     foreground until Ctrl-C. Waits for the models to be ready and prints the endpoints."""
-    from tft.fsutil import atomic_write_json, check_output_file
+    from tft.fsutil import atomic_write_json, check_output_file, hold
     from tft.serve.records import check_integrity, read_serve_manifests
     from tft.serve.health import HealthLoop, serve_until_stopped, stop_on_signals
     from tft.serve.server import Ports, TritonServer
@@ -136,9 +161,6 @@ def start_command(repository, host, grpc_port, http_port, metrics_port, models, 
         raise click.UsageError("--grpc-port, --http-port and --metrics-port must differ")
     if ready_file:
         check_output_file(ready_file, option="--ready-file", overwrite=True)
-    if repository.is_dir():
-        checked = check_integrity(repository)
-        log.info("repository %s: %d files match their build records", repository, checked)
     if python_env is not None and not (python_env / "bin" / "python3").exists():
         raise click.BadParameter(f"{python_env}: not a virtual environment (no bin/python3)", param_hint="--python-env")
     server = TritonServer(repository, ports, host=host, models=list(models) or None, log_file=log_file,
@@ -146,8 +168,13 @@ def start_command(repository, host, grpc_port, http_port, metrics_port, models, 
     stop_on_signals()
     health = None
     try:
-        server.start()
-        ready = server.wait_ready()
+        # a reader's lock while the files are checked and loaded: a build waits, and never changes them meanwhile
+        with hold(repository, shared=True, wait=True, option="--repository"):
+            if repository.is_dir():
+                checked = check_integrity(repository)
+                log.info("repository %s: %d files match their build records", repository, checked)
+            server.start()
+            ready = server.wait_ready()
         click.echo(f"Triton is ready: gRPC {server.grpc_url}  HTTP {server.http_url}  "
                    f"metrics http://{host}:{metrics_port}/metrics")
         click.echo(f"models: {', '.join(sorted(ready))}")
@@ -210,20 +237,32 @@ def client_options(f):
     return f
 
 
-def _items(info, texts, input_path):
-    from tft.inference import read_inputs, task_of
+def _items(info, texts, input_path) -> list[dict]:
+    return list(_item_source(info, texts, input_path)())
+
+
+def _item_source(info, texts, input_path):
+    """A callable giving the inputs anew each time it is called: a file is read as it is iterated."""
+    from tft.inference import iter_inputs, task_of
 
     if texts and input_path:
         raise click.UsageError("give TEXT arguments or --input, not both")
     if input_path:
         if info.tft:
-            return read_inputs(input_path, task_of(info.tft))
-        if not input_path.endswith(".txt"):
+            task = task_of(info.tft)
+        elif not input_path.endswith(".txt"):
             raise click.UsageError(f"{info.name} was not built by `tft serve build`, so its task's file format is "
                                    "unknown: give plain .txt lines (pairs tab-separated)")
-        from tft.tasks import get_task
+        else:
+            from tft.tasks import get_task
 
-        return read_inputs(input_path, get_task("afqmc" if info.pair else "sst2"))  # only pair-ness matters for .txt
+            task = get_task("afqmc" if info.pair else "sst2")  # only pair-ness matters for .txt
+        return lambda: iter_inputs(input_path, task)
+    items = _text_items(info, texts)
+    return lambda: iter(items)
+
+
+def _text_items(info, texts) -> list[dict]:
     if not texts:
         raise click.UsageError("give TEXT arguments or --input FILE")
     if info.pair:
@@ -259,46 +298,57 @@ def infer_command(ctx, texts, url, model, ssl, root_certificates, private_key, c
     """
     if resume and output is None:
         raise click.UsageError("--resume needs -o OUTPUT")
-    from tft.fsutil import check_output_file
-    from tft.serve.client import Client, OrderedWriter, PartialOutput
+    from tft.fsutil import check_output_file, hold
 
     if output is not None and not resume:
         check_output_file(output, overwrite=overwrite, inputs=[input_path])
-    opts = _client_options(url, ssl, root_certificates, private_key, certificate_chain, headers, timeout, retries)
-    client = Client(options=opts)
-    info = client.info(model)
-    items = _items(info, texts, input_path)
-    quiet = ctx.find_root().obj.get("quiet", False) if ctx.find_root().obj else False
-    if output is None:
-        answers, stats = client.infer(model, items, batch_size, concurrency, progress=not quiet)
-        for item, answer in zip(items, answers):
-            if answer is not None:
-                click.echo(json.dumps({**item, **answer}, ensure_ascii=False))
-        todo = items
-    else:
-        partial = PartialOutput(output, items, resume)
-        todo = partial.todo
-        with partial.open() as handle:
-            writer = OrderedWriter(handle, todo)
-            answers, stats = client.infer(model, todo, batch_size, concurrency, on_answer=writer,
-                                          progress=not quiet)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if stats.unanswered == 0:
-            partial.finish(answers)
-        if resume:
-            click.echo(f"resumed: {len(items) - len(todo)} answers kept, {len(todo)} inputs sent"
-                       + (f", {partial.stale} answers for texts no longer in the input dropped" if partial.stale
-                          else ""), err=True)
+    with contextlib.ExitStack() as held:
+        if output is not None:  # one writer per output file
+            held.enter_context(hold(output, option="-o"))
+        stats, sent = _infer(ctx, texts, url, model, ssl, root_certificates, private_key, certificate_chain, headers,
+                             timeout, retries, input_path, output, batch_size, concurrency, resume)
     rate = f"{stats.throughput:.1f} texts/s" if stats.seconds else ""
-    click.echo(f"answered {stats.answered} of {len(todo)} inputs in {stats.seconds:.2f}s ({rate}), "
-               f"{stats.retries} retries", err=True)
+    cut = f", {stats.truncated} texts longer than the model reads (answers marked truncated)" if stats.truncated else ""
+    click.echo(f"answered {stats.answered} of {sent} inputs in {stats.seconds:.2f}s ({rate}), "
+               f"{stats.retries} retries{cut}", err=True)
     if stats.unanswered:
-        where = f"; answers so far are in {partial.path}, run again with --resume" if output else ""
+        where = f"; answers so far are in {output}.partial, run again with --resume" if output else ""
         raise TftError(f"{stats.unanswered} inputs unanswered: {stats.first_error}{where}")
     if stats.failed:
         raise TftError(f"{stats.failed} inputs refused by the server (see their \"error\" field); "
                        f"first: {stats.first_error}")
+
+
+def _infer(ctx, texts, url, model, ssl, root_certificates, private_key, certificate_chain, headers, timeout, retries,
+           input_path, output, batch_size, concurrency, resume):
+    """Stream the inputs to the server and the answers to stdout or OUTPUT.partial, in input order."""
+    from tft.serve.client import Client, OrderedWriter, PartialOutput
+
+    opts = _client_options(url, ssl, root_certificates, private_key, certificate_chain, headers, timeout, retries)
+    client = Client(options=opts)
+    info = client.info(model)
+    source = _item_source(info, texts, input_path)
+    quiet = ctx.find_root().obj.get("quiet", False) if ctx.find_root().obj else False
+    if output is None:
+        def echo(index, item, answer):
+            click.echo(json.dumps({**item, **answer}, ensure_ascii=False))
+
+        _, stats = client.infer(model, source(), batch_size, concurrency, progress=not quiet, stream=echo)
+        return stats, stats.answered + stats.failed + stats.unanswered
+    partial = PartialOutput(output, source, resume)
+    with partial.open() as handle:
+        _, stats = client.infer(model, partial.todo(), batch_size, concurrency, stream=OrderedWriter(handle),
+                                progress=not quiet)
+        handle.flush()
+        os.fsync(handle.fileno())
+    sent = stats.answered + stats.failed + stats.unanswered
+    if stats.unanswered == 0:
+        partial.finish()
+    if resume:
+        click.echo(f"resumed: {partial.kept} answers kept, {sent} inputs sent"
+                   + (f", {partial.stale} answers for texts no longer in the input dropped" if partial.stale
+                      else ""), err=True)
+    return stats, sent
 
 
 @click.command("bench")

@@ -21,7 +21,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -71,6 +71,11 @@ class ModelInfo:
         if self.tft.get("kind"):
             return shape_of(self.tft["kind"])
         return SHAPES["entities"] if "ENTITIES" in self.outputs else SHAPES["label"]
+
+
+def truncated(item: dict, max_chars: int) -> bool:
+    """Is a text (or its pair) longer than the characters a model reads of it (its answer is about the prefix)?"""
+    return any(isinstance(item.get(k), (str, bytes)) and len(item[k]) > max_chars for k in ("text", "text_pair"))
 
 
 def is_retryable(error: Exception) -> bool:
@@ -155,6 +160,7 @@ class Summary:
     unanswered: int = 0  # inputs left without any record (server down)
     seconds: float = 0.0
     retries: int = 0
+    truncated: int = 0  # answers about a text cut at the model's max_chars
     first_error: str | None = None
 
     @property
@@ -211,6 +217,12 @@ class Client:
         pairs = [item.get("text_pair", "") for _, item in batch] if info.pair else None
         try:
             answers = await self._send(client, info, texts, pairs, stats)
+            cap = info.tft.get("max_chars")
+            if cap:  # the served tokenizer cut these texts at max_chars: the answer is about the prefix
+                for (_, item), answer in zip(batch, answers):
+                    if truncated(item, cap):
+                        answer["truncated"] = True
+                        stats.truncated += 1
             return [(i, a) for (i, _), a in zip(batch, answers)]
         except InferenceServerException as e:
             if len(batch) == 1:
@@ -222,84 +234,112 @@ class Client:
         return out
 
     # -- many inputs -------------------------------------------------------------------------------
-    async def _run(self, model: str, items: list[dict], on_answer: Callable[[int, dict], None], batch_size: int,
-                   concurrency: int, progress: bool, stats: Summary):
+    async def _run(self, model: str, items: Iterator[dict], emit: Callable[[int, dict, dict], None], batch_size: int,
+                   concurrency: int, progress: bool, stats: Summary, total: int | None) -> int:
+        """Answer `items` as they are read, handing each (index, item, answer) to `emit` in input order.
+        At most `window` inputs are held at once, whatever the input's length. Returns the inputs read."""
         import tritonclient.grpc.aio as aio
         from tqdm import tqdm
 
-        info = self.info(model)
-        batch_size = max(1, min(batch_size, info.max_batch))
-        indexed = list(enumerate(items))
-        batches = [indexed[s:s + batch_size] for s in range(0, len(indexed), batch_size)]
-        queue: asyncio.Queue = asyncio.Queue()
-        for b in batches:
-            queue.put_nowait(b)
         from tft.console import on_terminal
 
-        bar = tqdm(total=len(items), desc=f"infer {model}", unit="text", disable=not (progress and on_terminal()),
+        info = self.info(model)
+        batch_size = max(1, min(batch_size, info.max_batch))
+        concurrency = max(1, concurrency)
+        window = 4 * concurrency * batch_size  # inputs read but not yet handed over
+        source = enumerate(items)
+        state = {"read": 0, "next": 0}
+        done: dict[int, tuple[dict, dict]] = {}  # answered out of order, waiting for an earlier one
+        progressed = asyncio.Event()
+        bar = tqdm(total=total, desc=f"infer {model}", unit="text", disable=not (progress and on_terminal()),
                    leave=False)
         client = aio.InferenceServerClient(self.opts.url, **_ssl_kwargs(self.opts))
         down = asyncio.Event()
 
+        def take() -> list[tuple[int, dict]]:
+            batch = []
+            for index, item in source:
+                batch.append((index, {"text": item} if isinstance(item, (str, bytes)) else item))
+                if len(batch) == batch_size:
+                    break
+            state["read"] += len(batch)
+            return batch
+
         async def worker():
-            while not queue.empty() and not down.is_set():
-                batch = queue.get_nowait()
+            while not down.is_set():
+                while state["read"] - state["next"] >= window and not down.is_set():
+                    progressed.clear()
+                    await progressed.wait()  # an earlier batch is slow: read no further ahead
+                batch = take()
+                if not batch:
+                    return
                 try:
                     results = await self._answer_batch(client, info, batch, stats)
                 except Unanswered as e:
                     stats.first_error = stats.first_error or str(e)
                     down.set()  # the server is gone: stop sending, report what is unanswered
+                    progressed.set()
                     return
+                items_of = dict(batch)
                 for index, answer in results:
-                    on_answer(index, answer)
+                    done[index] = (items_of[index], answer)
                     stats.failed += "error" in answer
                     stats.answered += "error" not in answer
+                while state["next"] in done:  # hand answers over in input order
+                    item, answer = done.pop(state["next"])
+                    emit(state["next"], item, answer)
+                    state["next"] += 1
+                progressed.set()
                 bar.update(len(batch))
 
         try:
-            await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
         finally:
             bar.close()
             await client.close()
+        return state["read"] + (sum(1 for _ in source) if down.is_set() else 0)
 
     def infer(self, model: str, items: Iterable[dict] | Iterable[str], batch_size: int = 32, concurrency: int = 8,
-              on_answer: Callable[[int, dict], None] | None = None, progress: bool = False):
+              on_answer: Callable[[int, dict], None] | None = None, progress: bool = False,
+              stream: Callable[[int, dict, dict], None] | None = None, total: int | None = None):
         """Answer every item ({"text", ["text_pair"]} or a plain string); returns (answers, Summary).
 
-        `answers[i]` is None for inputs left unanswered because the server went away.
+        `answers[i]` is item i's answer, None for inputs left unanswered because the server went away;
+        `on_answer(index, answer)` also gets each in input order, as soon as every earlier one is in.
+        With `stream` instead: `stream(index, item, answer)` gets them, nothing is kept (answers is None), and
+        `items` may be any iterator: a file of any length is answered in the memory of a few batches.
         """
-        items = [{"text": i} if isinstance(i, (str, bytes)) else i for i in items]
-        answers: list[dict | None] = [None] * len(items)
-        ready = {"next": 0}
+        kept: list[dict | None] | None = None
+        if stream is None:
+            items = [{"text": i} if isinstance(i, (str, bytes)) else i for i in items]
+            kept = [None] * len(items)
+            total = len(items)
 
-        def collect(index, answer):
-            answers[index] = answer
-            # hand answers over in input order: each as soon as every earlier one is in
-            while ready["next"] < len(items) and answers[ready["next"]] is not None:
+            def stream(index, item, answer):
+                kept[index] = answer
                 if on_answer:
-                    on_answer(ready["next"], answers[ready["next"]])
-                ready["next"] += 1
+                    on_answer(index, answer)
 
         stats = Summary()
         start = time.perf_counter()
-        asyncio.run(self._run(model, items, collect, batch_size, concurrency, progress, stats))
+        read = asyncio.run(self._run(model, iter(items), stream, batch_size, concurrency, progress, stats, total))
         stats.seconds = time.perf_counter() - start
-        stats.unanswered = sum(a is None for a in answers)
-        return answers, stats
+        stats.unanswered = read - stats.answered - stats.failed
+        return kept, stats
 
 
 class OrderedWriter:
     """`on_answer` for Client.infer: each answer as one complete JSON line (answers arrive in input order)."""
 
-    def __init__(self, handle, items: list[dict]):
-        self.handle, self.items = handle, items
+    def __init__(self, handle):
+        self.handle = handle
 
-    def __call__(self, index: int, answer: dict) -> None:
-        self.handle.write(json.dumps({**self.items[index], **answer}, ensure_ascii=False) + "\n")
+    def __call__(self, index: int, item: dict, answer: dict) -> None:
+        self.handle.write(json.dumps({**item, **answer}, ensure_ascii=False) + "\n")
         self.handle.flush()  # a whole line per write: a killed client leaves only complete lines
 
 
-ANSWER_FIELDS = ("label", "score", "entities")
+ANSWER_FIELDS = ("label", "score", "entities", "truncated")
 
 
 def item_key(item: dict) -> str:
@@ -311,56 +351,75 @@ def item_key(item: dict) -> str:
 
 
 class PartialOutput:
-    """`OUT.partial`, the answers of an unfinished `tft infer -o OUT`, one complete JSON line each.
+    """`OUT.partial`, the answers of an unfinished `tft infer -o OUT`, one complete JSON line each, in input order.
 
-    Resuming keeps each answer whose input text is still in the input, whatever its position, and
-    redoes inputs that are new or whose text changed; `finish` writes OUT in input order, atomically.
+    A first run streams its answers there and renames it to OUT when every input is answered (its memory
+    does not grow with the input). Resuming keeps each answer whose input text is still in the input,
+    whatever its position, and redoes inputs that are new or whose text changed; `finish` then writes OUT in
+    input order (reading the input again), atomically.
     """
 
-    def __init__(self, output, items: list[dict], resume: bool):
+    def __init__(self, output, source: Callable[[], Iterator[dict]], resume: bool):
         from pathlib import Path
 
         self.output = Path(output)
         self.path = self.output.with_name(self.output.name + ".partial")
-        self.items = items
+        self.source, self.resume = source, resume
         self.known: dict[str, dict] = {}
-        self.stale = 0
+        self.stale = self.kept = 0
         if resume:
             if not self.path.exists():
                 raise TftError(f"{self.path}: nothing to resume (no interrupted run)")
-            self._read()
+            self.known = self._read()
+            wanted = {item_key(item) for item in source()}
+            self.stale = sum(k not in wanted for k in self.known)
+            self.kept = len(self.known) - self.stale
         elif self.path.exists():
             raise TftError(f"{self.path} exists from an interrupted run: add --resume to finish it, or delete it")
-        keys = [item_key(i) for i in items]
-        wanted = set(keys)
-        self.stale = sum(k not in wanted for k in self.known)
-        self.todo = [item for item, k in zip(items, keys) if k not in self.known]
 
-    def _read(self) -> None:
-        data = self.path.read_bytes()
-        complete = data[: data.rfind(b"\n") + 1]  # a killed writer may leave a torn last line
-        for number, line in enumerate(complete.decode("utf-8", errors="replace").splitlines(), 1):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise TftError(f"{self.path}:{number}: not a JSON line; delete the file to start over") from None
-            if not isinstance(record, dict) or "text" not in record:
-                raise TftError(f"{self.path}:{number}: not an answer record of `tft infer`; delete the file to "
-                               "start over")
-            if "error" not in record:  # refused inputs are asked again
-                self.known[item_key(record)] = {k: record[k] for k in ANSWER_FIELDS if k in record}
+    def todo(self) -> Iterator[dict]:
+        """The inputs still to ask, as they are read."""
+        return (item for item in self.source() if item_key(item) not in self.known)
+
+    def _read(self) -> dict[str, dict]:
+        known = {}
+        with open(self.path, "rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                if not raw.endswith(b"\n"):
+                    break  # a killed writer may leave a torn last line
+                try:
+                    record = json.loads(raw.decode("utf-8", errors="replace"))
+                except json.JSONDecodeError:
+                    raise TftError(f"{self.path}:{number}: not a JSON line; delete the file to start over") from None
+                if not isinstance(record, dict) or "text" not in record:
+                    raise TftError(f"{self.path}:{number}: not an answer record of `tft infer`; delete the file to "
+                                   "start over")
+                if "error" not in record:  # refused inputs are asked again
+                    known[item_key(record)] = {k: record[k] for k in ANSWER_FIELDS if k in record}
+        return known
 
     def open(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return open(self.path, "a", encoding="utf-8")
 
-    def finish(self, new_answers: list[dict | None]) -> None:
-        """All inputs answered: OUT in input order (kept answers and new ones), then drop the partial."""
-        from tft.fsutil import atomic_write_text
+    def finish(self) -> None:
+        """All inputs answered: OUT in input order, then no partial."""
+        import os
 
-        answers = dict(self.known)
-        for item, answer in zip(self.todo, new_answers):
-            answers[item_key(item)] = answer
-        lines = [json.dumps({**item, **answers[item_key(item)]}, ensure_ascii=False) + "\n" for item in self.items]
-        atomic_write_text(self.output, "".join(lines))
+        if not self.resume:  # the partial holds every answer in input order already
+            os.replace(self.path, self.output)
+            return
+        answers = self._read()  # kept and new answers: resuming reads the answers it completes
+        tmp = self.output.with_name(f".{self.output.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "w", encoding="utf-8") as out:
+                for item in self.source():
+                    answer = answers.get(item_key(item))
+                    out.write(json.dumps({**item, **(answer or {"error": "not answered"})}, ensure_ascii=False) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.output)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
         self.path.unlink(missing_ok=True)

@@ -195,7 +195,8 @@ class Layout:
             "task": self.manifest["task"], "kind": self.manifest["kind"], "text_field": f["text_field"],
             "text_pair_field": f["text_pair_field"], "label_field": f["label_field"],
             "word_joiner": f["word_joiner"], "labels": self.labels,
-            "max_seq_length": self.manifest["max_seq_length"]}, ensure_ascii=False),
+            "max_seq_length": self.manifest["max_seq_length"],
+            "max_chars": self.tokenizer_settings()["max_chars"]}, ensure_ascii=False),
             "tft_record": f"{record_version}/{SERVE_MANIFEST}"})
         return c
 

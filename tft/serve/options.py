@@ -27,6 +27,7 @@ class BuildOptions:
     ort_tensorrt_cache: str = "/tmp/tft-ort-trt-cache"  # engine cache inside the server's container
     tensorrt_version: str | None = None  # the serving container's TensorRT: a TensorRT engine must match it
     triton_image: str | None = None  # the Triton image that will serve it (its TensorRT is looked up)
+    wait: bool = False  # another command writing the repository: wait for it instead of refusing
 
     @property
     def gpu(self) -> bool:
@@ -63,6 +64,7 @@ RULES = {
     "triton_image": Rule(str, "With --backend tensorrt: the Triton image that will serve it (e.g. "
                               "24.10-trtllm-python-py3); its TensorRT is looked up in Triton's compatibility matrix.",
                          metavar="TAG"),
+    "wait": Rule(bool, "If another command is writing --repository, wait for it instead of stopping.", flag=True),
 }
 
 

@@ -18,6 +18,7 @@ The rest of the stage, each in a module of its own: the backends (backends.py), 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ import re
 import shutil
 from pathlib import Path
 
-from tft.fsutil import atomic_write_json, atomic_write_text, file_sha256, make_temp_dir, pid_alive
+from tft.fsutil import atomic_write_json, atomic_write_text, file_sha256, hold, make_temp_dir, pid_alive
 from tft.manifest import SERVE_MANIFEST, check_file, now, read_export_manifest
 from tft.manifest import versions as versions_info
 from tft.serve.artifacts import pick_artifact
@@ -39,6 +40,7 @@ from tft.tasks import kind_of
 
 log = logging.getLogger("tft")
 MODELS_DIR = Path(__file__).parent / "models"
+SAVED_CONFIG = "tft-config.pbtxt"  # each version's own config.pbtxt, kept in its folder for `tft serve rollback`
 PREDICTIONS_PY = Path(__file__).resolve().parents[1] / "predictions.py"
 __all__ = ["BuildOptions", "RepositoryError", "build_repository", "parse_pbtxt", "read_serve_manifests"]
 
@@ -115,13 +117,63 @@ def validate(export_dir: Path, repository: Path, opts: BuildOptions) -> tuple[di
     return manifest, artifact, model_file, tokenizer_json, opts
 
 
+def intent_path(repository: Path, ensemble: str) -> Path:
+    """What a build of `ensemble` is placing, written before it places anything and removed once it is done:
+    a build that was killed leaves it, and the next build (holding the repository's lock) clears exactly that."""
+    return repository / f".tft-build-{ensemble}.json"
+
+
+def recover(repository: Path, ensemble: str) -> None:
+    """Clear what an interrupted build of `ensemble` left: version folders it placed but never committed,
+    step configs listing them, its temporary config files; the committed build stays as it was."""
+    path = intent_path(repository, ensemble)
+    if not path.exists():
+        return
+    try:
+        intent = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        intent = {}
+    committed = read_serve_manifests(repository).get(ensemble)
+    in_use = (committed or {}).get("model_versions", {})
+    removed = []
+    for model, version in intent.get("versions", {}).items():
+        model_dir = repository / model
+        if in_use.get(model) == version or not model_dir.is_dir():
+            continue  # committed: the build stopped while tidying
+        shutil.rmtree(model_dir / str(version), ignore_errors=True)
+        removed.append(f"{model} v{version}")
+        if model not in in_use:  # a model this build created and never committed
+            shutil.rmtree(model_dir, ignore_errors=True)
+    for model, version in in_use.items():
+        config = repository / model / "config.pbtxt"
+        if model != ensemble and config.exists():
+            atomic_write_text(config, to_pbtxt(with_versions(read_config(config), [version])))
+    for model in intent.get("versions", {}):
+        for leftover in (repository / model).glob(".config.pbtxt.tmp-*"):
+            leftover.unlink(missing_ok=True)
+    if committed is not None:
+        atomic_write_json(repository / ensemble / SERVE_MANIFEST, committed)
+    path.unlink(missing_ok=True)
+    log.warning("%s: cleared what an interrupted build of %s left%s", repository, ensemble,
+                f" ({', '.join(removed)})" if removed else "")
+
+
 def build_repository(export_dir: str | Path, repository: str | Path, opts: BuildOptions) -> dict:
+    """Validate, then (holding the repository's lock: one writer at a time) add a version of each model."""
     export_dir, repository = Path(export_dir), Path(repository)
+    validate(export_dir, repository, opts)  # before the lock: a build never to happen leaves no lock file
+    with hold(repository, wait=opts.wait, option="--repository"):
+        return _build(export_dir, repository, opts)
+
+
+def _build(export_dir: Path, repository: Path, opts: BuildOptions) -> dict:
     manifest, artifact, model_file, tokenizer_json, opts = validate(export_dir, repository, opts)
     if "pad_token_id" not in manifest:  # exports written before the manifest recorded it
         manifest = {**manifest, "pad_token_id": _pad_id(tokenizer_json)}
     layout = Layout(manifest, opts)
     names = [*layout.steps, layout.ensemble]
+    if repository.is_dir():
+        recover(repository, layout.ensemble)
     owned = owned_models(repository) if repository.is_dir() else set()
     for name in names:
         if (repository / name).exists() and name not in owned:
@@ -176,21 +228,27 @@ def build_repository(export_dir: str | Path, repository: str | Path, opts: Build
         "files": {}, "created": now(), "versions": versions_info(),
     }
     staged: dict[str, Path] = {}
+    committed = False
     try:
         # 1. stage every new version folder under a hidden name
         for name, (config, files) in contents.items():
-            tmp = make_temp_dir(repository, f".{name}.tmp-{os.getpid()}-")
+            tmp = staged[name] = make_temp_dir(repository, f".{name}.tmp-{os.getpid()}-")
             vdir = tmp / str(versions[name])
             vdir.mkdir()
-            for dest, src in files.items():
+            # this version's own config beside it: `tft serve rollback` puts it back
+            for dest, src in {**files, SAVED_CONFIG: to_pbtxt(config)}.items():
                 _place_file(src, vdir / dest)
                 record["files"][f"{name}/{versions[name]}/{dest}"] = file_sha256(vdir / dest)
-            staged[name] = tmp
-        tmp = make_temp_dir(repository, f".{layout.ensemble}.tmp-{os.getpid()}-")
-        (tmp / str(versions[layout.ensemble])).mkdir()
-        atomic_write_json(tmp / str(versions[layout.ensemble]) / SERVE_MANIFEST, record)
-        staged[layout.ensemble] = tmp
+        tmp = staged[layout.ensemble] = make_temp_dir(repository, f".{layout.ensemble}.tmp-{os.getpid()}-")
+        edir = tmp / str(versions[layout.ensemble])
+        edir.mkdir()
+        ensemble = to_pbtxt(layout.ensemble_config(versions, versions[layout.ensemble]))
+        _place_file(ensemble, edir / SAVED_CONFIG)
+        record["files"][f"{layout.ensemble}/{versions[layout.ensemble]}/{SAVED_CONFIG}"] = file_sha256(edir / SAVED_CONFIG)
+        atomic_write_json(edir / SERVE_MANIFEST, record)
         checkpoint("staged")
+        atomic_write_json(intent_path(repository, layout.ensemble),
+                          {"versions": versions, "pid": os.getpid()})
         # 2. new versions into place, invisible: each step's policy still lists only the versions in use
         for name in layout.steps:
             vdir = staged[name] / str(versions[name])
@@ -214,19 +272,33 @@ def build_repository(export_dir: str | Path, repository: str | Path, opts: Build
                 atomic_write_text(repository / name / "config.pbtxt", to_pbtxt(with_versions(old_configs[name], in_use)))
                 checkpoint(f"both versions of {name}")
         # 4. the commit: the ensemble pinned to the new versions, in one rename
-        ensemble = to_pbtxt(layout.ensemble_config(versions, versions[layout.ensemble]))
         if ensemble_dir.exists():
             atomic_write_text(ensemble_dir / "config.pbtxt", ensemble)
         else:
             (staged[layout.ensemble] / "config.pbtxt").write_text(ensemble, encoding="utf-8")
             os.replace(staged[layout.ensemble], ensemble_dir)
+        committed = True
         checkpoint("committed")
-        # 5. tidy: steps keep only the new version loaded; the record's copy at the top for people
+        # 5. tidy: steps keep only the new version loaded; the record covers every config as it now stands
+        # (`tft serve start` refuses a repository whose configs were changed by hand or by another tool)
         for name in layout.steps:
             atomic_write_text(repository / name / "config.pbtxt",
                               to_pbtxt(with_versions(contents[name][0], [versions[name]])))
-        atomic_write_json(ensemble_dir / SERVE_MANIFEST, record)
+        for name in names:
+            record["files"][f"{name}/config.pbtxt"] = file_sha256(repository / name / "config.pbtxt")
+        atomic_write_json(ensemble_dir / str(versions[layout.ensemble]) / SERVE_MANIFEST, record)
+        atomic_write_json(ensemble_dir / SERVE_MANIFEST, record)  # the committed record's copy, for people
         write_requirements(repository, record)
+        intent_path(repository, layout.ensemble).unlink(missing_ok=True)
+    except OSError as e:
+        if committed:
+            raise
+        # a full or read-only disk is the destination's, whichever file the error names (a copy names its source)
+        blame_source = e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) and e.filename and \
+            not Path(e.filename).resolve().is_relative_to(repository.resolve())
+        where = e.filename if blame_source else repository.resolve()
+        raise RepositoryError(f"{where}: cannot write the new version ({e.strerror}); the served version is "
+                              "unchanged") from None
     finally:
         for tmp in staged.values():
             if tmp.exists():

@@ -11,15 +11,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tft.serve.triton import ServerError, backend_directory, pytriton_dir, server_env, system_triton
+from tft.fsutil import cache_root
+from tft.serve.triton import ServerError, backend_directory, pytriton_dir, server_env, stub_safe, system_triton
 
 log = logging.getLogger("tft")
 
@@ -66,6 +67,9 @@ class Ports:
         return cls(free_port(host), free_port(host), free_port(host))
 
 
+LOAD_ERROR_RE = re.compile(r'^E\S* \S+ \d+ model_repository_manager\.cc:\d+\] "(.+)"$')
+
+
 @dataclass
 class TritonServer:
     """`tritonserver` as a child process: start(), wait_ready(), stop(); a context manager too."""
@@ -108,13 +112,17 @@ class TritonServer:
         repo = Path(self.repository)
         if not repo.is_dir():
             raise ServerError(f"{repo}: no such model repository (build one with `tft serve build`)")
+        if system_triton() is None and not stub_safe(repo):
+            raise ServerError(f"{repo.resolve()}: the embedded Triton's Python backend cannot start models from a path "
+                              "with spaces or non-ASCII characters (its stub splits and ASCII-decodes paths, and Triton "
+                              "resolves links); build or move the repository to a plain path")
         for name, port in (("grpc", self.ports.grpc), ("http", self.ports.http), ("metrics", self.ports.metrics)):
             if port_in_use(self.host, port):
                 raise ServerError(f"{self.host}:{port} ({name}) is already in use; pick another with --{name}-port")
-        if self.log_file is None:
-            fd, path = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
-            os.close(fd)
-            self.log_file = Path(path)
+        if self.log_file is None:  # in the user cache, named by time and pid: never loose in the temporary folder
+            logs = cache_root() / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            self.log_file = logs / f"tritonserver-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
         self._log = open(self.log_file, "ab")
         self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
                                         env=server_env(self.python_env), start_new_session=True,
@@ -134,6 +142,17 @@ class TritonServer:
         except (OSError, TypeError):
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+    def load_failure(self) -> str | None:
+        """Why Triton could not load every model, from its log ("failed to load all models"), in one line."""
+        text = self.log_tail(400)
+        if "failed to load all models" not in text:
+            return None
+        for line in text.splitlines():
+            match = LOAD_ERROR_RE.search(line)
+            if match:
+                return match.group(1)
+        return "see " + str(self.log_file)
 
     def _flag(self, name: str) -> str | None:
         for arg in self.extra_args:
@@ -181,6 +200,10 @@ class TritonServer:
                     if failed:
                         reasons = "; ".join(f"{m.name}: {m.reason}" for m in index if m.name in failed)
                         raise ServerError(f"model(s) failed to load: {reasons}")
+                    reason = self.load_failure()
+                    if reason and not any(states.get(m) == "LOADING" for m in wanted):
+                        # an ensemble that cannot load has no state at all: Triton says why only in its log
+                        raise ServerError(f"model(s) failed to load: {reason}")
             except ServerError:
                 raise
             except Exception:  # not listening yet

@@ -18,6 +18,7 @@ import contextlib
 import os
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 
 from tft.errors import TftError
@@ -53,6 +54,14 @@ def system_triton() -> Path | None:
     return root
 
 
+def stub_safe(path: Path) -> bool:
+    """Can Triton 2.51's Python backend start a model from this path? Its stub takes paths as space-separated
+    arguments (a space breaks them: `stol`) and decodes them as ASCII (a non-ASCII character breaks it);
+    Triton resolves links, so a link with a plain name does not help."""
+    text = str(Path(path).resolve())
+    return text.isascii() and not any(ch.isspace() for ch in text)
+
+
 def backend_directory(root: Path | None = None) -> Path:
     """A folder laid out as Triton wants it: python/{libtriton_python.so, utils, stub} (symlinks)."""
     root = root or pytriton_dir()
@@ -61,6 +70,8 @@ def backend_directory(root: Path | None = None) -> Path:
     if not stub.exists():
         raise ServerError(f"nvidia-pytriton has no Python-backend stub for Python {version} ({stub})")
     base = cache_root() / "triton-backends" / version
+    if not stub_safe(base):  # the stub is started from here: a path it cannot take gets a plain one
+        base = Path(tempfile.gettempdir()) / f"tft-triton-backends-{os.getuid()}" / version
     target = base / "python"
     target.mkdir(parents=True, exist_ok=True)
     for src in (root / "backends" / "python" / "libtriton_python.so",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -101,15 +102,25 @@ def launch_distributed(cfg: TrainConfig, launch: dict) -> int:
             raise TftError("--output-dir is required with --nnodes > 1: every node must write the same run folder")
         cfg.output_dir = f"runs/{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path(cfg.output_dir)
+    from tft.fsutil import hold
     from tft.tasks import get_task
-    from tft.train.rundir import CLAIMED_ENV, claim
+    from tft.train.rundir import claim
 
-    settings = {**vars(cfg), "model": cfg.model or get_task(cfg.task).default_model}
-    if launch["node_rank"] == 0:
-        claimed = claim(out, cfg.resume, cfg.overwrite, settings)  # refuse here, once, before any rank starts
-        if claimed.finished:
-            click.echo(f"{out} already finished training; nothing to do (--overwrite starts it over)", err=True)
-            return 0
+    settings = {**{k: v for k, v in vars(cfg).items() if k != "wait"},
+                "model": cfg.model or get_task(cfg.task).default_model}
+    with contextlib.ExitStack() as held:
+        if launch["node_rank"] == 0:
+            held.enter_context(hold(out, wait=cfg.wait))  # held by the launcher for all its ranks
+            claimed = claim(out, cfg.resume, cfg.overwrite, settings)  # refuse here, once, before any rank starts
+            if claimed.finished:
+                click.echo(f"{out} already finished training; nothing to do (--overwrite starts it over)", err=True)
+                return 0
+        return _launch(cfg, launch, out)
+
+
+def _launch(cfg: TrainConfig, launch: dict, out: Path) -> int:
+    from tft.train.rundir import CLAIMED_ENV
+
     if launch.get("max_restarts") and cfg.resume is None:
         cfg.resume = "auto"  # a restarted worker group continues from the newest complete checkpoint
     out.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,7 @@ class TrainConfig:
     early_stopping: int | None = None
     resume: str | None = None  # "auto" or a checkpoint path
     overwrite: bool = False
+    wait: bool = False  # another command training into the same folder: wait for it instead of refusing
     limit_train: int | None = None
     limit_eval: int | None = None
     max_chars: int | None = None  # characters per text kept before tokenizing; default 32 x max_seq_length
@@ -101,6 +102,7 @@ RULES: dict[str, Rule] = {
     "resume": Rule(str, "Continue this run folder from a checkpoint, or from its newest complete one (`auto`).",
                    metavar="PATH|auto"),
     "overwrite": Rule(bool, "Start over in an earlier run folder of tft's (its outputs are replaced).", flag=True),
+    "wait": Rule(bool, "If another command is writing the run folder, wait for it instead of stopping.", flag=True),
     "limit_train": Rule(int, "Use the first N training examples (quick runs).", low=1, metavar="N"),
     "limit_eval": Rule(int, "Use the first N dev examples.", low=1, metavar="N"),
     "max_chars": Rule(int, "Characters kept per text before tokenizing (as serving does).  "

@@ -16,7 +16,7 @@ from tft.errors import TftError
 from tft.fsutil import atomic_write_text
 from tft.inference import TextSettings, read_inputs, task_of
 from tft.inference import answer_items as answer_path
-from tft.manifest import read_checkpoint_manifest
+from tft.manifest import check_tokenizer_files, read_checkpoint_manifest
 
 
 class TorchModel:
@@ -28,6 +28,7 @@ class TorchModel:
 
         self.checkpoint = Path(checkpoint)
         self.manifest = read_checkpoint_manifest(checkpoint)
+        check_tokenizer_files(checkpoint)
         self.task = task_of(self.manifest)
         self.labels = tuple(self.manifest["labels"])
         self.token_task = self.task.kind.per_token

@@ -11,6 +11,7 @@ Several nodes (run on each, node rank 0..M-1):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -22,13 +23,13 @@ import torch
 from tft.data.dataset import load_dataset, resolve_data_dir
 from tft.data.features import encode, make_collator, max_chars_for, model_input_names
 from tft.errors import TftError
-from tft.fsutil import atomic_dir, atomic_write_json
-from tft.manifest import command_line, now, versions, write_checkpoint_manifest
+from tft.fsutil import atomic_dir, atomic_write_json, command_line, hold
+from tft.manifest import check_tokenizer_files, now, versions, write_checkpoint_manifest
 from tft.tasks import get_task
 from tft import metrics as task_metrics
 from tft.train.config import TrainConfig
 from tft.train.feature_cache import feature_fingerprint, load_features, save_features
-from tft.train.rundir import claim, mark, read_marker
+from tft.train.rundir import CLAIMED_ENV, claim, mark, read_marker
 from tft.train.scratch import is_scratch, scratch_config, texts_of, train_tokenizer
 
 log = logging.getLogger("tft")
@@ -57,6 +58,7 @@ class TrainRecipe:
         self.cfg = cfg
         self.task = None
         self.trainer = None
+        self.held = contextlib.ExitStack()  # the run folder's lock, held until the run ends
 
     # ------------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -71,11 +73,16 @@ class TrainRecipe:
             cfg.output_dir = f"runs/{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         self.output_dir = Path(cfg.output_dir)
         self.model_name = cfg.model or task.default_model
-        self.settings = {**vars(cfg), "model": self.model_name}
+        self.settings = {**{k: v for k, v in vars(cfg).items() if k != "wait"}, "model": self.model_name}
+        if os.environ.get(CLAIMED_ENV) != str(self.output_dir.resolve()) and is_rank0():
+            # one training per run folder: a second one (or a pipeline's) waits or stops with one line
+            self.held.enter_context(hold(self.output_dir, wait=cfg.wait))
         claimed = claim(self.output_dir, cfg.resume, cfg.overwrite and is_rank0(), self.settings)
         self.finished, self.resume_from = claimed.finished, claimed.resume_from
         if self.finished:
             return
+        if self.resume_from:  # its tokenizer is the one its weights were trained with: never build another
+            check_tokenizer_files(self.resume_from)
 
         self._check_positions()
         root = resolve_data_dir(task, cfg.data_dir)
@@ -142,6 +149,8 @@ class TrainRecipe:
 
     def _load_tokenizer(self, train_examples):
         cfg = self.cfg
+        if self.resume_from:
+            return self._tokenizer_from(self.resume_from)
         if is_scratch(self.model_name):
             saved = self.output_dir / "scratch_tokenizer"
             if not (saved / "tokenizer.json").exists():
@@ -150,9 +159,13 @@ class TrainRecipe:
                 tok = train_tokenizer(texts_of(train_examples), max_length=max(512, cfg.max_seq_length))
                 with atomic_dir(saved, overwrite=True) as tmp:
                     tok.save_pretrained(tmp)
+        return self._tokenizer_from(str(self.output_dir / "scratch_tokenizer") if is_scratch(self.model_name)
+                                    else self.model_name)
+
+    def _tokenizer_from(self, source):
         from transformers import AutoTokenizer
 
-        source = str(self.output_dir / "scratch_tokenizer") if is_scratch(self.model_name) else self.model_name
+        cfg = self.cfg
         try:
             tok = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
         except (OSError, ValueError) as e:
@@ -307,7 +320,7 @@ class TrainRecipe:
                 "main_metric": task.main_metric, "metrics": {k: v for k, v in dev.items() if k != "per_type"},
                 "base_model": self.model_name, "smoke_test_model": is_scratch(self.model_name),
                 "model_type": self.model.config.model_type,
-                "data_dir": str(self.data.data_dir), "created": now(), "versions": versions(),
+                "data_dir": str(Path(self.data.data_dir).resolve()), "created": now(), "versions": versions(),
                 "command": command_line(), "train_config": {k: v for k, v in vars(cfg).items()},
             })
         atomic_write_json(self.output_dir / "metrics.json", self.final_metrics)
@@ -332,12 +345,13 @@ def usable_positions(config) -> int | None:
 
 def run(cfg: TrainConfig) -> Path | None:
     recipe = TrainRecipe(cfg)
-    recipe.setup()
-    if recipe.finished:
-        metrics = (read_marker(recipe.output_dir) or {}).get("metrics") or {}
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-        log.info("%s already finished training%s; nothing to do (--overwrite starts it over)", recipe.output_dir,
-                 f" (dev {shown})" if shown else "")
-        return recipe.output_dir / "best"
-    recipe.train()
-    return recipe.save_checkpoint()
+    with recipe.held:
+        recipe.setup()
+        if recipe.finished:
+            metrics = (read_marker(recipe.output_dir) or {}).get("metrics") or {}
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+            log.info("%s already finished training%s; nothing to do (--overwrite starts it over)", recipe.output_dir,
+                     f" (dev {shown})" if shown else "")
+            return recipe.output_dir / "best"
+        recipe.train()
+        return recipe.save_checkpoint()
