@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -12,6 +13,25 @@ SHARED_DATASETS = Path(os.environ.get("TFT_SHARED_DATASETS", REPO.parent / "shar
 
 CJK = "花呗借呗怎么还款可以提前吗为什么不能用开通了我的额度是多少蚂蚁支付宝银行卡账单分期利息取消关闭北京上海广州张三李四王五公司大学医院中国人民在去年成立"
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def tree_hashes(*roots) -> dict:
+    """{path: sha256} of every file under the roots (and the roots themselves if files)."""
+    out = {}
+    for root in roots:
+        root = Path(root)
+        for path in ([root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())):
+            out[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def one_line_error(proc, code: int = 1) -> str:
+    """The command failed with `code` and said so in one line, without a traceback."""
+    assert proc.returncode == code, (proc.returncode, proc.stdout[-1500:], proc.stderr[-1500:])
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
 
 
 def write(path: Path, content, mode: str = "text") -> Path:

@@ -104,6 +104,7 @@ def test_verify_against_a_url_and_a_labelled_file(served, tmp_path, afqmc_sample
     assert set(report["runs"]) == {"pytorch", "served"} and report["agreement"]["pytorch~served"] == 1.0
 
 
+@pytest.mark.slow  # trains a model
 def test_pipeline_exits_non_zero_when_the_served_model_is_corrupted(afqmc_sample, tmp_path, monkeypatch):
     from tft.cli import cli
     from tft.serve import repository
@@ -130,6 +131,7 @@ def test_verify_needs_a_repository_or_url(trained_pair):
     assert proc.returncode == 2 and "give --repository (started here) or --url" in proc.stderr
 
 
+@pytest.mark.slow  # trains a model
 def test_a_max_chars_cap_is_the_same_offline_and_served(afqmc_sample, tmp_path):
     """`tft train --max-chars 8` cuts every text at 8 characters (the dev pairs run to ~11): `tft predict` (PyTorch
     and ONNX), the offline side of `tft verify` and the served tokenizer must all cut there, so served = ONNX

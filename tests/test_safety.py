@@ -6,7 +6,6 @@ file byte-identical (hashes compared before and after)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,27 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import ServeProcess, run_tft, write
+from helpers import ServeProcess, one_line_error, run_tft, tree_hashes, write
 from test_pipeline import flip_logits
-
-
-def tree_hashes(*roots) -> dict:
-    """{path: sha256} of every file under the roots (and the roots themselves if files)."""
-    out = {}
-    for root in roots:
-        root = Path(root)
-        for path in ([root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())):
-            out[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
-
-
-def one_line_error(proc, code: int = 1) -> str:
-    """The command failed with `code` and said so in one line, without a traceback."""
-    assert proc.returncode == code, (proc.returncode, proc.stdout[-1500:], proc.stderr[-1500:])
-    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 # -- 1. one output policy ----------------------------------------------------------------------------------
@@ -276,6 +256,7 @@ def test_bad_training_options_are_one_line_naming_the_option(afqmc_sample, tmp_p
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow  # trains a model
 def test_yaml_values_are_typed_like_flags(afqmc_sample, tmp_path):
     good = write(tmp_path / "good.yaml", f"task: afqmc\ndata_dir: {afqmc_sample}\nmodel: scratch:tiny\nlr: 3e-5\n"
                                          "max_steps: 2\nlimit_eval: 8\nfp16: false\n")
@@ -367,6 +348,7 @@ def test_resume_of_a_finished_run_reports_it_and_changes_nothing(trained_pair, a
     assert "was trained with --max-seq-length 128, this run asks for 64" in one_line_error(proc)
 
 
+@pytest.mark.slow  # trains a model
 def test_pipeline_never_reports_an_old_run_under_new_settings(afqmc_sample, tmp_path):
     out = tmp_path / "p"
     base = ("pipeline", "--task", "afqmc", "--data-dir", afqmc_sample, "--output-dir", out, "--model", "scratch:tiny",
@@ -504,6 +486,7 @@ def test_every_killed_stub_is_replaced_on_a_served_before_read_only_repository(p
 
 # -- 8. limits where memory is at stake ----------------------------------------------------------------------
 
+@pytest.mark.slow  # trains a model
 def test_training_caps_text_length_before_tokenizing(tmp_path):
     d = tmp_path / "data"
     long_line = {"sentence1": "花呗" * 2_000_000, "sentence2": "借呗", "label": "1"}  # 4 M characters

@@ -83,6 +83,7 @@ def test_ner_learns_and_predicts_character_offsets(trained_ner, tmp_path):
     assert {"type": "address", "text": "上海", "start": 11, "end": 13} in ents
 
 
+@pytest.mark.slow  # trains a model
 def test_ddp_two_processes_shard_data_and_report_undoubled_loss(afqmc_sample, tmp_path):
     common = ["--task", "afqmc", "--data-dir", afqmc_sample, "--model", "scratch:tiny", "--max-steps", 12,
               "--batch-size", 16, "--logging-steps", 1, "--lr", "1e-4", "--limit-eval", 64, "--no-group-by-length"]
@@ -108,6 +109,7 @@ def test_ddp_two_processes_shard_data_and_report_undoubled_loss(afqmc_sample, tm
     assert len(list((tmp_path / "ddp").glob("best*"))) == 1  # rank 0 alone wrote it
 
 
+@pytest.mark.slow  # trains a model
 def test_sigkill_then_resume_auto_matches_uninterrupted_run(afqmc_sample, tmp_path):
     from safetensors.numpy import load_file
 
@@ -143,6 +145,7 @@ def test_sigkill_then_resume_auto_matches_uninterrupted_run(afqmc_sample, tmp_pa
     assert read_json(killed / "metrics.json")["dev"] == pytest.approx(read_json(tmp_path / "full" / "metrics.json")["dev"])
 
 
+@pytest.mark.slow  # trains a model
 def test_fp16_on_cpu_fails_clearly_or_falls_back_when_allowed(afqmc_sample, tmp_path):
     proc = run_tft("train", "--task", "afqmc", "--data-dir", afqmc_sample, "--model", "scratch:tiny",
                    "--output-dir", tmp_path / "r", "--fp16")
@@ -180,6 +183,7 @@ def test_bad_data_file_is_one_line_error(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow  # trains a model
 def test_yaml_config_with_cli_override(afqmc_sample, tmp_path):
     cfg = write(tmp_path / "c.yaml", f"task: afqmc\ndata-dir: {afqmc_sample}\nmodel: scratch:tiny\nmax_steps: 3\n"
                                      "batch_size: 8\nlimit_eval: 16\nseed: 7\n")
@@ -241,6 +245,7 @@ def test_precision_auto_fits_the_hardware():
     assert cpu_flags("processor : 0\nflags\t\t: fpu avx512_bf16 sse\n") == {"fpu", "avx512_bf16", "sse"}
 
 
+@pytest.mark.slow  # trains a model
 def test_precision_option_says_what_it_chose(afqmc_sample, tmp_path):
     from tft.train.precision import choose_precision, cpu_flags
 

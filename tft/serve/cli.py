@@ -153,6 +153,7 @@ def start_command(repository, host, grpc_port, http_port, metrics_port, models, 
     foreground until Ctrl-C. Waits for the models to be ready and prints the endpoints."""
     from tft.fsutil import atomic_write_json, check_output_file, hold
     from tft.serve.records import check_integrity, read_serve_manifests
+    from tft.serve.repository import recover_interrupted
     from tft.serve.health import HealthLoop, serve_until_stopped, stop_on_signals
     from tft.serve.server import Ports, TritonServer
 
@@ -165,6 +166,8 @@ def start_command(repository, host, grpc_port, http_port, metrics_port, models, 
         raise click.BadParameter(f"{python_env}: not a virtual environment (no bin/python3)", param_hint="--python-env")
     server = TritonServer(repository, ports, host=host, models=list(models) or None, log_file=log_file,
                           extra_args=list(extra), python_env=python_env)
+    server.preflight()
+    recover_interrupted(repository)
     stop_on_signals()
     health = None
     try:

@@ -158,6 +158,24 @@ def recover(repository: Path, ensemble: str) -> None:
                 f" ({', '.join(removed)})" if removed else "")
 
 
+def recover_interrupted(repository: Path) -> list[str]:
+    """Clear every interrupted build in a repository (`tft serve start` does, before checking it); a build that is
+    running holds the lock, and its work is left alone. Returns the ensembles cleared."""
+    from tft.fsutil import OutputError
+
+    intents = sorted(repository.glob(".tft-build-*.json")) if repository.is_dir() else []
+    if not intents:
+        return []
+    names = [p.name[len(".tft-build-"):-len(".json")] for p in intents]
+    try:
+        with hold(repository, option="--repository"):
+            for name in names:
+                recover(repository, name)
+    except (OutputError, PermissionError):
+        return []  # being built right now, or read-only: the integrity check says what is wrong, if anything
+    return names
+
+
 def build_repository(export_dir: str | Path, repository: str | Path, opts: BuildOptions) -> dict:
     """Validate, then (holding the repository's lock: one writer at a time) add a version of each model."""
     export_dir, repository = Path(export_dir), Path(repository)

@@ -108,7 +108,8 @@ class TritonServer:
                 f"--metrics-address={self.host}", f"--metrics-port={self.ports.metrics}",
                 "--allow-gpu-metrics=false", "--log-verbose=0", *self.extra_args]
 
-    def start(self) -> "TritonServer":
+    def preflight(self) -> None:
+        """What would stop Triton before it starts, said at once in one line."""
         repo = Path(self.repository)
         if not repo.is_dir():
             raise ServerError(f"{repo}: no such model repository (build one with `tft serve build`)")
@@ -116,6 +117,9 @@ class TritonServer:
             raise ServerError(f"{repo.resolve()}: the embedded Triton's Python backend cannot start models from a path "
                               "with spaces or non-ASCII characters (its stub splits and ASCII-decodes paths, and Triton "
                               "resolves links); build or move the repository to a plain path")
+
+    def start(self) -> "TritonServer":
+        self.preflight()
         for name, port in (("grpc", self.ports.grpc), ("http", self.ports.http), ("metrics", self.ports.metrics)):
             if port_in_use(self.host, port):
                 raise ServerError(f"{self.host}:{port} ({name}) is already in use; pick another with --{name}-port")
