@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import run_tft, write
+from helpers import one_line_error, run_tft, write
 
 
 def read_json(path):
@@ -245,6 +245,34 @@ def test_precision_auto_fits_the_hardware():
     assert cpu_flags("processor : 0\nflags\t\t: fpu avx512_bf16 sse\n") == {"fpu", "avx512_bf16", "sse"}
 
 
+def test_explicit_bf16_on_hardware_that_only_emulates_it_is_one_line(afqmc_dir, tmp_path, monkeypatch):
+    """An AVX2-only CPU (an AMD EPYC, say) emulates bf16 ~15x slower than fp32: refused before any data is read,
+    naming what is missing; --force-bf16 still trains in it; a V100-class GPU (no native bf16) alike."""
+    from tft.train.precision import bf16_problem
+
+    assert "neither avx512_bf16 nor amx_bf16" in bf16_problem(cuda=False, cuda_bf16_native=False, flags={"avx2"})
+    assert bf16_problem(cuda=False, cuda_bf16_native=False, flags={"avx2", "amx_bf16"}) is None
+    assert "no native bfloat16" in bf16_problem(cuda=True, cuda_bf16_native=False, flags={"amx_bf16"})
+    assert bf16_problem(cuda=True, cuda_bf16_native=True, flags=set()) is None
+    env = {"TFT_CPU_FLAGS": "fpu sse avx avx2"}
+    common = ("train", "--task", "afqmc", "--data-dir", afqmc_dir, "--model", "scratch:tiny", "--max-steps", 1)
+    for flag in (("--bf16",), ("--precision", "bf16")):
+        msg = one_line_error(run_tft(*common, "--output-dir", tmp_path / "r", *flag, env=env))
+        assert f"{flag[-2] if len(flag) == 2 else flag[0]}" in msg and "neither avx512_bf16 nor amx_bf16" in msg
+        assert "use --precision auto or fp32, or add --force-bf16" in msg
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow  # trains a model
+def test_auto_never_picks_emulated_bf16_and_force_still_trains_in_it(afqmc_dir, tmp_path):
+    env = {"TFT_CPU_FLAGS": "fpu sse avx avx2"}
+    common = ("train", "--task", "afqmc", "--data-dir", afqmc_dir, "--model", "scratch:tiny", "--max-steps", 1)
+    auto = run_tft(*common, "--output-dir", tmp_path / "auto", "--precision", "auto", "--limit-eval", 2, env=env)
+    assert auto.returncode == 0 and "precision auto: fp32 (no GPU, and the CPU has no bfloat16" in auto.stderr
+    forced = run_tft(*common, "--output-dir", tmp_path / "f", "--bf16", "--force-bf16", "--limit-eval", 2, env=env)
+    assert forced.returncode == 0, forced.stderr[-2000:]
+
+
 @pytest.mark.slow  # trains a model
 def test_precision_option_says_what_it_chose(afqmc_sample, tmp_path):
     from tft.train.precision import choose_precision, cpu_flags
@@ -258,3 +286,27 @@ def test_precision_option_says_what_it_chose(afqmc_sample, tmp_path):
     assert (used["bf16"], used["fp16"]) == (expected == "bf16", expected == "fp16")
     proc = run_tft("train", "--task", "afqmc", "--precision", "fast")
     assert proc.returncode == 1 and "--precision fast: choose one of auto, fp32, fp16, bf16" in proc.stderr
+
+
+@pytest.mark.slow  # trains a model
+def test_learning_rate_schedules_follow_the_trainers_names(afqmc_dir, tmp_path):
+    """--lr-scheduler takes the Hugging Face Trainer's schedule names, is recorded in tft.json, and the rate each
+    step logs follows it (cosine: half the peak at mid-run; constant: the peak throughout)."""
+    import math
+
+    rates = {}
+    for schedule in ("cosine", "constant"):
+        out = tmp_path / schedule
+        proc = run_tft("train", "--task", "afqmc", "--data-dir", afqmc_dir, "--model", "scratch:tiny", "--output-dir",
+                       out, "--max-steps", 20, "--batch-size", 2, "--lr", "1e-3", "--warmup", 0, "--logging-steps", 1,
+                       "--lr-scheduler", schedule, "--no-plot")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert read_json(out / "best" / "tft.json")["train_config"]["lr_scheduler"] == schedule
+        log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+        rates[schedule] = {r["step"]: r["learning_rate"] for r in log if "learning_rate" in r}
+    cosine = rates["cosine"]
+    assert abs(cosine[11] - 1e-3 * 0.5 * (1 + math.cos(math.pi * 10 / 20))) < 1e-6  # the rate used at step 11
+    assert all(a >= b for a, b in zip(list(cosine.values()), list(cosine.values())[1:]))
+    assert set(rates["constant"].values()) == {1e-3}
+    assert "--lr-scheduler cos: choose one of linear, cosine" in one_line_error(
+        run_tft("train", "--task", "afqmc", "--lr-scheduler", "cos"))

@@ -253,30 +253,40 @@ def hold(destination, *, wait: bool = False, shared: bool = False, option: str =
     """Keep `destination` to one writer: an advisory lock (flock) on `.<name>.tft-lock` in its parent, naming
     the holder's pid and command. A second writer gets one line naming the holder (or waits, with `wait`).
     The kernel releases the lock of a holder that dies; the next writer says it took it over. `shared`:
-    a reader (`tft serve start` loading a repository) that writers wait for, beside other readers."""
+    a reader (`tft serve start` loading a repository) that writers wait for, beside other readers. The lock
+    file is removed by the last holder that lets go cleanly, so nothing is left beside the user's files."""
     import fcntl
 
     destination = Path(os.path.abspath(destination))
     lock = _lock_path(destination)
-    try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(lock, "a+", encoding="utf-8")
-    except OSError as e:
-        if shared:  # a reader of a read-only place: nobody can write there either
-            yield
-            return
-        raise OutputError(f"{option} {destination}: cannot lock it ({e.strerror}: {lock})") from None
-    with handle:
-        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    while True:
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(lock, "a+", encoding="utf-8")
+        except OSError as e:
+            if shared:  # a reader of a read-only place: nobody can write there either
+                yield
+                return
+            raise OutputError(f"{option} {destination}: cannot lock it ({e.strerror}: {lock})") from None
         try:
             fcntl.flock(handle.fileno(), mode | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _describe(_holder(handle))
             if not wait:
+                handle.close()
                 raise OutputError(f"{option} {destination}: in use by {holder}; wait for it to finish, or add --wait"
                                   ) from None
             log.warning("%s: waiting for %s to finish", destination, holder)
             fcntl.flock(handle.fileno(), mode)
+        try:
+            same = os.fstat(handle.fileno()).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        handle.close()  # the holder before us removed the file as we waited on it: lock the one there now
+    with handle:
         previous = _holder(handle)
         if not shared:
             if previous.get("pid") and not previous.get("shared") and previous["pid"] != os.getpid():
@@ -294,10 +304,12 @@ def hold(destination, *, wait: bool = False, shared: bool = False, option: str =
         try:
             yield
         finally:
-            if not shared:
-                handle.seek(0)
-                handle.truncate()  # released cleanly: the next holder has nothing to take over
-                handle.flush()
+            try:  # the last holder (a reader may share it) removes the file, then lets go
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+            except BlockingIOError:
+                pass  # another reader still holds it
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 

@@ -370,6 +370,7 @@ class PartialOutput:
         if resume:
             if not self.path.exists():
                 raise TftError(f"{self.path}: nothing to resume (no interrupted run)")
+            self._drop_torn_line()
             self.known = self._read()
             wanted = {item_key(item) for item in source()}
             self.stale = sum(k not in wanted for k in self.known)
@@ -380,6 +381,23 @@ class PartialOutput:
     def todo(self) -> Iterator[dict]:
         """The inputs still to ask, as they are read."""
         return (item for item in self.source() if item_key(item) not in self.known)
+
+    def _drop_torn_line(self) -> None:
+        """A killed writer may leave a last line without its newline: cut it, so that new answers start a line."""
+        with open(self.path, "rb+") as handle:
+            handle.seek(0, 2)
+            size = end = handle.tell()
+            while end > 0:
+                step = min(1 << 16, end)
+                handle.seek(end - step)
+                chunk = handle.read(step)
+                cut = chunk.rfind(b"\n")
+                if cut >= 0:
+                    end = end - step + cut + 1
+                    break
+                end -= step
+            if end != size:
+                handle.truncate(end)
 
     def _read(self) -> dict[str, dict]:
         known = {}

@@ -96,10 +96,14 @@ def plot_history(history: list[dict], main_metric: str, path: Path) -> None:
 
     loss = [(h["step"], h["loss"]) for h in history if "loss" in h]
     metric = [(h["step"], h[f"eval_{main_metric}"]) for h in history if f"eval_{main_metric}" in h]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    rate = [(h["step"], h["learning_rate"]) for h in history if "learning_rate" in h]
+    fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    if rate:  # the schedule (--lr-scheduler, --warmup) as it ran
+        ax_lr.plot(*zip(*rate), color="tab:green")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_xlabel("step")
     if loss:
         ax.plot(*zip(*loss), label="train loss", color="tab:blue")
-    ax.set_xlabel("step")
     ax.set_ylabel("loss")
     if metric:
         ax2 = ax.twinx()

@@ -16,6 +16,7 @@ import yaml
 from tft.errors import TftError
 from tft.options import Options, Rule, flag  # noqa: F401 - flag is part of this module's interface
 
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 MAX_SEQ_LENGTH_LIMIT = 8192  # above any BERT-class encoder's positions; a typo here must not allocate 160 GB
 
 
@@ -33,12 +34,14 @@ class TrainConfig:
     lr: float = 5e-5
     weight_decay: float = 0.01
     warmup: float = 0.1  # fraction of steps (< 1) or a number of steps (>= 1)
+    lr_scheduler: str = "linear"  # the Hugging Face Trainer's schedule names
     max_seq_length: int = 128
     seed: int = 42
     precision: str | None = None  # auto | fp32 | fp16 | bf16; None: fp32, or what --fp16/--bf16 say
     fp16: bool = False
     bf16: bool = False
     allow_fp32_fallback: bool = False
+    force_bf16: bool = False  # bf16 even where the hardware emulates it (slow)
     eval_every: int | None = None  # steps; default: once per epoch
     save_total_limit: int = 2
     early_stopping: int | None = None
@@ -87,6 +90,9 @@ RULES: dict[str, Rule] = {
     "lr": Rule(float, "Peak learning rate.", low=0, high=10, above=True),
     "weight_decay": Rule(float, "AdamW weight decay.", low=0, high=10),
     "warmup": Rule(float, "Warm-up: a fraction of steps (<1) or a step count.", low=0),
+    "lr_scheduler": Rule(str, "Learning-rate schedule after the warm-up (the Hugging Face Trainer's): linear decay to 0, "
+                              "cosine, cosine_with_restarts, polynomial, constant (no warm-up), constant_with_warmup.",
+                         choices=LR_SCHEDULERS),
     "max_seq_length": Rule(int, "Truncate inputs to this many tokens (at most the model's positions).", low=8,
                            high=MAX_SEQ_LENGTH_LIMIT),
     "seed": Rule(int, "Random seed.", low=0, high=2**32 - 1),
@@ -96,6 +102,8 @@ RULES: dict[str, Rule] = {
     "fp16": Rule(bool, "CUDA mixed precision with loss scaling."),
     "bf16": Rule(bool, "bfloat16 mixed precision (Ampere+ GPUs, or CPU autocast)."),
     "allow_fp32_fallback": Rule(bool, "Train in fp32 when --fp16/--bf16 is unsupported here.", flag=True),
+    "force_bf16": Rule(bool, "bf16 even on hardware that only emulates it (a CPU without AVX-512 BF16 or AMX, a GPU "
+                             "before Ampere): many times slower.", flag=True),
     "eval_every": Rule(int, "Evaluate and checkpoint every N steps.  [default: each epoch]", low=1),
     "save_total_limit": Rule(int, "Checkpoints to keep (the best is always kept).", low=1),
     "early_stopping": Rule(int, "Stop after PATIENCE evaluations without improvement.", low=1, metavar="PATIENCE"),

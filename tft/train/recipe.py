@@ -116,7 +116,7 @@ class TrainRecipe:
         if cfg.precision is not None:
             from tft.train.precision import choose_precision, cpu_flags
 
-            chosen, why = choose_precision(cfg.precision, cuda=cuda, cuda_bf16=cuda and torch.cuda.is_bf16_supported(),
+            chosen, why = choose_precision(cfg.precision, cuda=cuda, cuda_bf16=cuda and native_cuda_bf16(),
                                            flags=cpu_flags())
             if cfg.precision == "auto":
                 log.info("precision auto: %s (%s)", chosen, why)
@@ -126,11 +126,17 @@ class TrainRecipe:
                 raise TftError("--fp16 needs a CUDA GPU and none is available; drop --fp16 or add --allow-fp32-fallback")
             log.warning("no CUDA GPU: --fp16 ignored, training in fp32 (--allow-fp32-fallback)")
             cfg.fp16 = False
-        if cfg.bf16 and cuda and not torch.cuda.is_bf16_supported():
-            if not cfg.allow_fp32_fallback:
-                raise TftError("--bf16 needs a GPU with bfloat16 support (Ampere or newer); use --fp16 instead")
-            log.warning("GPU lacks bf16: --bf16 ignored, training in fp32 (--allow-fp32-fallback)")
-            cfg.bf16 = False
+        if cfg.bf16 and not cfg.force_bf16:
+            from tft.train.precision import bf16_problem, cpu_flags
+
+            problem = bf16_problem(cuda=cuda, cuda_bf16_native=cuda and native_cuda_bf16(), flags=cpu_flags())
+            if problem and not cfg.allow_fp32_fallback:
+                flag = "--precision bf16" if cfg.precision == "bf16" else "--bf16"
+                raise TftError(f"{flag}: {problem}; use --precision auto or fp32{' (or --fp16)' if cuda else ''}, or "
+                               "add --force-bf16 to train in emulated bf16 anyway")
+            if problem:
+                log.warning("bf16 would be emulated here: training in fp32 (--allow-fp32-fallback)")
+                cfg.bf16 = False
 
     def _check_positions(self) -> None:
         """--max-seq-length within the model's positions, checked before any data is read."""
@@ -240,6 +246,7 @@ class TrainRecipe:
                 per_device_train_batch_size=cfg.batch_size,
                 per_device_eval_batch_size=cfg.eval_batch_size or cfg.batch_size * 2,
                 gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
+                lr_scheduler_type=cfg.lr_scheduler,
                 seed=cfg.seed, data_seed=cfg.seed, fp16=cfg.fp16, bf16=cfg.bf16,
                 use_cpu=not cuda,  # without it, CPU DDP ranks train un-synchronised copies
                 ddp_backend="gloo" if (is_distributed_launch() and not cuda) else None,
@@ -331,6 +338,14 @@ class TrainRecipe:
 
             plot_history(self.trainer.state.log_history, task.main_metric, self.output_dir / "training.png")
         return best
+
+
+def native_cuda_bf16() -> bool:
+    """bf16 in the GPU's hardware, not emulated (`is_bf16_supported` counts emulation by default)."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # a torch without the argument
+        return torch.cuda.get_device_capability()[0] >= 8
 
 
 def usable_positions(config) -> int | None:
