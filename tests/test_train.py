@@ -231,6 +231,10 @@ def test_multi_node_runs_need_an_output_dir(afqmc_sample):
     proc = run_tft("train", "--task", "afqmc", "--data-dir", afqmc_sample, "--model", "scratch:tiny",
                    "--nproc-per-node", 2, "--nnodes", 2)
     assert proc.returncode == 1 and "--output-dir is required with --nnodes > 1" in proc.stderr
+    # static rendezvous at 127.0.0.1 on every node would wait for ever: the rank-0 address is required
+    proc = run_tft("train", "--task", "afqmc", "--data-dir", afqmc_sample, "--model", "scratch:tiny",
+                   "--nproc-per-node", 2, "--nnodes", 2, "--output-dir", "runs/x")
+    assert "--nnodes > 1 needs --master-addr: the address of the rank-0 node" in one_line_error(proc)
 
 
 def test_precision_auto_fits_the_hardware():

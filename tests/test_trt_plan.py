@@ -168,14 +168,32 @@ def test_onnx_runtime_devices():
     cpu_only = ["CPUExecutionProvider"]
     gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     assert providers_for("auto", cpu_only) == ["CPUExecutionProvider"]
-    assert providers_for("auto", gpu) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    chain = providers_for("tensorrt", gpu, Path("/c"))
-    assert chain[0] == ("TensorrtExecutionProvider", {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
-                                                      "trt_engine_cache_path": "/c"})
+    # fp32 parity in fp32: ONNX Runtime's CUDA provider computes fp32 MatMuls in TF32 unless told not to
+    assert providers_for("auto", gpu) == [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"]
+    assert providers_for("cuda", gpu, precision="fp16") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    # TensorRT's provider builds fp16 engines for fp16 artifacts only
+    for precision, fp16 in (("fp16", True), ("fp32", False), ("int8", False)):
+        chain = providers_for("tensorrt", gpu, Path("/c"), precision=precision)
+        assert chain[0] == ("TensorrtExecutionProvider", {"trt_fp16_enable": fp16, "trt_engine_cache_enable": True,
+                                                          "trt_engine_cache_path": "/c"})
     with pytest.raises(TftError, match="--device cuda: this ONNX Runtime offers CPUExecutionProvider"):
         providers_for("cuda", cpu_only)
     with pytest.raises(TftError, match="choose one of"):
         providers_for("npu", gpu)
+
+
+def test_a_session_that_fell_back_to_the_cpu_is_one_line():
+    """ONNX Runtime falls back to the CPU, silently, where CUDA's libraries cannot be loaded: tft checks the provider
+    it got (InferenceSession.get_providers()) against the one it asked for."""
+    from tft.errors import TftError
+    from tft.export.runtime import check_provider
+
+    asked = [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"]
+    check_provider("m.onnx", asked, ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    check_provider("m.onnx", ["CPUExecutionProvider"], ["CPUExecutionProvider"])
+    with pytest.raises(TftError, match="m.onnx: ONNX Runtime was asked for CUDAExecutionProvider and runs on "
+                                       "CPUExecutionProvider: the CUDA/cuDNN"):
+        check_provider("m.onnx", asked, ["CPUExecutionProvider"])
 
 
 def test_gpu_repository_configs(tiny_export, tmp_path):
@@ -250,7 +268,9 @@ def test_an_engine_must_match_the_serving_tensorrt():
     assert engine_loads_on("10.7.0.23", "10.7.0", False)
     assert not engine_loads_on("10.7.0", "10.8.0", False)  # an engine loads only on the TensorRT that built it
     assert engine_loads_on("10.7.0", "10.8.0", True)  # version-compatible: later releases of the same major
-    assert not engine_loads_on("10.8.0", "10.7.0", True) and not engine_loads_on("10.7.0", "11.1.0", True)
+    assert not engine_loads_on("10.8.0", "10.7.0", True) and not engine_loads_on("11.1.0", "10.7.0", True)
+    # TensorRT 11's support matrix: a version-compatible TensorRT 10 engine loads on TensorRT 11
+    assert engine_loads_on("10.7.0", "11.4.0", True) and not engine_loads_on("10.7.0", "11.4.0", False)
 
 
 def test_serve_build_refuses_an_engine_from_another_tensorrt(tiny_export, tmp_path):
@@ -274,17 +294,20 @@ def test_serve_build_refuses_an_engine_from_another_tensorrt(tiny_export, tmp_pa
     proc = run_tft("serve", "build", "--export", export, "--repository", repo, "--backend", "tensorrt",
                    "--tensorrt-version", "10.8.0")
     assert proc.returncode == 1 and "built by TensorRT 10.7.0; the server's TensorRT 10.8.0 cannot load it" in proc.stderr
-    # the same, named by the Triton image (its TensorRT from the table of Triton's compatibility matrix)
+    # a -trtllm-python-py3 image carries no tensorrt backend (server issue #7346): refused, naming the -py3 one
     proc = run_tft("serve", "build", "--export", export, "--repository", repo, "--backend", "tensorrt",
                    "--triton-image", "nvcr.io/nvidia/tritonserver:24.11-trtllm-python-py3")
-    assert proc.returncode == 1 and "the server's TensorRT 10.6.0 cannot load it" in proc.stderr
+    assert proc.returncode == 1 and "not the onnxruntime or tensorrt backends (server issue #7346); serve with " \
+        "24.11-py3" in proc.stderr
+    # the -py3 image: its TensorRT is in NVIDIA's Frameworks Support Matrix, not tft's table: given by hand
     proc = run_tft("serve", "build", "--export", export, "--repository", repo, "--backend", "tensorrt",
                    "--triton-image", "24.10")
-    assert proc.returncode == 1 and "lists only the -trtllm-python-py3 images" in proc.stderr
+    assert proc.returncode == 1 and "give it with --tensorrt-version X.Y.Z" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not repo.exists()
     proc = run_tft("serve", "build", "--export", export, "--repository", repo, "--backend", "tensorrt",
-                   "--triton-image", "24.12-trtllm-python-py3")
+                   "--triton-image", "24.12-py3", "--tensorrt-version", "10.7.0")
     assert proc.returncode == 0, proc.stderr
+    assert json.loads((repo / "afqmc" / "tft-serve.json").read_text())["target"]["python"] == "3.12.3"
     from tritonclient.grpc import model_config_pb2 as mc
 
     from tft.serve.layout import parse_pbtxt

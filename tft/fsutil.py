@@ -107,7 +107,7 @@ def _owned_files(path: Path, what: str, option: str) -> dict:
 
 
 def check_output_dir(path, *, what: str, marker: str, option: str = "--output-dir", overwrite: bool = False,
-                     protect=()) -> bool:
+                     protect=(), legacy=None) -> bool:
     """May `path` be written as a new `what`? Returns True when it exists and is to be replaced.
 
     Replaced: only a folder whose ownership marker says tft wrote it as a `what`, holding nothing but the
@@ -132,6 +132,12 @@ def check_output_dir(path, *, what: str, marker: str, option: str = "--output-di
     if not entries:
         return True
     if OWNED not in entries:
+        if marker in entries and legacy is not None and legacy(path, entries):
+            # written by a tft before ownership markers: its marker says tft's, and it holds only tft's names
+            if overwrite:
+                return True
+            raise OutputError(f"{option} {path}: holds an earlier {what}; add --overwrite to replace it, "
+                              "or choose another folder")
         if marker in entries:
             raise OutputError(f"{option} {path}: holds a {what} without {OWNED}, the record of what tft wrote (an "
                               "older tft, or not tft's); tft replaces only what it recorded: move it away or choose "

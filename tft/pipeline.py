@@ -70,6 +70,7 @@ def _check_own_pipeline(out: Path, entries: list[str], overwrite: bool) -> None:
     """An earlier pipeline's folder: tft's marker, nothing but its outputs, and (for --overwrite) nothing of
     anyone else's inside them: the export's own ownership record, the run's files, the repository's models."""
     from tft.fsutil import OutputError, check_output_dir, inside_repository
+    from tft.export.pipeline import earlier_export
     from tft.manifest import EXPORT_MANIFEST
     from tft.serve.records import owned_models
     from tft.train.rundir import TOOL_FILES, TOOL_PATTERNS
@@ -88,7 +89,7 @@ def _check_own_pipeline(out: Path, entries: list[str], overwrite: bool) -> None:
     if not overwrite:
         return
     if (out / "export").is_dir():
-        check_output_dir(out / "export", what="export", marker=EXPORT_MANIFEST, overwrite=True)
+        check_output_dir(out / "export", what="export", marker=EXPORT_MANIFEST, overwrite=True, legacy=earlier_export)
     run = out / "run"
     others = [p.name for p in run.iterdir() if p.name not in TOOL_FILES and not any(
         t.fullmatch(p.name) for t in TOOL_PATTERNS)] if run.is_dir() else []
@@ -161,6 +162,7 @@ class PipelineOptions:
     device: str = "auto"
     serve: bool = False
     grpc_port: int | None = None
+    triton_image: str | None = None
 
 
 PIPELINE = Options(PipelineOptions, {
@@ -176,6 +178,8 @@ PIPELINE = Options(PipelineOptions, {
     "device": Rule(str, "ONNX Runtime device for the parity gate and the offline side of verify.", choices=ORT_DEVICES),
     "serve": Rule(bool, "Leave Triton running after verification (Ctrl-C stops it).", flag=True),
     "grpc_port": Rule(int, "With --serve: gRPC port (default 8001; else a free one).", low=1, high=65535),
+    "triton_image": Rule(str, "The Triton image the repository is for (YY.MM-py3): packages for its Python, no graph "
+                              "fused by another ONNX Runtime (see `tft serve build --triton-image`).", metavar="TAG"),
 }, click_types=True)
 
 
@@ -194,7 +198,7 @@ class PipelineConfig:
         export = ExportConfig(output_dir=str(out / "export"), int8=own.int8, trt=trt, max_batch=own.max_batch,
                               device=own.device, overwrite=True, optional_int8=True)
         build = BuildOptions(name=own.name or train.task, max_batch=own.max_batch, artifact=own.artifact,
-                             backend=own.backend)
+                             backend=own.backend, triton_image=own.triton_image)
         return cls(train, export, build, out, own)
 
     def settings(self) -> dict:

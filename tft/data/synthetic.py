@@ -80,6 +80,16 @@ def cluener_rows(n: int, rng: random.Random) -> list[dict]:
 SAMPLE_MARKER = "tft-sample.json"
 
 
+def _earlier_sample(path: Path, entries: list[str]) -> bool:
+    """A sample an older tft wrote: its marker is tft's, and the folder holds nothing but a sample's files."""
+    try:
+        marker = json.loads((Path(path) / SAMPLE_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and {"task", "seed"} <= set(marker) and \
+        set(entries) <= {SAMPLE_MARKER, "train.json", "dev.json", "test.json"}
+
+
 def write_sample(task: str, out: str | Path, train: int = 3000, dev: int = 500, test: int = 200, seed: int = 0,
                  overwrite: bool = False) -> Path:
     """Write train/dev/test files for `task` ('afqmc' or 'cluener') into `out`, atomically.
@@ -88,7 +98,8 @@ def write_sample(task: str, out: str | Path, train: int = 3000, dev: int = 500, 
     `overwrite` is set; a folder of anything else is refused.
     """
     def check() -> bool:
-        return check_output_dir(out, what="data sample", marker=SAMPLE_MARKER, option="--out", overwrite=overwrite)
+        return check_output_dir(out, what="data sample", marker=SAMPLE_MARKER, option="--out", overwrite=overwrite,
+                                legacy=_earlier_sample)
 
     check()  # before the lock: a destination never to be written gets no lock file beside it
     with hold(out, option="--out"):

@@ -7,6 +7,7 @@ machine without a GPU still ends with complete ONNX artifacts (and a non-zero ex
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -31,6 +32,17 @@ log = logging.getLogger("tft")
 EXPORT_FORMAT = "tft.export/1"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json",
                    "tft.json")
+
+
+def earlier_export(path: Path, entries: list[str]) -> bool:
+    """An export an older tft wrote: a tft export manifest, and nothing but the files an export holds."""
+    try:
+        manifest = json.loads((Path(path) / EXPORT_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    ours = {EXPORT_MANIFEST, *TOKENIZER_FILES, "tokenizer.json", "vocab.txt", "merges.txt", "spiece.model"}
+    return isinstance(manifest, dict) and str(manifest.get("format", "")).startswith("tft.export/") and all(
+        name in ours or name.endswith((".onnx", ".plan", ".onnx.data")) for name in entries)
 
 
 def default_output_dir(checkpoint: Path) -> Path:
@@ -117,7 +129,7 @@ def run_export(checkpoint, cfg: ExportConfig | None = None, **options) -> Path:
 
     def check() -> bool:
         return check_output_dir(out, what="export", marker=EXPORT_MANIFEST, overwrite=cfg.overwrite,
-                                protect=(checkpoint, run_dir))
+                                protect=(checkpoint, run_dir), legacy=earlier_export)
 
     check()  # before the lock: a destination never to be written gets no lock file beside it
     with hold(out, wait=cfg.wait):
@@ -148,6 +160,10 @@ def _export(checkpoint: Path, out: Path, cfg: ExportConfig, replace: bool) -> Pa
 
     reference_logits: dict[int, np.ndarray] = {}
 
+    # the reference in true fp32: TF32 off for PyTorch's matmuls and convolutions (it matters on Ampere and newer)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
     @torch.no_grad()
     def reference(batch):
         # PyTorch once per batch, whatever the number of artifacts compared against it (the batch lists
@@ -161,7 +177,7 @@ def _export(checkpoint: Path, out: Path, cfg: ExportConfig, replace: bool) -> Pa
     artifacts, rejected = [], []
 
     def check(name, precision, path, runtime="onnxruntime", runner=None, extra=None):
-        runner = runner or OrtModel(path, device=device)
+        runner = runner or OrtModel(path, device=device, precision=precision)
         try:
             result = compare(reference, runner, batches, artifact=name, precision=precision, token_task=token_task,
                              kind=cm["kind"], labels=labels, main_metric=cm["main_metric"],

@@ -13,9 +13,14 @@ from tft.inference import TextSettings, answer_items
 from tft.manifest import check_file, default_artifact, read_export_manifest
 
 
-def providers_for(device: str | None, available: list[str], cache_dir: Path | None = None) -> list:
+def providers_for(device: str | None, available: list[str], cache_dir: Path | None = None,
+                  precision: str = "fp32") -> list:
     """ONNX Runtime execution providers for --device: auto (CUDA when this ONNX Runtime offers it), cpu,
-    cuda, or tensorrt (TensorRT's provider with fp16 and an engine cache, CUDA and CPU behind it)."""
+    cuda, or tensorrt (TensorRT's provider with an engine cache, CUDA and CPU behind it).
+
+    An fp32 artifact runs in fp32: the CUDA provider computes fp32 MatMuls in TF32 on Ampere and newer unless
+    told not to (its `use_tf32` option, default on, onnxruntime/core/providers/cuda/cuda_execution_provider_info),
+    which misses the 1e-4 parity tolerance; TensorRT's provider gets fp16 for fp16 artifacts only."""
     device = device or "auto"
     if device not in DEVICES:
         raise TftError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
@@ -27,18 +32,32 @@ def providers_for(device: str | None, available: list[str], cache_dir: Path | No
     if wanted not in available:
         raise TftError(f"--device {device}: this ONNX Runtime offers {', '.join(available)}, not {wanted}; "
                        "install onnxruntime-gpu (pip install 'tft[gpu]') on a machine with an NVIDIA GPU")
-    chain: list = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    cuda = ("CUDAExecutionProvider", {"use_tf32": "0"}) if precision == "fp32" else "CUDAExecutionProvider"
+    chain: list = [cuda, "CPUExecutionProvider"]
     if device == "tensorrt":
-        options = {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
-                   "trt_engine_cache_path": str(cache_dir or Path.home() / ".cache" / "tft" / "ort-trt")}
+        from tft.fsutil import cache_root
+
+        options = {"trt_fp16_enable": precision == "fp16", "trt_engine_cache_enable": True,
+                   "trt_engine_cache_path": str(cache_dir or cache_root() / "ort-trt")}
         chain.insert(0, ("TensorrtExecutionProvider", options))
     return chain
+
+
+def check_provider(path, requested: list, got: list[str]) -> None:
+    """The provider asked for first is the one the session runs on: ONNX Runtime falls back to the CPU, silently,
+    where the CUDA or TensorRT libraries cannot be loaded."""
+    wanted = requested[0][0] if isinstance(requested[0], tuple) else requested[0]
+    if wanted not in got:
+        raise TftError(f"{path}: ONNX Runtime was asked for {wanted} and runs on {', '.join(got) or 'nothing'}: the "
+                       "CUDA/cuDNN (or TensorRT) libraries it needs are missing or of another version (see ONNX "
+                       "Runtime's CUDA requirements); install them, or use --device cpu")
 
 
 class OrtModel:
     """An ONNX file in an ONNX Runtime session: padded int64 batch in, logits out."""
 
-    def __init__(self, path: str | Path, threads: int | None = None, providers=None, device: str | None = "cpu"):
+    def __init__(self, path: str | Path, threads: int | None = None, providers=None, device: str | None = "cpu",
+                 precision: str = "fp32"):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -46,9 +65,10 @@ class OrtModel:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        providers = providers or providers_for(device, ort.get_available_providers())
+        providers = providers or providers_for(device, ort.get_available_providers(), precision=precision)
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.providers = self.session.get_providers()
+        check_provider(path, providers, self.providers)
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, batch: dict) -> np.ndarray:
@@ -74,7 +94,7 @@ class OrtPredictor:
             raise TftError(f"{self.export_dir}: no artifact named {artifact!r}")
         self.artifact = art
         self.model = OrtModel(check_file(self.export_dir, art["file"], art.get("sha256")), threads=threads,
-                              device=device)
+                              device=device, precision=art["precision"])
         self.settings = TextSettings.of(self.manifest)  # what the served tokenizer step reads from the same manifest
         self.token_task = self.settings.kind.per_token
 

@@ -14,13 +14,13 @@ from tft.serve.options import BuildOptions
 
 def engine_loads_on(built: str, serving: str, version_compatible: bool) -> bool:
     """An engine loads on the TensorRT that built it (major.minor.patch); a version-compatible one also on
-    later releases of the same major."""
+    later releases of the same major, and a TensorRT 10 one on TensorRT 11 (TensorRT 11's support matrix)."""
     def parts(version):
         return tuple(int(p) for p in re.findall(r"\d+", str(version))[:3])
 
     b, s = parts(built), parts(serving)
     if version_compatible:
-        return b[:1] == s[:1] and s >= b
+        return s >= b and (b[:1] == s[:1] or (b[:1] == (10,) and s[:1] == (11,)))
     return b == s
 
 
@@ -30,16 +30,41 @@ AUTO_MIN_BATCH_INVARIANCE = 1.0
 AUTO_PRECISIONS = {"cpu": ("fp32", "int8"), "gpu": ("fp32", "fp16")}  # what each device runs fast
 
 
-def choose_artifact(manifest: dict, runtime: str, device: str) -> tuple[dict, list[dict]]:
+def target_exclusions(manifest: dict, backend: str, target) -> dict[str, str]:
+    """Artifacts the target cannot be trusted to run as they were checked: the graph ONNX Runtime fused (its fused
+    operators are its own version's) where the target's ONNX Runtime is another one."""
+    if target is None:
+        return {}
+    exported_with = manifest.get("versions", {}).get("onnxruntime")
+    if backend == "onnxruntime":
+        serving = target.onnxruntime
+    else:  # the Python backend: the container's pip installs the newest ONNX Runtime for its Python
+        import platform
+
+        if target.python_minor == ".".join(platform.python_version().split(".")[:2]):
+            return {}
+        serving = f"the newest for Python {target.python_minor}"
+    from tft.serve.targets import same_minor
+
+    if same_minor(exported_with, serving):
+        return {}
+    return {"fp32-optimized": f"fused by ONNX Runtime {exported_with or '(unrecorded)'}; {target.tag} runs {serving}: "
+                              "the plain graph is served"}
+
+
+def choose_artifact(manifest: dict, runtime: str, device: str, exclude: dict | None = None) -> tuple[dict, list[dict]]:
     """`--artifact auto`: the fastest artifact (rows/s measured by export's serving-batch parity) that this
     backend's runtime serves on this device, whose gate passed and whose answers are batch-invariant.
     Returns (the choice, every artifact considered with its figures and why it was or was not taken)."""
     considered, best = [], None
+    exclude = exclude or {}
     for art in manifest["artifacts"]:
         parity = art.get("parity", {})
         entry = {"name": art["name"], "rows_per_s": parity.get("rows_per_s"), "batch_invariance":
                  parity.get("batch_invariance"), "latency_ms_p50": parity.get("latency_ms_p50")}
-        if art.get("runtime", "onnxruntime") != runtime:
+        if art["name"] in exclude:
+            entry["skipped"] = exclude[art["name"]]
+        elif art.get("runtime", "onnxruntime") != runtime:
             entry["skipped"] = f"runs on {art.get('runtime')}"
         elif art["precision"] not in AUTO_PRECISIONS[device]:
             entry["skipped"] = f"{art['precision']} is not fast on the {device}"
@@ -68,7 +93,7 @@ def describe_choice(entry: dict) -> str:
     return f"{entry['name']} ({speed}){': ' + entry['skipped'] if entry.get('skipped') else ''}"
 
 
-def pick_artifact(manifest: dict, opts: BuildOptions) -> dict:
+def pick_artifact(manifest: dict, opts: BuildOptions, target=None) -> dict:
     backend = BACKENDS[opts.backend]
     if backend.runtime == "tensorrt":
         wanted = opts.artifact if opts.artifact not in (None, "auto") else backend.default_artifact
@@ -85,12 +110,16 @@ def pick_artifact(manifest: dict, opts: BuildOptions) -> dict:
                 return art
         raise RepositoryError("the export has no TensorRT engine; run `tft export --trt` on a machine with "
                               "an NVIDIA GPU and TensorRT, or use --backend onnxruntime|python")
+    exclude = target_exclusions(manifest, opts.backend, target)
     if opts.artifact == "auto":
         try:
-            chosen, considered = choose_artifact(manifest, backend.runtime, "gpu" if opts.gpu else "cpu")
+            chosen, considered = choose_artifact(manifest, backend.runtime, "gpu" if opts.gpu else "cpu", exclude)
         except TftError as e:
             raise RepositoryError(str(e)) from None
         return {**chosen, "choice": considered}
+    if opts.artifact in exclude:
+        raise RepositoryError(f"--artifact {opts.artifact}: {exclude[opts.artifact].split(': the plain')[0]}; serve "
+                              "fp32 (the plain graph) on that target")
     if opts.artifact:
         for art in manifest["artifacts"]:
             if art["name"] == opts.artifact and art.get("runtime", "onnxruntime") == "onnxruntime":

@@ -14,6 +14,7 @@ import click
 from tft.errors import TftError
 from tft.serve.backends import SERVE_DEVICES
 from tft.serve.options import BUILD
+from tft.serve.targets import DEFAULT_TARGET
 
 log = logging.getLogger("tft")
 
@@ -85,7 +86,8 @@ def rollback_command(repository, name, to, wait):
 @click.option("--device", type=click.Choice(SERVE_DEVICES), default="cpu", show_default=True)
 @click.option("--gpus", type=click.IntRange(1, 64), default=1, show_default=True, help="GPUs per pod with --device gpu.")
 @click.option("--image", help="Triton image (default: NVIDIA's nvcr.io/nvidia/tritonserver).")
-@click.option("--image-tag", default="24.10-py3", show_default=True, help="Triton release of the image.")
+@click.option("--image-tag", default=DEFAULT_TARGET, show_default=True,
+              help="Triton release of the image (YY.MM-py3 from tft's table; the build's own --triton-image by default).")
 @click.option("--built-image", is_flag=True, help="The image was built from deploy/Dockerfile: install no packages at start.")
 @click.option("--model-url", help="Object-store copy of the repository: s3://, gs:// or as://.")
 @click.option("--credentials-secret", help="Secret with the object store's credentials (with --model-url).")
@@ -117,6 +119,16 @@ def deploy_command(repository, name, values_file, device, gpus, image, image_tag
         name = next(iter(records))
     if name not in records:
         raise TftError(f"{repository}: no model {name!r} (it has {', '.join(sorted(records))})")
+    if image is None:  # NVIDIA's image: a release tft's table knows, the one the repository was built for
+        from tft.serve.targets import target_of
+
+        built_for = (records[name].get("target") or {}).get("tag")
+        if built_for and image_tag == DEFAULT_TARGET:
+            image_tag = built_for
+        target_of(image_tag)
+        if built_for and target_of(image_tag).tag != built_for:
+            raise TftError(f"--image-tag {image_tag}: {name} was built for {built_for} (its packages are for that "
+                           "image's Python); build it again with --triton-image, or deploy that tag")
     values = chart_values(records[name], device=device, gpus=gpus, image=image, image_tag=image_tag,
                           model_url=model_url, credentials_secret=credentials_secret, pvc=pvc,
                           stock_image=not built_image)
@@ -164,6 +176,12 @@ def start_command(repository, host, grpc_port, http_port, metrics_port, models, 
         check_output_file(ready_file, option="--ready-file", overwrite=True)
     if python_env is not None and not (python_env / "bin" / "python3").exists():
         raise click.BadParameter(f"{python_env}: not a virtual environment (no bin/python3)", param_hint="--python-env")
+    from tft.serve.triton import system_triton
+
+    if system_triton() is not None and any(r.get("version_compatible") for r in read_serve_manifests(repository)
+                                           .values()):
+        # Triton's tensorrt backend runs a version-compatible engine only when told to (its README)
+        extra = (*extra, "--backend-config=tensorrt,version-compatible=true")
     server = TritonServer(repository, ports, host=host, models=list(models) or None, log_file=log_file,
                           extra_args=list(extra), python_env=python_env)
     server.preflight()

@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 
 from tft.errors import TftError
+from tft.serve.targets import DEFAULT_TARGET
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver"
-DEFAULT_TAG = "24.10-py3"  # the release deploy/Dockerfile builds on
+DEFAULT_TAG = DEFAULT_TARGET  # the release deploy/Dockerfile, the chart and KServe use
 URL_RE = re.compile(r"^(s3|gs|as)://.+")
 
 

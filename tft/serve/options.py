@@ -61,9 +61,9 @@ RULES = {
     "tensorrt_version": Rule(str, "With --backend tensorrt: the serving container's TensorRT (docker run IMAGE python3 "
                                   "-c 'import tensorrt; print(tensorrt.__version__)'); a mismatched engine is refused.",
                              metavar="X.Y.Z"),
-    "triton_image": Rule(str, "With --backend tensorrt: the Triton image that will serve it (e.g. "
-                              "24.10-trtllm-python-py3); its TensorRT is looked up in Triton's compatibility matrix.",
-                         metavar="TAG"),
+    "triton_image": Rule(str, "The Triton image that will serve it (YY.MM-py3, 24.05-py3 and later: tft's table of "
+                              "NVIDIA's releases): its Python packages are chosen for that image's Python, and a graph "
+                              "fused by another ONNX Runtime is not served there.", metavar="TAG"),
     "wait": Rule(bool, "If another command is writing --repository, wait for it instead of stopping.", flag=True),
 }
 
@@ -87,8 +87,6 @@ def check(opts: BuildOptions) -> None:
     if opts.ort_tensorrt and not ("tensorrt" in backend.accelerators and opts.gpu):
         raise RepositoryError("--ort-tensorrt is ONNX Runtime's TensorRT accelerator: it needs --backend onnxruntime "
                               "--device gpu")
-    if opts.triton_image and opts.tensorrt_version:
-        raise RepositoryError("--triton-image and --tensorrt-version both name the serving TensorRT: give one")
 
 
 BUILD = Options(BuildOptions, RULES, check, click_types=True)

@@ -35,7 +35,7 @@ from tft.serve.layout import Layout, parse_pbtxt, read_config, structure, to_pbt
 from tft.serve.options import BuildOptions
 from tft.serve.options import check as check_options
 from tft.serve.records import owned_models, read_serve_manifests
-from tft.serve.targets import tensorrt_of_image
+from tft.serve.targets import target_of, tensorrt_of_image
 from tft.tasks import kind_of
 
 log = logging.getLogger("tft")
@@ -93,7 +93,10 @@ def validate(export_dir: Path, repository: Path, opts: BuildOptions) -> tuple[di
     the options completed from the export)."""
     manifest = read_export_manifest(export_dir)
     check_options(opts)
-    if opts.triton_image:
+    target = target_of(opts.triton_image) if opts.triton_image else None
+    if target is not None and opts.backend not in target.backends:
+        raise RepositoryError(f"--backend {opts.backend}: {target.tag} has no {opts.backend} backend")
+    if target is not None and BACKENDS[opts.backend].runtime == "tensorrt" and not opts.tensorrt_version:
         opts = dataclasses.replace(opts, tensorrt_version=tensorrt_of_image(opts.triton_image))
     opts = opts.for_export(manifest)
     if not NAME_RE.match(opts.name):
@@ -107,7 +110,7 @@ def validate(export_dir: Path, repository: Path, opts: BuildOptions) -> tuple[di
         raise RepositoryError(f"--repository {repository}: is inside the export {export_dir}; choose another folder")
     files = manifest.get("files", {})
     tokenizer_json = check_file(export_dir, manifest.get("tokenizer", "tokenizer.json"), files.get("tokenizer.json"))
-    artifact = pick_artifact(manifest, opts)
+    artifact = pick_artifact(manifest, opts, target)
     model_file = check_file(export_dir, artifact["file"], artifact.get("sha256"))
     if model_file.suffix == ".onnx" and not kind_of(manifest["kind"]).regression:
         width = onnx_output_width(model_file)
@@ -115,6 +118,14 @@ def validate(export_dir: Path, repository: Path, opts: BuildOptions) -> tuple[di
             raise RepositoryError(f"{model_file}: the model has {width} outputs but {export_dir / 'manifest.json'} "
                                   f"lists {len(manifest['labels'])} labels")
     return manifest, artifact, model_file, tokenizer_json, opts
+
+
+def target_record(opts: BuildOptions) -> dict | None:
+    if not opts.triton_image:
+        return None
+    target = target_of(opts.triton_image)
+    return {"tag": target.tag, "triton": target.triton, "python": target.python, "onnxruntime": target.onnxruntime,
+            "cuda": target.cuda, "tensorrt": opts.tensorrt_version or target.tensorrt}
 
 
 def intent_path(repository: Path, ensemble: str) -> Path:
@@ -242,7 +253,9 @@ def _build(export_dir: Path, repository: Path, opts: BuildOptions) -> dict:
         "canary": canary_item(export_dir, manifest, layout.pair_task),
         # what the Python-backend steps import, as installed here: a container needs these (numpy < 2 for
         # Triton's string tensors); deploy/Dockerfile and `tft serve deploy` read them from here
-        "python_packages": python_packages(opts.backend),
+        "python_packages": python_packages(opts.backend, target_record(opts)),
+        "target": target_record(opts),
+        "version_compatible": bool(artifact.get("version_compatible")),  # launchers pass Triton the backend flag
         "files": {}, "created": now(), "versions": versions_info(),
     }
     staged: dict[str, Path] = {}
@@ -336,11 +349,21 @@ def write_requirements(repository: Path, current: dict) -> None:
     atomic_write_text(repository / REQUIREMENTS, "".join(f"{r}\n" for r in sorted(pins.values())))
 
 
-def python_packages(backend: str) -> list[str]:
-    """numpy and tokenizers (the tokenizer and postprocess steps) and the model step's own, as installed here."""
+PACKAGE_RANGES = {"numpy": "numpy>=1.21,<2", "tokenizers": "tokenizers>=0.20,<1", "onnxruntime": "onnxruntime>=1.18"}
+
+
+def python_packages(backend: str, target: dict | None = None) -> list[str]:
+    """numpy and tokenizers (the tokenizer and postprocess steps) and the model step's own: pinned as installed here
+    when the target runs this Python, else ranges its pip resolves to wheels for its own Python (numpy < 2 kept, for
+    Triton's string tensors); tests resolve them for every target's Python (tests/test_targets.py)."""
+    import platform
     from importlib.metadata import version
 
-    return [f"{name}=={version(name)}" for name in ("numpy", "tokenizers", *BACKENDS[backend].packages)]
+    names = ("numpy", "tokenizers", *BACKENDS[backend].packages)
+    here = ".".join(platform.python_version().split(".")[:2])
+    if target is not None and not target["python"].startswith(here + "."):
+        return [PACKAGE_RANGES[name] for name in names]
+    return [f"{name}=={version(name)}" for name in names]
 
 
 def canary_item(export_dir: Path, manifest: dict, pair: bool) -> dict:

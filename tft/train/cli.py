@@ -27,7 +27,8 @@ def launch_options(f):
         click.option("--nnodes", type=click.IntRange(1, 4096), default=1, show_default=True,
                      help="Nodes in a multi-node run."),
         click.option("--node-rank", type=click.IntRange(0), default=0, show_default=True, help="This node's rank."),
-        click.option("--master-addr", default="127.0.0.1", show_default=True, help="Rank-0 node address."),
+        click.option("--master-addr", help="Rank-0 node address; required with --nnodes > 1 (static rendezvous).  "
+                     "[default: 127.0.0.1 on one node]"),
         click.option("--master-port", type=click.IntRange(1, 65535), default=29500, show_default=True,
                      help="Rank-0 node port."),
         click.option("--rdzv-backend", type=click.Choice(["static", "c10d"]), default="static", show_default=True,
@@ -43,7 +44,7 @@ def launch_options(f):
     return f
 
 
-LAUNCH_DEFAULTS = {"nproc_per_node": 1, "nnodes": 1, "node_rank": 0, "master_addr": "127.0.0.1", "master_port": 29500,
+LAUNCH_DEFAULTS = {"nproc_per_node": 1, "nnodes": 1, "node_rank": 0, "master_addr": None, "master_port": 29500,
                    "rdzv_backend": "static", "rdzv_endpoint": None, "rdzv_id": "tft", "max_restarts": 0}
 
 
@@ -86,7 +87,7 @@ def torchrun_command(launch: dict, config_path: Path) -> list[str]:
             raise TftError("--rdzv-backend c10d needs --rdzv-endpoint HOST:PORT (the same on every node)")
         cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint={launch['rdzv_endpoint']}", f"--rdzv-id={launch['rdzv_id']}"]
     else:
-        cmd += [f"--node-rank={launch['node_rank']}", f"--master-addr={launch['master_addr']}",
+        cmd += [f"--node-rank={launch['node_rank']}", f"--master-addr={launch.get('master_addr') or '127.0.0.1'}",
                 f"--master-port={launch['master_port']}"]
     if launch.get("max_restarts"):
         cmd.append(f"--max-restarts={launch['max_restarts']}")
@@ -101,6 +102,10 @@ def launch_distributed(cfg: TrainConfig, launch: dict) -> int:
         if launch["nnodes"] > 1:
             raise TftError("--output-dir is required with --nnodes > 1: every node must write the same run folder")
         cfg.output_dir = f"runs/{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if launch["nnodes"] > 1 and launch["rdzv_backend"] == "static" and not launch["master_addr"]:
+        # 127.0.0.1 on every node: each would wait for a rank 0 on its own loopback, for ever
+        raise TftError("--nnodes > 1 needs --master-addr: the address of the rank-0 node, the same on every node "
+                       "(or --rdzv-backend c10d with --rdzv-endpoint)")
     out = Path(cfg.output_dir)
     from tft.fsutil import hold
     from tft.tasks import get_task

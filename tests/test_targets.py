@@ -1,0 +1,95 @@
+"""Deploy targets as data: NVIDIA's Triton -py3 images, what each runs, and what a build for one records."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from helpers import one_line_error, run_tft
+
+
+def test_the_table_holds_the_py3_images_with_their_versions():
+    from tft.serve.targets import DEFAULT_TARGET, TARGETS, target_of
+
+    assert DEFAULT_TARGET in TARGETS and min(TARGETS) == "24.05-py3" and max(TARGETS) == "26.08-py3"
+    t = target_of("nvcr.io/nvidia/tritonserver:24.10-py3")
+    assert (t.triton, t.python, t.onnxruntime, t.cuda[:6]) == ("2.51.0", "3.10.12", "1.19.2", "12.6.2")
+    assert target_of("24.11").python == "3.12.3"  # Ubuntu 24.04 from 24.11
+    assert all(set(t.backends) >= {"python", "onnxruntime", "tensorrt"} for t in TARGETS.values())
+    releases = sorted(t[:5] for t in TARGETS)
+    assert len(releases) == 28  # every month from 24.05 to 26.08
+
+
+@pytest.mark.parametrize("image, says", [
+    ("24.10-trtllm-python-py3", "not the onnxruntime or tensorrt backends (server issue #7346); serve with 24.10-py3"),
+    ("23.12-py3", "tft's table of Triton's -py3 images holds 24.05 to 26.08; for another image give its versions by "
+                  "hand"),
+    ("nvcr.io/nvidia/tritonserver:latest", "holds 24.05 to 26.08"),
+])
+def test_an_image_tft_cannot_describe_is_one_line(image, says):
+    from tft.errors import TftError
+    from tft.serve.targets import target_of
+
+    with pytest.raises(TftError, match=says.replace("(", r"\(").replace(")", r"\)")):
+        target_of(image)
+
+
+def test_a_build_for_a_target_pins_packages_for_its_python_and_serves_the_plain_graph(tiny_export, tmp_path):
+    import shutil
+
+    from tft.fsutil import file_sha256
+    from tft.serve.options import BuildOptions
+    from tft.serve.repository import build_repository
+
+    export = tmp_path / "exp"
+    shutil.copytree(tiny_export(), export)
+    shutil.copy(export / "model.onnx", export / "model.opt.onnx")  # as if ONNX Runtime had fused it
+    manifest = json.loads((export / "manifest.json").read_text())
+    fused = {**manifest["artifacts"][0], "name": "fp32-optimized", "file": "model.opt.onnx",
+             "sha256": file_sha256(export / "model.opt.onnx"), "parity": {"passed": True, "rows_per_s": 500.0,
+                                                                        "batch_invariance": 1.0}}
+    manifest["artifacts"].append(fused)
+    manifest["versions"] = {"onnxruntime": "1.32.0"}
+    (export / "manifest.json").write_text(json.dumps(manifest))
+    here = build_repository(export, tmp_path / "here", BuildOptions(artifact="auto"))
+    assert here["artifact"] == "fp32-optimized" and here["target"] is None
+    assert all("==" in p for p in here["python_packages"])  # pinned as installed on this machine
+    record = build_repository(export, tmp_path / "r", BuildOptions(artifact="auto", backend="python",
+                                                                    triton_image="24.10-py3"))
+    assert record["target"]["python"] == "3.10.12" and record["artifact"] == "fp32"
+    skipped = {c["name"]: c.get("skipped") for c in record["artifact_choice"]}
+    assert skipped["fp32-optimized"].startswith("fused by ONNX Runtime 1.32.0; 24.10-py3 runs the newest for Python 3.10")
+    assert record["python_packages"] == ["numpy>=1.21,<2", "tokenizers>=0.20,<1", "onnxruntime>=1.18"]
+    requirements = (tmp_path / "r" / "tft-requirements.txt").read_text().split()
+    assert requirements == sorted(record["python_packages"])
+    ort = build_repository(export, tmp_path / "ort", BuildOptions(artifact="auto", backend="onnxruntime",
+                                                                   triton_image="24.10-py3"))
+    assert ort["artifact"] == "fp32" and "24.10-py3 runs 1.19.2" in ort["artifact_choice"][1]["skipped"]
+    says = one_line_error(run_tft("serve", "build", "--export", export, "--repository", tmp_path / "x", "--backend",
+                                  "onnxruntime", "--artifact", "fp32-optimized", "--triton-image", "24.10-py3"))
+    assert "--artifact fp32-optimized: fused by ONNX Runtime 1.32.0; 24.10-py3 runs 1.19.2" in says
+
+
+@pytest.mark.slow  # asks the package index
+def test_the_recorded_requirements_resolve_to_wheels_for_every_targets_python(tmp_path):
+    """What a build records for a target installs there: resolved with pip for each Python of the table, binary
+    wheels only, for the container's platform (manylinux x86_64)."""
+    from tft.serve.repository import PACKAGE_RANGES
+    from tft.serve.targets import TARGETS
+
+    for python in sorted({t.python_minor for t in TARGETS.values()}):
+        report = tmp_path / f"report-{python}.json"
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--only-binary=:all:",
+             "--python-version", python, "--implementation", "cp", "--platform", "manylinux2014_x86_64",
+             "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64", "--target",
+             str(tmp_path / "t"), "--report", str(report), *PACKAGE_RANGES.values()],
+            capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        resolved = {i["metadata"]["name"].lower(): i["metadata"]["version"]
+                    for i in json.loads(report.read_text())["install"]}
+        assert {"numpy", "tokenizers", "onnxruntime"} <= set(resolved), resolved
+        assert int(resolved["numpy"].split(".")[0]) < 2
