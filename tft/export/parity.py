@@ -50,6 +50,9 @@ class ParityResult:
     metric_serving: float | None = None
     # fraction of dev rows whose answer alone (batch 1) equals their answer inside a serving batch
     batch_invariance: float | None = None
+    # largest change of a row's score (its top probability, or its value for regression) between alone and in a
+    # serving batch; None for NER, whose answers carry no score
+    score_drift: float | None = None
     rows_per_s: float | None = None
     latency_ms_p50: float | None = None
     passed: bool = False
@@ -121,10 +124,18 @@ def row_answers(logits: np.ndarray, inputs: dict, token_task: bool) -> list:
     return [tuple(row[:n].argmax(-1).tolist()) for row, n in zip(logits, lengths)]
 
 
+def _scores(logits: np.ndarray) -> np.ndarray:
+    """What a served answer's score is made of: class probabilities, or the value of a one-output regression."""
+    from tft.predictions import softmax
+
+    return logits if logits.shape[-1] == 1 else softmax(logits)
+
+
 def measure_serving(reference, candidate, serving, *, token_task: bool) -> dict:
-    """Agreement with the reference and batch invariance in serving batches, plus the candidate's
-    throughput there and its single-row latency."""
+    """Agreement with the reference and batch invariance in serving batches (answers, and how far scores move),
+    plus the candidate's throughput there and its single-row latency."""
     ref_answers, got_answers, single_answers, latencies, rows, logits, gold = [], [], [], [], 0, [], []
+    drift = 0.0
     elapsed = 0.0
     for row_labels, inputs in serving:
         ref = np.asarray(reference(inputs), dtype=np.float32)
@@ -141,13 +152,15 @@ def measure_serving(reference, candidate, serving, *, token_task: bool) -> dict:
             one = np.asarray(candidate(alone), dtype=np.float32)
             latencies.append(time.perf_counter() - start)
             single_answers += row_answers(one, alone, token_task)
+            if not token_task:
+                drift = max(drift, float(np.abs(_scores(one[0]) - _scores(got[i])).max()))
             logits.append(got[i, :n] if token_task else got[i])
             gold.append(row_labels[i])
     same = lambda a, b: sum(x == y for x, y in zip(a, b)) / max(len(a), 1)  # noqa: E731
     return {"serving_agreement": same(ref_answers, got_answers), "batch_invariance": same(single_answers, got_answers),
             "rows_per_s": rows / elapsed if elapsed else None,
             "latency_ms_p50": float(np.median(latencies)) * 1000 if latencies else None,
-            "logits": logits, "gold": gold}
+            "score_drift": None if token_task else drift, "logits": logits, "gold": gold}
 
 
 def compare(reference, candidate, batches, *, artifact: str, precision: str, token_task: bool, kind: str,
@@ -186,6 +199,7 @@ def compare(reference, candidate, batches, *, artifact: str, precision: str, tok
     if serving:
         measured = measure_serving(reference, candidate, serving, token_task=token_task)
         result.rows_per_s, result.latency_ms_p50 = measured["rows_per_s"], measured["latency_ms_p50"]
+        result.score_drift = measured["score_drift"]
         if labels:
             result.serving_agreement = measured["serving_agreement"]
             result.batch_invariance = measured["batch_invariance"]

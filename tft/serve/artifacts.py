@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+from tft.answers import SERVED_SCORE_ATOL
 from tft.errors import TftError
 from tft.manifest import default_artifact
 from tft.serve.backends import BACKENDS, RepositoryError
@@ -74,6 +75,10 @@ def choose_artifact(manifest: dict, runtime: str, device: str, exclude: dict | N
             entry["skipped"] = "no speed measured (exported before tft measured it)"
         elif entry["batch_invariance"] is not None and entry["batch_invariance"] < AUTO_MIN_BATCH_INVARIANCE:
             entry["skipped"] = f"answers change with the batch ({1 - entry['batch_invariance']:.2%} of dev)"
+        elif (parity.get("score_drift") or 0.0) > SERVED_SCORE_ATOL.get(art["precision"], float("inf")):
+            # tft verify would reject it: the same file's scores, served in other batches, differ by more
+            entry["skipped"] = (f"scores move with the batch by up to {parity['score_drift']:.3g} (verify allows "
+                                f"{SERVED_SCORE_ATOL[art['precision']]:g})")
         elif best is None or entry["rows_per_s"] > best[1]["rows_per_s"]:
             best = (art, entry)
         considered.append(entry)
