@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import one_line_error, run_tft, tree_hashes, write
+from helpers import ServeProcess, one_line_error, run_tft, tree_hashes, write
 
 HOLD = """
 import sys, time
@@ -363,3 +363,45 @@ def test_infer_streams_a_hundred_thousand_lines_in_flat_memory(served, tmp_path)
     with open(out, encoding="utf-8") as f:
         lines = sum(1 for _ in f)
     assert lines == 100_000 and peak_mb < 150, peak_mb  # 1.2 GB before answers were streamed
+
+
+@pytest.mark.slow
+def test_two_builds_at_once_leave_a_repository_that_loads_and_answers(pair_export, afqmc_sample, tmp_path):
+    """Before locks, two builds at once left an ensemble pinned to a step version its policy did not load (4 of 4
+    trials): now the second waits, and the repository both leave loads on Triton and answers."""
+    from tft.serve.client import Client
+
+    repo = tmp_path / "repo"
+    args = [sys.executable, "-m", "tft", "serve", "build", "--export", str(pair_export), "--repository", str(repo),
+            "--name", "two", "--max-batch", "16", "--wait"]
+    procs = [subprocess.Popen(args, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0], [p.stderr.read() for p in procs]
+    server = ServeProcess(repo, tmp_path).wait_ready()
+    try:
+        rows = [json.loads(line) for line in (afqmc_sample / "dev.json").read_text().splitlines()[:20]]
+        answers, stats = Client(server.url).infer("two", [{"text": r["sentence1"], "text_pair": r["sentence2"]}
+                                                          for r in rows])
+        assert stats.answered == 20 and all(a["label"] in ("0", "1") for a in answers)
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_eval_from_another_folder_scores_the_checkpoints_data(trained_pair, afqmc_sample, tmp_path):
+    """A tft.json whose data_dir is relative is read against the checkpoint, never the current folder: run from a
+    folder holding another `data/` of the same name, eval still scores the checkpoint's dev split."""
+    import os
+    import shutil
+
+    checkpoint = tmp_path / "ckpt" / "best"
+    shutil.copytree(trained_pair / "best", checkpoint)
+    shutil.copytree(afqmc_sample, tmp_path / "ckpt" / "data")
+    manifest = json.loads((checkpoint / "tft.json").read_text())
+    manifest["data_dir"] = os.path.join("..", "data")  # relative, as an older tft could record it
+    (checkpoint / "tft.json").write_text(json.dumps(manifest))
+    elsewhere = tmp_path / "elsewhere"
+    write(elsewhere / "data" / "dev.json", '{"sentence1": "a", "sentence2": "b", "label": "1"}\n')
+    proc = run_tft("eval", "--checkpoint", checkpoint, cwd=elsewhere)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["examples"] == 300 and result["file"] == str((tmp_path / "ckpt" / "data" / "dev.json").resolve())
