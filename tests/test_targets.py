@@ -93,3 +93,18 @@ def test_the_recorded_requirements_resolve_to_wheels_for_every_targets_python(tm
                     for i in json.loads(report.read_text())["install"]}
         assert {"numpy", "tokenizers", "onnxruntime"} <= set(resolved), resolved
         assert int(resolved["numpy"].split(".")[0]) < 2
+
+
+def test_every_launcher_defaults_to_the_same_target():
+    """deploy/Dockerfile, the Helm chart, KServe and `tft serve deploy` name one release: the table's default."""
+    import re
+
+    from helpers import REPO
+    from tft.serve.deploy import DEFAULT_TAG
+    from tft.serve.targets import DEFAULT_TARGET, TARGETS
+
+    assert DEFAULT_TAG == DEFAULT_TARGET and DEFAULT_TARGET in TARGETS
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    assert f"ARG TRITON_VERSION={DEFAULT_TARGET[:5]}" in dockerfile and "${TRITON_VERSION}-py3" in dockerfile
+    assert re.search(rf'tag: "{DEFAULT_TARGET}"', (REPO / "deploy" / "helm" / "tft-triton" / "values.yaml").read_text())
+    assert f"runtimeVersion: {DEFAULT_TARGET}" in (REPO / "deploy" / "kserve" / "inferenceservice.yaml").read_text()
