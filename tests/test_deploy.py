@@ -264,6 +264,9 @@ def test_scheduling_pull_secrets_extra_args_and_notes():
     assert pod["imagePullSecrets"] == [{"name": "ngc"}] and pod["nodeSelector"] == {"pool": "inference"}
     assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}] and "podAntiAffinity" in pod["affinity"]
     assert container(objects)["args"][0].endswith("--metrics-port=8002 --log-verbose=1")
+    assert "runtimeClassName" not in pod  # the cluster's default unless asked for
+    gpu = render({**VALUE_SETS["gpu"], "runtimeClassName": "nvidia"})["Deployment"][0]["spec"]["template"]["spec"]
+    assert gpu["runtimeClassName"] == "nvidia"
     chart = helm_python.Chart.load(str(CHART))
     try:
         notes = chart.render(VALUE_SETS["cpu"], name="afqmc", namespace="serving")["tft-triton/templates/NOTES.txt"]
