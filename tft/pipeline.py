@@ -73,9 +73,9 @@ def _check_own_pipeline(out: Path, entries: list[str], overwrite: bool) -> None:
     from tft.export.pipeline import earlier_export
     from tft.manifest import EXPORT_MANIFEST
     from tft.serve.records import owned_models
-    from tft.train.rundir import TOOL_FILES, TOOL_PATTERNS
+    from tft.train.rundir import tool_entry
 
-    if inside_repository(out / "x") not in (None, out / "model_repository"):
+    if inside_repository(out / "x") is not None:  # out itself, or a folder above it, is a repository
         raise OutputError(f"--output-dir {out}: is inside a model repository; choose a folder outside it")
     try:
         marker = json.loads((out / PIPELINE_MARKER).read_text(encoding="utf-8"))
@@ -91,8 +91,7 @@ def _check_own_pipeline(out: Path, entries: list[str], overwrite: bool) -> None:
     if (out / "export").is_dir():
         check_output_dir(out / "export", what="export", marker=EXPORT_MANIFEST, overwrite=True, legacy=earlier_export)
     run = out / "run"
-    others = [p.name for p in run.iterdir() if p.name not in TOOL_FILES and not any(
-        t.fullmatch(p.name) for t in TOOL_PATTERNS)] if run.is_dir() else []
+    others = [p.name for p in run.iterdir() if not tool_entry(p.name)] if run.is_dir() else []
     repo = out / "model_repository"
     if repo.is_dir():
         ours = owned_models(repo) | {"tft-requirements.txt"}

@@ -125,8 +125,8 @@ def deploy_command(repository, name, values_file, device, gpus, image, image_tag
         built_for = (records[name].get("target") or {}).get("tag")
         if built_for and image_tag == DEFAULT_TARGET:
             image_tag = built_for
-        target_of(image_tag)
-        if built_for and target_of(image_tag).tag != built_for:
+        tag = target_of(image_tag).tag  # one line for a release tft's table does not hold
+        if built_for and tag != built_for:
             raise TftError(f"--image-tag {image_tag}: {name} was built for {built_for} (its packages are for that "
                            "image's Python); build it again with --triton-image, or deploy that tag")
     values = chart_values(records[name], device=device, gpus=gpus, image=image, image_tag=image_tag,

@@ -60,7 +60,8 @@ def is_finished(out: Path) -> bool:
     return (out / "best" / "tft.json").exists() and (out / "metrics.json").exists()
 
 
-def _tool_entry(name: str) -> bool:
+def tool_entry(name: str) -> bool:
+    """A name `tft train` writes in a run folder."""
     return name in TOOL_FILES or any(p.fullmatch(name) for p in TOOL_PATTERNS)
 
 
@@ -84,7 +85,7 @@ def claim(out: Path, resume: str | None, overwrite: bool, settings: dict) -> Cla
                           "replaces what it did not write: choose another folder")
     if entries and is_run_dir(out):
         if overwrite:
-            clear_own_dir(out, _tool_entry)
+            clear_own_dir(out, tool_entry)
             return Claim()
         if resume is None:
             state = "a finished" if is_finished(out) else "an unfinished"
