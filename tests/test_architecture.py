@@ -140,3 +140,30 @@ def test_stages_read_task_kinds_from_one_description():
     offenders = [f"{path.relative_to(REPO)}:{n}" for path in sorted((REPO / "tft").rglob("*.py")) if path.name != "tasks.py"
                  for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
     assert not offenders, offenders
+
+
+def test_stages_read_model_families_from_one_description():
+    """No module outside tft/families.py names a model family or compares `model_type`: training, export and
+    serving read a family's decisions (inputs, positions, padding side, pooled token, fusions, fp16 keep-list) from
+    its entry in FAMILIES, so a new family is one entry there."""
+    from tft.families import FAMILIES, family_of
+
+    names = set(FAMILIES) | {"longformer", "xlm", "funnel", "bart", "t5", "gpt2", "llama", "nezha"}
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "families.py":
+            continue
+        source = path.read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.lower() in names:
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: the family name {node.value!r}")
+            if isinstance(node, ast.Compare):
+                text = ast.get_source_segment(source, node) or ""
+                if "model_type" in text:
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: compares model_type ({text})")
+    assert not offenders, "\n".join(offenders)
+    # the decisions a newcomer would otherwise write as `if model_type == ...` elsewhere
+    assert family_of("xlnet").padding_side == "left" and family_of("xlnet").relative_positions
+    assert family_of("bert").padding_side == "right" and family_of("roberta").position_offset == "pad+1"
+    unknown = family_of("a-new-family", quiet=True)
+    assert not unknown.known and unknown.optimizer_type is None and unknown.padding_side == "right"

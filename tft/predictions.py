@@ -32,6 +32,24 @@ def split_words(text: str, word_joiner: str) -> list[tuple[str, int, int]]:
     return [(m.group(), m.start(), m.end()) for m in re.finditer(r"\S+", text)]
 
 
+def pad_rows(rows, width: int, fill: int = 0, left: bool = False) -> np.ndarray:
+    """Token rows -> one int64 array of `width` columns, padded on the right, or on the left for models that read
+    their last token (XLNet): the same placement in training's collator, the parity gate and the served steps."""
+    out = np.full((len(rows), width), fill, dtype=np.int64)
+    for i, row in enumerate(rows):
+        n = len(row)
+        if n and left:
+            out[i, width - n:] = row
+        elif n:
+            out[i, :n] = row
+    return out
+
+
+def unpadded(row, length: int, left: bool = False):
+    """The `length` real columns of one padded row (its tokens' logits, offsets, ...)."""
+    return row[len(row) - length:] if left else row[:length]
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)

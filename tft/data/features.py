@@ -7,6 +7,7 @@ exactly as what was trained. Padding is dynamic (per batch, by the collator), ne
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from tokenizers import Tokenizer
@@ -41,6 +42,39 @@ def backend_tokenizer(tokenizer, max_length: int) -> Tokenizer:
     tok.no_padding()
     tok.enable_truncation(max_length=max_length, strategy="longest_first")
     return tok
+
+
+def _prefix_first_words(node: dict | None) -> bool:
+    """Turn on the leading-space marker for the first word in a (nested) pre-tokenizer or post-processor."""
+    if not node:
+        return False
+    changed = False
+    for child in node.get("pretokenizers") or node.get("processors") or ():
+        changed |= _prefix_first_words(child)
+    if node.get("type") == "ByteLevel" and node.get("add_prefix_space") is False:
+        node["add_prefix_space"], changed = True, True
+    if node.get("type") == "Metaspace" and node.get("prepend_scheme") == "first":
+        node["prepend_scheme"], changed = "always", True
+    return changed
+
+
+def mark_words_as_spaced(tokenizer) -> bool:
+    """Pre-split words (NER) reach a byte-level BPE or metaspace tokenizer one by one, so each is tokenized as the
+    first word of a text: without a leading space ('Ġ', '▁'), unlike the same word inside running text the model
+    was pre-trained on. Hugging Face asks for add_prefix_space=True with is_split_into_words for this reason; this
+    sets it in the tokenizer itself, so the checkpoint's tokenizer.json (read by export and the served tokenizer
+    step) words alike everywhere. True if the tokenizer was changed."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return False
+    state = json.loads(backend.to_str())
+    changed = _prefix_first_words(state.get("pre_tokenizer"))
+    changed |= _prefix_first_words(state.get("post_processor"))
+    if changed:
+        tokenizer._tokenizer = Tokenizer.from_str(json.dumps(state))
+        if hasattr(tokenizer, "add_prefix_space"):
+            tokenizer.add_prefix_space = True
+    return changed
 
 
 def model_input_names(tokenizer) -> tuple[str, ...]:

@@ -7,30 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from tft.errors import TftError
+from tft.families import Family, family_of, input_names
 from tft.tasks import kind_of
-
-@dataclass(frozen=True)
-class Family:
-    """What one encoder family needs at export, in the spirit of optimum's per-architecture configs."""
-
-    optimizer_type: str | None = "bert"  # ONNX Runtime transformer optimizer model_type (None: no fusions)
-    token_type_ids: bool = True  # its forward() takes token_type_ids
-    fp16_keep_fp32: tuple[str, ...] = ("LayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt", "Erf")
-
-
-# Encoder families known to export and fuse with ONNX Runtime's transformer optimizer: a new one is an entry.
-FAMILIES = {
-    "bert": Family(),
-    "roberta": Family(token_type_ids=False),
-    "xlm-roberta": Family(token_type_ids=False),
-    "distilbert": Family(token_type_ids=False),
-    "albert": Family(),
-    "electra": Family(),
-    "ernie": Family(),
-    "megatron-bert": Family(),
-}
-UNKNOWN_FAMILY = Family(optimizer_type=None)
-
 
 class ExportError(TftError):
     """Export failed before any artifact was handed over."""
@@ -47,7 +25,7 @@ class OnnxConfig:
 
     @property
     def family(self) -> Family:
-        return FAMILIES.get(self.model_type, UNKNOWN_FAMILY)
+        return family_of(self.model_type, quiet=True)
 
     @property
     def optimizer_type(self) -> str | None:
@@ -63,16 +41,14 @@ class OnnxConfig:
 
 
 def onnx_config_for(manifest: dict, hf_config, opset: int = 17) -> OnnxConfig:
-    model_type = hf_config.model_type
-    wanted = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in manifest["model_input_names"]]
-    if model_type in FAMILIES and not FAMILIES[model_type].token_type_ids:
-        wanted = [n for n in wanted if n != "token_type_ids"]
+    family = family_of(hf_config.model_type)
+    wanted = input_names(family, manifest["model_input_names"])
     if "input_ids" not in wanted or "attention_mask" not in wanted:
-        raise ExportError(f"model inputs {wanted} lack input_ids/attention_mask; tft exports encoder models")
-    if opset < 17:
-        raise ExportError("--opset must be 17 or newer (LayerNormalization as one op)")
-    return OnnxConfig(model_type, tuple(wanted), kind_of(manifest["kind"]).per_token,
-                      hf_config.num_labels, opset)
+        raise ExportError(f"model inputs {list(wanted)} lack input_ids/attention_mask; tft exports encoder models")
+    if opset < max(17, family.min_opset):
+        raise ExportError(f"--opset must be {max(17, family.min_opset)} or newer (LayerNormalization as one op"
+                          f"{'' if family.min_opset <= 17 else ', and what ' + family.model_type + ' needs'})")
+    return OnnxConfig(family.model_type, wanted, kind_of(manifest["kind"]).per_token, hf_config.num_labels, opset)
 
 
 def dummy_inputs(cfg: OnnxConfig, batch: int = 2, seq: int = 16, vocab_size: int = 100) -> dict[str, torch.Tensor]:

@@ -37,11 +37,10 @@ class LogitsOnly(torch.nn.Module):
 
 
 def load_for_export(checkpoint: Path, kind: str):
-    import transformers
+    from tft.heads import load_trained
 
-    cls = getattr(transformers, kind_of(kind).auto_model)
     # eager attention traces to plain MatMul/Softmax, which the ORT optimizer fuses and TensorRT parses
-    return cls.from_pretrained(checkpoint, attn_implementation="eager").eval()
+    return load_trained(checkpoint, kind_of(kind), attn_implementation="eager")
 
 
 def export_onnx(model, cfg: OnnxConfig, path: Path, exporter: str = "torchscript") -> Path:

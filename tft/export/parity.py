@@ -62,26 +62,34 @@ class ParityResult:
         return asdict(self)
 
 
-def pad_batch(features: list[dict], names, pad_id: int = 0, width: int | None = None) -> dict[str, np.ndarray]:
+def pad_batch(features: list[dict], names, pad_id: int = 0, width: int | None = None,
+              left: bool = False) -> dict[str, np.ndarray]:
+    """Features -> padded int64 arrays, on the side the tokenizer pads (left for models that read their last token)."""
+    from tft.predictions import pad_rows
+
     width = width or max(len(f["input_ids"]) for f in features)
-    out = {}
-    for name in names:
-        fill = pad_id if name == "input_ids" else 0
-        arr = np.full((len(features), width), fill, dtype=np.int64)
-        for i, f in enumerate(features):
-            arr[i, : len(f[name])] = f[name]
-        out[name] = arr
-    return out
+    return {name: pad_rows([f[name] for f in features], width, pad_id if name == "input_ids" else 0, left)
+            for name in names}
+
+
+def real_tokens(inputs: dict, row: int) -> np.ndarray:
+    """The columns of one padded row that hold its tokens, whichever side it was padded on."""
+    return inputs["attention_mask"][row].astype(bool)
 
 
 def parity_batches(features: list[dict], names, max_batch: int, max_len: int, vocab_size: int,
-                   cls_id: int, sep_id: int, batch_size: int = 32) -> list[tuple[str, dict, list]]:
+                   cls_id: int, sep_id: int, batch_size: int = 32, pad_id: int = 0,
+                   left: bool = False) -> list[tuple[str, dict, list]]:
     """(label, inputs, labels-or-None per row) for dev batches and synthetic edge shapes."""
     out = []
+
+    def padded(rows):
+        return pad_batch(rows, names, pad_id, left=left)
+
     batch_size = min(batch_size, max_batch)  # never beyond the profile that TensorRT was built for
     for start in range(0, len(features), batch_size):
         chunk = features[start:start + batch_size]
-        out.append(("dev", pad_batch(chunk, names), [f.get("labels") for f in chunk]))
+        out.append(("dev", padded(chunk), [f.get("labels") for f in chunk]))
     rng = np.random.default_rng(0)
 
     def synthetic(length):
@@ -89,18 +97,19 @@ def parity_batches(features: list[dict], names, max_batch: int, max_len: int, vo
         ids = ids[:length]
         return {"input_ids": ids, "attention_mask": [1] * len(ids), "token_type_ids": [0] * len(ids)}
 
-    out.append(("batch=1", pad_batch(features[:1], names), [None]))
+    out.append(("batch=1", padded(features[:1]), [None]))
     big = [features[i % len(features)] for i in range(max_batch)]
-    out.append((f"batch={max_batch}", pad_batch(big, names), [None] * max_batch))
-    out.append(("length=1", pad_batch([synthetic(1)], names), [None]))
+    out.append((f"batch={max_batch}", padded(big), [None] * max_batch))
+    out.append(("length=1", padded([synthetic(1)]), [None]))
     longest = [synthetic(max_len), synthetic(max_len)][:max_batch]
-    out.append((f"length={max_len}", pad_batch(longest, names), [None] * len(longest)))
-    padded = [synthetic(max_len), synthetic(3), synthetic(2)][:max_batch]
-    out.append(("heavy padding", pad_batch(padded, names), [None] * len(padded)))
+    out.append((f"length={max_len}", padded(longest), [None] * len(longest)))
+    uneven = [synthetic(max_len), synthetic(3), synthetic(2)][:max_batch]
+    out.append(("heavy padding", padded(uneven), [None] * len(uneven)))
     return out
 
 
-def serving_batches(features: list[dict], names, max_batch: int, seed: int = 0) -> list[tuple[list, dict]]:
+def serving_batches(features: list[dict], names, max_batch: int, seed: int = 0, pad_id: int = 0,
+                    left: bool = False) -> list[tuple[list, dict]]:
     """(labels per row, inputs) for dev rows in a shuffled arrival order, cut into batches of random
     sizes 1..max_batch and padded to each batch's longest row: what Triton's dynamic batcher hands a
     model, where a row's neighbours and padding vary (unlike export's length-grouped batches)."""
@@ -110,7 +119,7 @@ def serving_batches(features: list[dict], names, max_batch: int, seed: int = 0) 
     while start < len(order):
         size = int(rng.integers(1, max_batch + 1))
         rows = [features[i] for i in order[start:start + size]]
-        out.append(([f.get("labels") for f in rows], pad_batch(rows, names)))
+        out.append(([f.get("labels") for f in rows], pad_batch(rows, names, pad_id, left=left)))
         start += size
     return out
 
@@ -120,8 +129,7 @@ def row_answers(logits: np.ndarray, inputs: dict, token_task: bool) -> list:
     labels over the row's real tokens."""
     if not token_task:
         return logits.argmax(-1).tolist()
-    lengths = inputs["attention_mask"].sum(-1)
-    return [tuple(row[:n].argmax(-1).tolist()) for row, n in zip(logits, lengths)]
+    return [tuple(row[real_tokens(inputs, i)].argmax(-1).tolist()) for i, row in enumerate(logits)]
 
 
 def _scores(logits: np.ndarray) -> np.ndarray:
@@ -145,16 +153,16 @@ def measure_serving(reference, candidate, serving, *, token_task: bool) -> dict:
         rows += len(got)
         ref_answers += row_answers(ref, inputs, token_task)
         got_answers += row_answers(got, inputs, token_task)
-        lengths = inputs["attention_mask"].sum(-1)
-        for i, n in enumerate(lengths):
-            alone = {k: v[i:i + 1, :n] for k, v in inputs.items()}
+        for i in range(len(got)):
+            columns = real_tokens(inputs, i)
+            alone = {k: v[i:i + 1, columns] for k, v in inputs.items()}
             start = time.perf_counter()
             one = np.asarray(candidate(alone), dtype=np.float32)
             latencies.append(time.perf_counter() - start)
             single_answers += row_answers(one, alone, token_task)
             if not token_task:
                 drift = max(drift, float(np.abs(_scores(one[0]) - _scores(got[i])).max()))
-            logits.append(got[i, :n] if token_task else got[i])
+            logits.append(got[i, columns] if token_task else got[i])
             gold.append(row_labels[i])
     same = lambda a, b: sum(x == y for x, y in zip(a, b)) / max(len(a), 1)  # noqa: E731
     return {"serving_agreement": same(ref_answers, got_answers), "batch_invariance": same(single_answers, got_answers),
@@ -186,9 +194,9 @@ def compare(reference, candidate, batches, *, artifact: str, precision: str, tok
             total += r.shape[0]
         if name == "dev" and all(x is not None for x in row_labels):
             for i, lab in enumerate(row_labels):
-                width = len(lab) if token_task else None
-                ref_dev.append(ref[i, :width] if token_task else ref[i])
-                cand_dev.append(got[i, :width] if token_task else got[i])
+                columns = real_tokens(inputs, i)
+                ref_dev.append(ref[i, columns] if token_task else ref[i])
+                cand_dev.append(got[i, columns] if token_task else got[i])
                 gold_dev.append(lab)
     result = ParityResult(artifact, precision, len(batches), diffs_max, diffs_sum / max(count, 1),
                           agree / total if total else 1.0, thresholds=thresholds)

@@ -20,6 +20,7 @@ from tft.data.dataset import load_dataset
 from tft.data.features import encode
 from tft.export import onnx_export, quantize
 from tft.export.config import ExportError, onnx_config_for
+from tft.families import family_of, usable_positions
 from tft.export.options import ExportConfig
 from tft.export.parity import ParityError, compare, pad_batch, parity_batches, serving_batches
 from tft.export.runtime import OrtModel
@@ -69,9 +70,11 @@ def parity_inputs(checkpoint_manifest, tokenizer, hf_config, max_batch, max_len,
     features = encode(examples, tokenizer, max_len, labels, task.kind, checkpoint_manifest.get("max_chars")).features
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in features[0]]
     canary = items_from_examples(examples[:1], task)[0]
+    pad_id, left = tokenizer.pad_token_id or 0, tokenizer.padding_side == "left"
     batches = parity_batches(features, names, max_batch, max_len, hf_config.vocab_size,
-                             tokenizer.cls_token_id or 0, tokenizer.sep_token_id or 0)
-    serving = serving_batches(features, names, max_batch) if features[0].get("labels") is not None else None
+                             tokenizer.cls_token_id or 0, tokenizer.sep_token_id or 0, pad_id=pad_id, left=left)
+    serving = (serving_batches(features, names, max_batch, pad_id=pad_id, left=left)
+               if features[0].get("labels") is not None else None)
     return batches, serving, canary
 
 
@@ -85,7 +88,8 @@ def calibration_inputs(checkpoint_manifest, tokenizer, max_len, samples: int, na
         raise ExportError("static int8: no training examples to calibrate on")
     # one width for all: histogram calibrators stack the batches
     width = max(len(f["input_ids"]) for f in features)
-    return [pad_batch(features[i:i + batch_size], names, tokenizer.pad_token_id or 0, width)
+    return [pad_batch(features[i:i + batch_size], names, tokenizer.pad_token_id or 0, width,
+                      left=tokenizer.padding_side == "left")
             for i in range(0, len(features), batch_size)]
 
 
@@ -148,7 +152,8 @@ def _export(checkpoint: Path, out: Path, cfg: ExportConfig, replace: bool) -> Pa
         raise ExportError(f"--parity-samples {cfg.parity_samples}: must be at least 1")
     hf_config = AutoConfig.from_pretrained(checkpoint)
     opt_batch, opt_seq_length, device = cfg.opt_batch or min(8, max_batch), cfg.opt_seq_length, cfg.device
-    check_shapes(max_batch, max_len, opt_batch, opt_seq_length, getattr(hf_config, "max_position_embeddings", None))
+    check_shapes(max_batch, max_len, opt_batch, opt_seq_length, usable_positions(family_of(hf_config.model_type,
+                                                                                           quiet=True), hf_config))
     check_labels(cm, hf_config, checkpoint)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     onnx_cfg = onnx_config_for(cm, hf_config, cfg.opset)
@@ -228,6 +233,7 @@ def _export(checkpoint: Path, out: Path, cfg: ExportConfig, replace: bool) -> Pa
             "text_field": cm.get("text_field"), "text_pair_field": cm.get("text_pair_field"),
             "label_field": cm.get("label_field"), "word_joiner": cm.get("word_joiner", " "),
             "max_chars": cm.get("max_chars"), "pad_token_id": tokenizer.pad_token_id or 0,
+            "padding_side": tokenizer.padding_side,
             "inputs": [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in onnx_cfg.inputs],
             "outputs": [{"name": onnx_cfg.output, "dtype": "float32", "shape": onnx_cfg.output_shape()}],
             "max_batch": max_batch, "max_seq_length": max_len, "opset": cfg.opset, "model_type": onnx_cfg.model_type,

@@ -100,12 +100,14 @@ class OrtPredictor:
 
     def logits(self, feats: list[dict], batch_size: int = 64) -> list[np.ndarray]:
         from tft.export.parity import pad_batch
+        from tft.predictions import unpadded
 
-        logits = []
+        logits, left = [], self.tokenizer.padding_side == "left"
         for start in range(0, len(feats), batch_size):
             chunk = feats[start:start + batch_size]
-            out = self.model(pad_batch(chunk, self.model.input_names, self.tokenizer.pad_token_id or 0))
-            logits += [out[i, : len(f["input_ids"])] if self.token_task else out[i] for i, f in enumerate(chunk)]
+            out = self.model(pad_batch(chunk, self.model.input_names, self.tokenizer.pad_token_id or 0, left=left))
+            logits += [unpadded(out[i], len(f["input_ids"]), left) if self.token_task else out[i]
+                       for i, f in enumerate(chunk)]
         return logits
 
     def answer_items(self, items: list[dict], batch_size: int = 64) -> list[dict]:

@@ -106,11 +106,16 @@ class Layout:
                 "word_joiner": self.fields["word_joiner"],
                 # fixed-shape backends batch only equal shapes: bucket lengths for them; Python pads ragged batches
                 "pad_to_multiple_of": 1 if BACKENDS[self.opts.backend].ragged else 16,
-                "pad_token_id": self.manifest["pad_token_id"]}
+                "pad_token_id": self.manifest["pad_token_id"], "padding_side": self.padding_side}
 
     def model_settings(self) -> dict:
         return {"onnx_file": "model.onnx", "token_task": self.token_task, "intra_op_threads": self.opts.threads,
-                "pad_token_id": self.manifest["pad_token_id"]}
+                "pad_token_id": self.manifest["pad_token_id"], "padding_side": self.padding_side}
+
+    @property
+    def padding_side(self) -> str:
+        """Left for models that read their last token (XLNet); exports made before it was recorded pad right."""
+        return self.manifest.get("padding_side", "right")
 
     def postprocess_settings(self) -> dict:
         return {"labels": self.labels, "token_task": self.token_task}

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from tft.errors import TftError
+from tft.heads import HEADS, parse_filter_sizes
 from tft.options import Options, Rule, flag  # noqa: F401 - flag is part of this module's interface
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
@@ -36,6 +37,13 @@ class TrainConfig:
     warmup: float = 0.1  # fraction of steps (< 1) or a number of steps (>= 1)
     lr_scheduler: str = "linear"  # the Hugging Face Trainer's schedule names
     max_seq_length: int = 128
+    head: str = "linear"  # linear: the family's own head; cnn, lstm, gru over the token states (tft/heads.py)
+    head_dropout: float = 0.1
+    cnn_filter_sizes: str = "2,3,4"
+    cnn_filters: int = 128
+    rnn_hidden: int = 256
+    rnn_layers: int = 1
+    rnn_bidirectional: bool = True
     seed: int = 42
     precision: str | None = None  # auto | fp32 | fp16 | bf16; None: fp32, or what --fp16/--bf16 say
     fp16: bool = False
@@ -95,6 +103,16 @@ RULES: dict[str, Rule] = {
                          choices=LR_SCHEDULERS),
     "max_seq_length": Rule(int, "Truncate inputs to this many tokens (at most the model's positions).", low=8,
                            high=MAX_SEQ_LENGTH_LIMIT),
+    "head": Rule(str, "Classifier on the encoder: linear (the model family's own), cnn (TextCNN over the token states), "
+                      "lstm or gru (recurrent, over each row's real tokens); for classification, regression and NER.",
+                 choices=HEADS),
+    "head_dropout": Rule(float, "--head cnn/lstm/gru: dropout before the classifier (and between recurrent layers).",
+                         low=0, high=1, above=False),
+    "cnn_filter_sizes": Rule(str, "--head cnn: kernel widths in tokens, comma-separated.", metavar="2,3,4"),
+    "cnn_filters": Rule(int, "--head cnn: filters per width.", low=1, high=4096),
+    "rnn_hidden": Rule(int, "--head lstm/gru: hidden size per direction.", low=1, high=8192),
+    "rnn_layers": Rule(int, "--head lstm/gru: stacked layers.", low=1, high=8),
+    "rnn_bidirectional": Rule(bool, "--head lstm/gru: read each text both ways."),
     "seed": Rule(int, "Random seed.", low=0, high=2**32 - 1),
     "precision": Rule(str, "auto (bf16 on Ampere+ GPUs and on CPUs with AVX-512 BF16 or AMX, fp16 on older GPUs, "
                            "fp32 otherwise; says what it chose), fp32, fp16 or bf16.  [default: fp32]",
@@ -144,6 +162,7 @@ def check(cfg: TrainConfig) -> None:
             raise TftError("--precision and --fp16/--bf16 say the same thing twice; keep --precision")
     if cfg.max_steps == 0:
         raise TftError("--max-steps 0: must be at least 1 (or -1 to train for --epochs)")
+    parse_filter_sizes(cfg.cnn_filter_sizes)
     if cfg.resume is not None and cfg.overwrite:
         raise TftError("--resume and --overwrite exclude each other: continue the run, or start it over")
 

@@ -14,16 +14,17 @@ from tft.data.dataset import load_dataset
 from tft.data.features import encode, make_collator
 from tft.errors import TftError
 from tft.fsutil import atomic_write_text
+from tft.heads import load_trained
 from tft.inference import TextSettings, read_inputs, task_of
 from tft.inference import answer_items as answer_path
 from tft.manifest import check_tokenizer_files, read_checkpoint_manifest
+from tft.predictions import unpadded
 
 
 class TorchModel:
     """A trained checkpoint in eval mode: features in, logits out (batched, dynamically padded)."""
 
     def __init__(self, checkpoint: str | Path, device: str | None = None):
-        import transformers
         from transformers import AutoTokenizer
 
         self.checkpoint = Path(checkpoint)
@@ -34,9 +35,8 @@ class TorchModel:
         self.token_task = self.task.kind.per_token
         self.settings = TextSettings.of(self.manifest)
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-        cls = getattr(transformers, self.task.kind.auto_model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = cls.from_pretrained(checkpoint).to(self.device).eval()
+        self.model = load_trained(checkpoint, self.task.kind).to(self.device)
         self.collator = make_collator(self.tokenizer, self.token_task)
 
     @torch.inference_mode()
@@ -49,8 +49,9 @@ class TorchModel:
             chunk = [{k: f[k] for k in names} for f in features[start:start + batch_size]]
             batch = {k: v.to(self.device) for k, v in self.collator(chunk).items()}
             logits = self.model(**batch).logits.float().cpu().numpy()
+            left = self.tokenizer.padding_side == "left"
             for i, f in enumerate(chunk):
-                out.append(logits[i, : len(f["input_ids"])] if self.token_task else logits[i])
+                out.append(unpadded(logits[i], len(f["input_ids"]), left) if self.token_task else logits[i])
         return out
 
 

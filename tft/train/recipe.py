@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from tft.data.dataset import load_dataset, resolve_data_dir
-from tft.data.features import encode, make_collator, max_chars_for, model_input_names
+from tft.data.features import encode, make_collator, mark_words_as_spaced, max_chars_for, model_input_names
 from tft.errors import TftError
+from tft.families import family_of, usable_positions
 from tft.fsutil import atomic_dir, atomic_write_json, command_line, hold
 from tft.manifest import check_tokenizer_files, now, versions, write_checkpoint_manifest
 from tft.tasks import get_task
@@ -98,6 +99,7 @@ class TrainRecipe:
         with self.args.main_process_first(desc="tokenizer"):
             self.tokenizer = self._load_tokenizer(train_examples)
         self.model = self._load_model()
+        self._fit_tokenizer_to_family()
         if self.cfg.pad_to_max_length:
             from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
 
@@ -148,7 +150,7 @@ class TrainRecipe:
             config = AutoConfig.from_pretrained(self.model_name, trust_remote_code=self.cfg.trust_remote_code)
         except (OSError, ValueError):
             return  # _load_tokenizer / _load_model say what is wrong with the model
-        positions = usable_positions(config)
+        positions = usable_positions(family_of(config.model_type), config)
         if positions is not None and self.cfg.max_seq_length > positions:
             raise TftError(f"--max-seq-length {self.cfg.max_seq_length}: model '{self.model_name}' has {positions} "
                            "positions; use at most that")
@@ -191,17 +193,55 @@ class TrainRecipe:
         extra = {"num_labels": 1, "problem_type": "regression"} if task.kind.regression else {
             "num_labels": len(labels), "id2label": dict(enumerate(labels)),
             "label2id": {label: i for i, label in enumerate(labels)}}
+        spec = self.head_spec()
+        if spec is not None:
+            cls = transformers.AutoModel  # the encoder alone; the head is tft's (tft/heads.py)
         if is_scratch(self.model_name):
             config = scratch_config(self.model_name, self.tokenizer, self.cfg.max_seq_length)
             for k, v in extra.items():
                 setattr(config, k, v)
-            return cls.from_config(config)
-        try:
-            config = AutoConfig.from_pretrained(self.model_name, trust_remote_code=self.cfg.trust_remote_code, **extra)
-            return cls.from_pretrained(self.model_name, config=config, trust_remote_code=self.cfg.trust_remote_code,
-                                       ignore_mismatched_sizes=True)
-        except (OSError, ValueError) as e:
-            raise TftError(f"cannot load model '{self.model_name}': {str(e).splitlines()[0]}") from None
+            model = cls.from_config(config)
+        else:
+            try:
+                config = AutoConfig.from_pretrained(self.model_name, trust_remote_code=self.cfg.trust_remote_code,
+                                                    **extra)
+                for k, v in family_of(config.model_type, quiet=True).config_overrides.items():
+                    setattr(config, k, v)
+                model = cls.from_pretrained(self.model_name, config=config, trust_remote_code=self.cfg.trust_remote_code,
+                                            ignore_mismatched_sizes=True)
+            except (OSError, ValueError) as e:
+                raise TftError(f"cannot load model '{self.model_name}': {str(e).splitlines()[0]}") from None
+        if spec is None:
+            return model
+        from tft.heads import with_head
+
+        set_seed(self.cfg.seed)  # the head's weights, the same on every rank
+        return with_head(model, spec, task.kind)
+
+    def head_spec(self):
+        """The --head cnn/lstm/gru options as one HeadSpec; None for the family's own linear head."""
+        from tft.heads import HeadSpec, parse_filter_sizes
+
+        cfg = self.cfg
+        if cfg.head == "linear":
+            return None
+        return HeadSpec(cfg.head, cfg.head_dropout, parse_filter_sizes(cfg.cnn_filter_sizes), cfg.cnn_filters,
+                        cfg.rnn_hidden, cfg.rnn_layers, cfg.rnn_bidirectional)
+
+    def _fit_tokenizer_to_family(self) -> None:
+        """Pad where the family's classifier does not read (left for a model that reads its last token), and refuse a
+        tokenizer that does not put the pooled token where the family's model reads it."""
+        if self.task.is_token_task and not self.resume_from and mark_words_as_spaced(self.tokenizer):
+            log.info("tokenizer: pre-split words get their leading-space marker (add_prefix_space), as in running text")
+        family = family_of(self.model.config.model_type, quiet=True)
+        if not family.known:
+            return  # the tokenizer's own padding side stands
+        self.tokenizer.padding_side = family.padding_side
+        if family.pooled_token == "last" and self.tokenizer.cls_token_id is not None:
+            ids = self.tokenizer("a")["input_ids"]
+            if not ids or ids[-1] != self.tokenizer.cls_token_id:
+                raise TftError(f"the tokenizer of '{self.model_name}' does not end inputs with its class token "
+                               f"{self.tokenizer.cls_token!r}, where a {family.model_type} model reads it")
 
     def _features(self, split, examples, limit) -> list[dict]:
         cfg = self.cfg
@@ -319,6 +359,8 @@ class TrainRecipe:
         best = self.output_dir / "best"
         with atomic_dir(best, overwrite=True) as tmp:
             self.trainer.save_model(str(tmp))
+            if hasattr(self.model, "save_config"):  # a tft head: config.json is the encoder's plus the head
+                self.model.save_config(Path(tmp))
             (Path(tmp) / "training_args.bin").unlink(missing_ok=True)  # a pickle; best/ holds safetensors + JSON only
             self.tokenizer.save_pretrained(str(tmp))
             dev = self.final_metrics.get("dev", {})
@@ -331,7 +373,8 @@ class TrainRecipe:
                 "model_input_names": list(model_input_names(self.tokenizer)),
                 "main_metric": task.main_metric, "metrics": {k: v for k, v in dev.items() if k != "per_type"},
                 "base_model": self.model_name, "smoke_test_model": is_scratch(self.model_name),
-                "model_type": self.model.config.model_type,
+                "model_type": self.model.config.model_type, "padding_side": self.tokenizer.padding_side,
+                "head": cfg.head,
                 "data_dir": str(Path(self.data.data_dir).resolve()), "created": now(), "versions": versions(),
                 "command": command_line(), "train_config": {k: v for k, v in vars(cfg).items()},
             })
@@ -351,16 +394,6 @@ def native_cuda_bf16() -> bool:
         return torch.cuda.is_bf16_supported(including_emulation=False)
     except TypeError:  # a torch without the argument
         return torch.cuda.get_device_capability()[0] >= 8
-
-
-def usable_positions(config) -> int | None:
-    """Token positions a model can take (RoBERTa-style models reserve padding_idx + 1 of theirs)."""
-    positions = getattr(config, "max_position_embeddings", None)
-    if positions is None:
-        return None
-    if config.model_type in ("roberta", "xlm-roberta", "camembert", "longformer"):
-        positions -= (getattr(config, "pad_token_id", 1) or 1) + 1
-    return positions
 
 
 def run(cfg: TrainConfig) -> Path | None:

@@ -30,6 +30,8 @@ class TritonPythonModel:
         self.output_name = config["output"][0]["name"]
         self.token_task = bool(settings["token_task"])
         self.pad_id = int(settings.get("pad_token_id", 0))
+        # requests padded on the left (XLNet) stay right-aligned in the merged batch, as the tokenizer step made them
+        self.left = settings.get("padding_side", "right") == "left"
 
     def execute(self, requests):
         per_request = []
@@ -45,7 +47,8 @@ class TritonPythonModel:
             row = 0
             for r in per_request:
                 a = r[name]
-                batch[row:row + a.shape[0], : a.shape[1]] = a
+                first = width - a.shape[1] if self.left else 0
+                batch[row:row + a.shape[0], first:first + a.shape[1]] = a
                 row += a.shape[0]
             feed[name] = batch
         try:
@@ -56,7 +59,8 @@ class TritonPythonModel:
         responses, row = [], 0
         for r in per_request:
             n, length = r["input_ids"].shape
-            out = logits[row:row + n, :length] if self.token_task else logits[row:row + n]
+            first = width - length if self.left else 0
+            out = logits[row:row + n, first:first + length] if self.token_task else logits[row:row + n]
             row += n
             responses.append(pb_utils.InferenceResponse(
                 output_tensors=[pb_utils.Tensor(self.output_name, np.ascontiguousarray(out))]))

@@ -46,6 +46,8 @@ class TritonPythonModel:
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.max_seq_length, strategy="longest_first")
         self.pad_id = int(settings.get("pad_token_id", 0))
+        # models that read their last token (XLNet) are padded on the left, as in training
+        self.left = settings.get("padding_side", "right") == "left"
 
     def _texts(self, request, name, required):
         tensor = pb_utils.get_input_tensor_by_name(request, name)
@@ -107,14 +109,15 @@ class TritonPythonModel:
             }
             for row, enc in enumerate(encs):
                 n = len(enc.ids)
-                arrays["input_ids"][row, :n] = enc.ids
-                arrays["attention_mask"][row, :n] = enc.attention_mask
-                arrays["token_type_ids"][row, :n] = enc.type_ids
+                first = width - n if self.left else 0
+                arrays["input_ids"][row, first:first + n] = enc.ids
+                arrays["attention_mask"][row, first:first + n] = enc.attention_mask
+                arrays["token_type_ids"][row, first:first + n] = enc.type_ids
                 if spans is not None:
                     words = spans[start + row]
                     for col, wid in enumerate(enc.word_ids):
                         if wid is not None:  # a token's offsets are its word's span in the original text
-                            arrays["OFFSETS"][row, col] = words[wid][1:]
+                            arrays["OFFSETS"][row, first + col] = words[wid][1:]
             responses.append(pb_utils.InferenceResponse(
                 output_tensors=[pb_utils.Tensor(name, arrays[name]) for name in self.outputs]))
         return responses
