@@ -238,7 +238,12 @@ def test_the_charts_canary_probe_passes_on_triton_and_fails_after_a_stub_dies(pa
 
 
 def test_kserve_example_carries_the_same_probe():
+    import runpy
+
     import kubernetes_validate
+
+    rendered = runpy.run_path(str(REPO / "scripts" / "kserve_example.py"))["render"]()
+    assert KSERVE.read_text(encoding="utf-8") == rendered, "regenerate: python scripts/kserve_example.py > " + str(KSERVE)
 
     config_map, service = list(yaml.safe_load_all(KSERVE.read_text(encoding="utf-8")))
     kubernetes_validate.validate(config_map, KUBE_VERSION, strict=True)
@@ -310,3 +315,92 @@ def test_a_repository_answers_from_an_environment_holding_only_its_recorded_pack
         assert max(abs(a["score"] - o["score"]) for a, o in zip(served, offline)) < 1e-4
     finally:
         server.stop()
+
+
+def _pod_of(service: dict, config_map: dict) -> dict:
+    """The InferenceService predictor as the Pod KServe makes of it: its PodSpec fields validated by Kubernetes'
+    own schema (KServe's CRD schema is not in kubernetes-validate)."""
+    predictor = service["spec"]["predictor"]
+    model = {k: v for k, v in predictor["model"].items() if k not in ("modelFormat", "storageUri", "runtimeVersion")}
+    model.setdefault("image", "nvcr.io/nvidia/tritonserver:24.10-py3")
+    spec = {"containers": [{"name": "kserve-container", **model}], "volumes": predictor["volumes"],
+            **({"initContainers": predictor["initContainers"]} if "initContainers" in predictor else {})}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": service["metadata"]["name"]}, "spec": spec}
+
+
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+def test_kserve_runs_the_repository_as_the_chart_does(tiny_export, tmp_path, device):
+    """The stock image has no `tokenizers`: an init container installs the recorded packages; /dev/shm in memory for
+    the Python backend; GPU limits for a GPU build; the launch flag for a version-compatible engine; the canary."""
+    import kubernetes_validate
+
+    from tft.serve.deploy import PROBE_SCRIPT, VERSION_COMPATIBLE_FLAG, chart_values, kserve_manifest
+    from tft.serve.options import BuildOptions
+    from tft.serve.repository import build_repository
+
+    backend = {"cpu": {}, "gpu": {"backend": "onnxruntime", "device": "gpu"}}[device]
+    record = build_repository(tiny_export(), tmp_path / "repo", BuildOptions(name="afqmc", **backend))
+    config_map, service = kserve_manifest(record, storage_uri="s3://bucket/repo", device=device, gpus=2)
+    kubernetes_validate.validate(config_map, KUBE_VERSION, strict=True)
+    kubernetes_validate.validate(_pod_of(service, config_map), KUBE_VERSION, strict=True)
+    predictor = service["spec"]["predictor"]
+    model = predictor["model"]
+    [init] = predictor["initContainers"]
+    assert init["command"][:5] == ["pip", "install", "--no-cache-dir", "--target", "/opt/tft-site"]
+    assert init["command"][5:] == record["python_packages"] and any("tokenizers" in p for p in init["command"])
+    assert {"name": "PYTHONPATH", "value": "/opt/tft-site"} in model["env"]
+    shm = next(v for v in predictor["volumes"] if v["name"] == "shm")
+    assert shm["emptyDir"]["medium"] == "Memory" and {"name": "shm", "mountPath": "/dev/shm"} in model["volumeMounts"]
+    assert (model["resources"]["limits"].get("nvidia.com/gpu") == "2") == (device == "gpu")
+    assert model["runtimeVersion"] == "24.10-py3" and VERSION_COMPATIBLE_FLAG not in model["args"]
+    assert config_map["data"]["canary.py"] == PROBE_SCRIPT
+    assert json.loads(config_map["data"]["canary.json"])["inputs"][1]["name"] == "TEXT_PAIR"
+    chart_probe = next(cm for cm in render(VALUE_SETS["cpu"])["ConfigMap"] if cm["metadata"]["name"].endswith("-probe"))
+    assert chart_probe["data"]["canary.py"] == PROBE_SCRIPT  # one probe, the chart's and KServe's
+    compatible = {**record, "version_compatible": True}
+    assert VERSION_COMPATIBLE_FLAG in kserve_manifest(compatible, storage_uri="gs://b/r", device=device)[1][
+        "spec"]["predictor"]["model"]["args"]
+    assert chart_values(compatible, device=device)["extraArgs"] == [VERSION_COMPATIBLE_FLAG]
+    assert "extraArgs" not in chart_values(record, device=device)
+    built = kserve_manifest(record, storage_uri="pvc://models/repo", device=device, built_image="me/tft-triton:1")
+    assert "initContainers" not in built[1]["spec"]["predictor"] and built[1]["spec"]["predictor"]["model"][
+        "image"] == "me/tft-triton:1"
+
+
+def test_serve_deploy_writes_kserve_and_refuses_without_a_source(tiny_export, tmp_path):
+    from helpers import one_line_error, run_tft
+
+    from tft.serve.options import BuildOptions
+    from tft.serve.repository import build_repository
+
+    build_repository(tiny_export(), tmp_path / "repo", BuildOptions(name="afqmc"))
+    out = tmp_path / "afqmc-kserve.yaml"
+    proc = run_tft("serve", "deploy", "--repository", str(tmp_path / "repo"), "--kserve", str(out))
+    assert proc.returncode == 2 and "--kserve needs --model-url" in proc.stderr and not out.exists()
+    proc = run_tft("serve", "deploy", "--repository", str(tmp_path / "repo"), "--kserve", str(out), "--model-url",
+                   "s3://bucket/model_repository")
+    assert proc.returncode == 0, proc.stderr
+    config_map, service = list(yaml.safe_load_all(out.read_text(encoding="utf-8")))
+    assert service["kind"] == "InferenceService" and service["spec"]["predictor"]["model"]["storageUri"] == \
+        "s3://bucket/model_repository"
+    proc = run_tft("serve", "deploy", "--repository", str(tmp_path / "repo"), "--kserve", str(out), "--model-url",
+                   "s3://bucket/other")
+    assert "exists" in one_line_error(proc) and "s3://bucket/model_repository" in out.read_text()
+
+
+@pytest.mark.parametrize("compatible", [True, False])
+def test_the_dockerfile_passes_the_version_compatible_flag_when_a_build_asks(tmp_path, compatible):
+    """The image's CMD, run by sh as Docker runs it, with `echo` standing in for tritonserver."""
+    import shlex
+    import subprocess
+
+    cmd = json.loads((REPO / "deploy" / "Dockerfile").read_text().split("\nCMD ", 1)[1].splitlines()[0])
+    assert cmd[:2] == ["/bin/sh", "-c"]
+    record = tmp_path / "models" / "m" / "tft-serve.json"  # the committed build's record
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"ensemble": "m", "version_compatible": compatible}, indent=2))
+    script = cmd[2].replace("exec tritonserver", "echo").replace("/models", shlex.quote(str(tmp_path / "models")))
+    out = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "TFT_TRITON_ARGS": "--log-verbose=1"}).stdout
+    assert ("--backend-config=tensorrt,version-compatible=true" in out) == compatible
+    assert out.split()[-1] == "--log-verbose=1"

@@ -155,3 +155,28 @@ def test_a_build_is_recorded_and_its_records_checked(tiny_export, tmp_path):
     ner = build_repository(tiny_export("ner", task="cluener", kind="token_classification",
                                        labels=("O", "B-name", "I-name")), repo, BuildOptions(name="n"))
     assert ner["outputs"] == ["ENTITIES"] and set(read_serve_manifests(repo)) == {"afqmc", "n"}
+
+
+def test_ort_tensorrt_builds_one_engine_for_the_whole_shape_range_while_loading():
+    """Without profiles ONNX Runtime's TensorRT builds an engine per new batch x length at request time; the first
+    canary request then builds inside the liveness timeout. With them, one engine covers 1x1..max, and a model
+    warm-up builds it before Triton reports the model ready."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from tft.serve.layout import Layout, parse_pbtxt, to_pbtxt
+    from tft.serve.options import BuildOptions
+
+    layout = Layout(MANIFEST, BuildOptions(name="m", backend="onnxruntime", device="gpu", max_batch=16,
+                                           ort_tensorrt=True))
+    model = parse_pbtxt(to_pbtxt(layout.model_config()))
+    params = dict(model.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters)
+    assert params["trt_profile_min_shapes"] == "input_ids:1x1,attention_mask:1x1"
+    assert params["trt_profile_opt_shapes"] == "input_ids:8x64,attention_mask:8x64"
+    assert params["trt_profile_max_shapes"] == "input_ids:16x64,attention_mask:16x64"
+    assert params["trt_timing_cache_enable"] == "1" and params["trt_engine_cache_enable"] == "1"
+    [warm] = model.model_warmup
+    assert warm.batch_size == 8 and set(warm.inputs) == {"input_ids", "attention_mask"}
+    assert all(list(i.dims) == [64] and i.zero_data and i.data_type == mc.TYPE_INT64 for i in warm.inputs.values())
+    plain = parse_pbtxt(to_pbtxt(Layout(MANIFEST, BuildOptions(name="m", backend="onnxruntime",
+                                                               device="gpu")).model_config()))
+    assert not plain.model_warmup and not plain.optimization.execution_accelerators.gpu_execution_accelerator

@@ -372,3 +372,58 @@ def test_verify_of_a_served_engine_compares_with_pytorch_at_fp16(tiny_export, tm
     (export / "manifest.json").write_text(json.dumps(manifest))
     assert _engine_artifact(export, "tensorrt-fp16")["precision"] == "fp16"
     assert _engine_artifact(export, "fp16") is None and _engine_artifact(export, "fp32") is None
+
+
+def test_hardware_compatible_engines_are_planned_for_ampere_and_newer_only():
+    """TensorRT's AMPERE_PLUS level: engines for any Ampere or newer GPU, built only on one."""
+    p = plan("10.7.0", hardware_compatible=True, capability=(9, 0))
+    assert p.hardware_compatibility == "AMPERE_PLUS" and plan("10.7.0").hardware_compatibility is None
+    with pytest.raises(trt_mod.EngineError, match="needs one to build on; this NVIDIA H100 80GB HBM3 has compute "
+                                                  "capability 7.5"):
+        plan("11.1.0", hardware_compatible=True, capability=(7, 5))
+
+
+def test_the_executor_sets_the_hardware_compatibility_level(tmp_path, monkeypatch):
+    calls: list = []
+    module = fake_tensorrt("10.7.0", calls)
+    module.HardwareCompatibilityLevel = types.SimpleNamespace(NONE="none", AMPERE_PLUS="ampere+")
+    monkeypatch.setitem(sys.modules, "tensorrt", module)
+    p = trt_mod.plan_engine(trt_version="10.7.0", precision="fp16", graphs=GRAPHS, gpu="GPU", cache_root=tmp_path,
+                            hardware_compatible=True, capability=(8, 6), **SHAPES)
+    configs = []
+    original = module.Builder.create_builder_config
+    module.Builder.create_builder_config = lambda self: configs.append(original(self)) or configs[-1]
+    trt_mod.build_engine(p, tmp_path, tmp_path / "model.plan")
+    assert configs[0].hardware_compatibility_level == "ampere+"
+
+
+@pytest.mark.parametrize("built, hardware_compatible, gpu, runs", [
+    ((8, 0), False, "8.0", True), ((8, 0), False, "9.0", False), ((9, 0), False, "8.6", False),
+    ((8, 6), True, "9.0", True), ((9, 0), True, "8.0", True), ((9, 0), True, "7.5", False), (None, False, "8.0", False),
+])
+def test_serve_build_checks_an_engine_against_the_serving_gpu(tiny_export, tmp_path, built, hardware_compatible,
+                                                                gpu, runs):
+    import json
+    import shutil
+
+    from tft.fsutil import file_sha256
+    from tft.serve.backends import RepositoryError
+    from tft.serve.options import BuildOptions
+    from tft.serve.repository import build_repository
+
+    export = tmp_path / "exp"
+    shutil.copytree(tiny_export(), export)
+    (export / "model.plan").write_bytes(b"engine bytes")
+    manifest = json.loads((export / "manifest.json").read_text())
+    manifest["artifacts"].append({"name": "tensorrt-fp16", "file": "model.plan", "precision": "fp16",
+                                  "runtime": "tensorrt", "sha256": file_sha256(export / "model.plan"),
+                                  "tensorrt_version": "10.7.0", "gpu": "NVIDIA A100", "compute_capability": built,
+                                  "hardware_compatible": hardware_compatible})
+    (export / "manifest.json").write_text(json.dumps(manifest))
+    opts = BuildOptions(name="m", backend="tensorrt", gpu_capability=gpu)
+    if runs:
+        assert build_repository(export, tmp_path / "repo", opts)["artifact"] == "tensorrt-fp16"
+    else:
+        with pytest.raises(RepositoryError, match=f"a GPU of compute capability {gpu} cannot run it"):
+            build_repository(export, tmp_path / "repo", opts)
+        assert not (tmp_path / "repo").exists()

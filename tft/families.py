@@ -71,7 +71,10 @@ FAMILIES = {f.model_type: f for f in (
            config_overrides={"use_mems_eval": False, "use_mems_train": False},
            notes="relative positions (no length limit but --max-seq-length); pads on the left, <cls> last"),
     Family("modernbert", token_type_ids=False, optimizer_type=None),
-    Family("mpnet", token_type_ids=False, position_offset="pad+1", optimizer_type=None),
+    # its relative-position buckets come from a Log of distances: in fp16 a distance near a bucket edge lands in
+    # the next bucket (logits 0.04 away on a tiny model), so that arithmetic stays fp32
+    Family("mpnet", token_type_ids=False, position_offset="pad+1", optimizer_type=None,
+           fp16_keep_fp32=FP16_KEEP_FP32 + ("Log", "Div")),
 )}
 
 

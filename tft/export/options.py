@@ -36,6 +36,7 @@ class ExportConfig:
     int8_min_batch_invariance: float | None = None
     device: str = "auto"
     trt_version_compatible: bool = False
+    trt_hardware_compatible: bool = False
     optimize: bool = True
     overwrite: bool = False
     wait: bool = False  # another command writing the same folder: wait for it instead of refusing
@@ -83,6 +84,8 @@ RULES = {
                    choices=ORT_DEVICES),
     "trt_version_compatible": Rule(bool, "Build the engine version-compatible (loads on later TensorRT releases; "
                                          "slower to start).", flag=True),
+    "trt_hardware_compatible": Rule(bool, "Build the engine for any Ampere or newer GPU (TensorRT's AMPERE_PLUS), "
+                                          "not only GPUs like this one; slower, and built on an Ampere+ GPU.", flag=True),
     "overwrite": Rule(bool, "Replace an earlier export in --output-dir (never a folder of other files).", flag=True),
     "wait": Rule(bool, "If another command is writing --output-dir, wait for it instead of stopping.", flag=True),
 }

@@ -261,14 +261,16 @@ def _export(checkpoint: Path, out: Path, cfg: ExportConfig, replace: bool) -> Pa
             plan = trt_mod.plan_engine(trt_version=trt_version, precision=precision, inputs=onnx_cfg.inputs,
                                        max_batch=max_batch, max_len=max_len, opt_batch=opt_batch,
                                        opt_len=opt_seq_length or min(max_len, 128), graphs=graphs, gpu=gpu,
-                                       cache_root=cache_root(), version_compatible=cfg.trt_version_compatible)
+                                       cache_root=cache_root(), version_compatible=cfg.trt_version_compatible,
+                                       hardware_compatible=cfg.trt_hardware_compatible, capability=capability)
             engine = out / file
             info = trt_mod.build_engine(plan, out, engine)
             runner = trt_mod.TrtModel(engine, version_compatible=cfg.trt_version_compatible)
             try:
                 check(name, precision, engine, runtime="tensorrt", runner=runner,
                       extra={**info, "gpu": gpu, "compute_capability": list(capability),
-                             "version_compatible": cfg.trt_version_compatible})
+                             "version_compatible": cfg.trt_version_compatible,
+                             "hardware_compatible": cfg.trt_hardware_compatible})
             except Exception:
                 engine.unlink(missing_ok=True)
                 raise

@@ -13,6 +13,11 @@ build flags are not required and should not be specified": TensorRT's "Explicit 
 The dynamic `int8` artifact has no Q/DQ nodes and TensorRT cannot build it: refused in one line.
 An engine only loads on the TensorRT version that built it, unless built version-compatible
 (`--trt-version-compatible`, `BuilderFlag.VERSION_COMPATIBLE`): the manifest records both facts.
+Likewise an engine runs only on GPUs like the one that built it ("By default, TensorRT engines are compatible only
+with the type of device where they were built": TensorRT's Engine Compatibility guide), unless built with
+`--trt-hardware-compatible` (`HardwareCompatibilityLevel.AMPERE_PLUS`: "compatible with Ampere and newer GPUs",
+"only supported for engines built on NVIDIA Ampere and later GPUs", fewer tactics, so slower): the manifest records
+the building GPU's compute capability and the level, and `tft serve build --gpu-capability` checks them.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class EnginePlan:
     workspace_bytes: int
     version_compatible: bool
     timing_cache: str
+    hardware_compatibility: str | None = None  # a tensorrt.HardwareCompatibilityLevel member name, or None
 
     @property
     def major(self) -> int:
@@ -69,7 +75,8 @@ def timing_cache_path(cache_root: Path, trt_version: str, gpu: str) -> Path:
 
 def plan_engine(*, trt_version: str, precision: str, inputs, max_batch: int, max_len: int, opt_batch: int,
                 opt_len: int, graphs: dict[str, str], gpu: str, cache_root: Path, version_compatible: bool = False,
-                workspace_gib: int = 4) -> EnginePlan:
+                workspace_gib: int = 4, hardware_compatible: bool = False,
+                capability: tuple[int, int] | None = None) -> EnginePlan:
     """What to build. `graphs` maps the export's ONNX graphs by kind: fp32, fp16, qdq (explicit int8)."""
     major = trt_major(trt_version)
     if major < 10:
@@ -96,12 +103,19 @@ def plan_engine(*, trt_version: str, precision: str, inputs, max_batch: int, max
         raise EngineError(f"unknown engine precision {precision!r}; choose fp16, int8 or fp32")
     if version_compatible:
         flags.append("VERSION_COMPATIBLE")
+    if hardware_compatible and capability is not None and tuple(capability) < AMPERE:
+        raise EngineError(f"--trt-hardware-compatible builds engines for Ampere and newer GPUs and needs one to build "
+                          f"on; this {gpu} has compute capability {capability[0]}.{capability[1]}")
     return EnginePlan(
         trt_version=trt_version, onnx_file=onnx_file, precision=precision, builder_flags=tuple(flags),
         strongly_typed=strongly_typed, inputs=tuple(inputs),
         profile={"min": [1, 1], "opt": [opt_batch, opt_len], "max": [max_batch, max_len]},
         workspace_bytes=workspace_gib << 30, version_compatible=version_compatible,
-        timing_cache=str(timing_cache_path(cache_root, trt_version, gpu)))
+        timing_cache=str(timing_cache_path(cache_root, trt_version, gpu)),
+        hardware_compatibility="AMPERE_PLUS" if hardware_compatible else None)
+
+
+AMPERE = (8, 0)
 
 
 def check_available() -> tuple[str, str, tuple[int, int]]:
@@ -140,6 +154,8 @@ def build_engine(plan: EnginePlan, export_dir: Path, plan_path: Path) -> dict:
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
     for name in plan.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, name))
+    if plan.hardware_compatibility:
+        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, plan.hardware_compatibility)
     cache_file = Path(plan.timing_cache)
     cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.exists() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)

@@ -98,6 +98,26 @@ def describe_choice(entry: dict) -> str:
     return f"{entry['name']} ({speed}){': ' + entry['skipped'] if entry.get('skipped') else ''}"
 
 
+AMPERE = (8, 0)
+
+
+def parse_capability(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\.(\d+)\s*", str(text))
+    if not match:
+        raise RepositoryError(f"--gpu-capability {text!r}: give the serving GPU's compute capability as MAJOR.MINOR, "
+                              "such as 8.0 (A100), 8.6 (A10), 8.9 (L4) or 9.0 (H100)")
+    return int(match.group(1)), int(match.group(2))
+
+
+def engine_runs_on(built, hardware_compatible: bool, target: tuple[int, int]) -> bool:
+    """Whether an engine built on a GPU of compute capability `built` runs on one of `target`: by default only on
+    the device type that built it (compared here by compute capability), or on any Ampere or newer GPU for an
+    AMPERE_PLUS engine (TensorRT's Engine Compatibility guide, "Hardware Compatibility")."""
+    if hardware_compatible:
+        return tuple(target) >= AMPERE
+    return built is not None and tuple(built) == tuple(target)
+
+
 def pick_artifact(manifest: dict, opts: BuildOptions, target=None) -> dict:
     backend = BACKENDS[opts.backend]
     if backend.runtime == "tensorrt":
@@ -112,6 +132,15 @@ def pick_artifact(manifest: dict, opts: BuildOptions, target=None) -> dict:
                         f"{' (version-compatible)' if art.get('version_compatible') else ''}; the server's TensorRT "
                         f"{opts.tensorrt_version} cannot load it: export it again with that TensorRT (inside that "
                         "container), or with --trt-version-compatible")
+                if opts.gpu_capability:
+                    target, built = parse_capability(opts.gpu_capability), art.get("compute_capability")
+                    if not engine_runs_on(built, bool(art.get("hardware_compatible")), target):
+                        shown = ".".join(map(str, built)) if built else "an unrecorded capability"
+                        raise RepositoryError(
+                            f"{art['file']} was built on a {art.get('gpu') or 'GPU'} (compute capability {shown}); a "
+                            f"GPU of compute capability {target[0]}.{target[1]} cannot run it"
+                            + (": AMPERE_PLUS engines need 8.0 or newer" if art.get("hardware_compatible") else
+                               ": export it on such a GPU, or with --trt-hardware-compatible (Ampere and newer)"))
                 return art
         raise RepositoryError("the export has no TensorRT engine; run `tft export --trt` on a machine with "
                               "an NVIDIA GPU and TensorRT, or use --backend onnxruntime|python")

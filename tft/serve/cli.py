@@ -81,8 +81,11 @@ def rollback_command(repository, name, to, wait):
 @click.option("--repository", default="model_repository", show_default=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path), help="A `tft serve build` repository.")
 @click.option("--name", help="The served ensemble. Default: the only one in the repository.")
-@click.option("--chart-values", "values_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--chart-values", "values_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Values file to write for deploy/helm/tft-triton.")
+@click.option("--kserve", "kserve_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a KServe InferenceService (and its probe ConfigMap) instead; needs --model-url "
+                   "(s3://, gs://, as:// or pvc://CLAIM/path).")
 @click.option("--device", type=click.Choice(SERVE_DEVICES), default="cpu", show_default=True)
 @click.option("--gpus", type=click.IntRange(1, 64), default=1, show_default=True, help="GPUs per pod with --device gpu.")
 @click.option("--image", help="Triton image (default: NVIDIA's nvcr.io/nvidia/tritonserver).")
@@ -93,8 +96,8 @@ def rollback_command(repository, name, to, wait):
 @click.option("--credentials-secret", help="Secret with the object store's credentials (with --model-url).")
 @click.option("--pvc", help="PersistentVolumeClaim holding the repository (instead of --model-url).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing values file.")
-def deploy_command(repository, name, values_file, device, gpus, image, image_tag, built_image, model_url,
-                   credentials_secret, pvc, overwrite):
+def deploy_command(repository, name, values_file, kserve_file, device, gpus, image, image_tag, built_image,
+                   model_url, credentials_secret, pvc, overwrite):
     """Write Helm values for deploy/helm/tft-triton from a built repository: the model and step names,
     the canary request of the liveness probe, the device, image and where the repository lives.
 
@@ -108,7 +111,14 @@ def deploy_command(repository, name, values_file, device, gpus, image, image_tag
     from tft.serve.deploy import chart_values
     from tft.serve.records import read_serve_manifests
 
-    check_output_file(values_file, option="--chart-values", overwrite=overwrite)
+    if (values_file is None) == (kserve_file is None):
+        raise click.UsageError("give --chart-values FILE (Helm) or --kserve FILE (KServe)")
+    if kserve_file is not None and not model_url:
+        raise click.UsageError("--kserve needs --model-url: where KServe's storage initializer copies the repository from")
+    if kserve_file is not None and built_image and not image:
+        raise click.UsageError("--kserve --built-image needs --image: the image built from deploy/Dockerfile")
+    out_file, option = (values_file, "--chart-values") if values_file is not None else (kserve_file, "--kserve")
+    check_output_file(out_file, option=option, overwrite=overwrite)
     with hold(repository, shared=True, wait=True, option="--repository"):  # never a half-written build's record
         records = read_serve_manifests(repository)
     if not records:
@@ -129,6 +139,16 @@ def deploy_command(repository, name, values_file, device, gpus, image, image_tag
         if built_for and tag != built_for:
             raise TftError(f"--image-tag {image_tag}: {name} was built for {built_for} (its packages are for that "
                            "image's Python); build it again with --triton-image, or deploy that tag")
+    if kserve_file is not None:
+        from tft.serve.deploy import kserve_manifest, to_yaml
+
+        documents = kserve_manifest(records[name], storage_uri=model_url, device=device, gpus=gpus, image_tag=image_tag,
+                                    built_image=image if built_image else None)
+        header = (f"# Written by: tft serve deploy --repository {repository} --name {name} --kserve {kserve_file}\n"
+                  f"# Apply: kubectl apply -f {kserve_file}\n")
+        atomic_write_text(kserve_file, header + to_yaml(documents))
+        click.echo(f"wrote {kserve_file}: {name} on {device} (KServe); apply it with\n  kubectl apply -f {kserve_file}")
+        return
     values = chart_values(records[name], device=device, gpus=gpus, image=image, image_tag=image_tag,
                           model_url=model_url, credentials_secret=credentials_secret, pvc=pvc,
                           stock_image=not built_image)

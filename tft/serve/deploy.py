@@ -1,8 +1,11 @@
-"""`tft serve deploy`: Helm values for deploy/helm/tft-triton from a built repository, so that nobody
-hand-copies model names, step names or the canary request.
+"""`tft serve deploy`: Helm values for deploy/helm/tft-triton, or a KServe InferenceService, from a built
+repository, so that nobody hand-copies model names, step names, packages, launch flags or the canary request.
 
     tft serve deploy --repository model_repository --name afqmc --chart-values values-afqmc.yaml
     helm install afqmc deploy/helm/tft-triton -f values-afqmc.yaml --set modelRepository.pvc.claimName=models
+    tft serve deploy --repository model_repository --name afqmc --kserve afqmc-kserve.yaml \
+        --model-url s3://bucket/model_repository
+    kubectl apply -f afqmc-kserve.yaml
 """
 
 from __future__ import annotations
@@ -15,6 +18,35 @@ from tft.serve.targets import DEFAULT_TARGET
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver"
 DEFAULT_TAG = DEFAULT_TARGET  # the release deploy/Dockerfile, the chart and KServe use
 URL_RE = re.compile(r"^(s3|gs|as)://.+")
+# Triton's tensorrt backend runs a version-compatible engine only when started with this (its README)
+VERSION_COMPATIBLE_FLAG = "--backend-config=tensorrt,version-compatible=true"
+SITE = "/opt/tft-site"  # where the recorded Python packages are installed beside the stock image's own
+
+# The liveness probe: one real request through the ensemble (KServe v2 HTTP API); any error fails it. The Helm chart
+# renders the same script (templates/configmap-probe.yaml); a test keeps the two equal.
+PROBE_SCRIPT = '''"""Exit 0 if the served ensemble answers the canary request, 1 otherwise (liveness probe)."""
+import json, os, sys, urllib.request
+url = os.environ.get("TFT_PROBE_URL", "http://127.0.0.1:8000")
+model = os.environ.get("TFT_PROBE_MODEL", "afqmc")
+here = os.path.dirname(os.path.abspath(__file__))
+body = open(os.path.join(here, "canary.json"), "rb").read()
+request = urllib.request.Request(f"{url}/v2/models/{model}/infer", data=body,
+                                 headers={"Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(request, timeout=float(os.environ.get("TFT_PROBE_TIMEOUT", "8"))) as response:
+        answer = json.loads(response.read())
+except Exception as e:  # HTTP 4xx/5xx (a dead stub answers 500), refused, timed out
+    print(f"canary failed: {e}", file=sys.stderr)
+    sys.exit(1)
+if not answer.get("outputs"):
+    print(f"canary failed: no outputs in {answer}", file=sys.stderr)
+    sys.exit(1)
+'''
+
+
+def launch_flags(record: dict) -> list[str]:
+    """tritonserver flags a build needs beyond the defaults (every launcher passes them)."""
+    return [VERSION_COMPATIBLE_FLAG] if record.get("version_compatible") else []
 
 
 def canary_body(record: dict) -> dict:
@@ -43,6 +75,7 @@ def chart_values(record: dict, *, device: str = "cpu", gpus: int = 1, image: str
         raise TftError("give --model-url or --pvc, not both")
     values = {
         "model": {"name": record["ensemble"], "steps": list(record.get("steps", [])), "canary": canary_body(record)},
+        **({"extraArgs": launch_flags(record)} if launch_flags(record) else {}),
         "image": {"repository": image or TRITON_IMAGE, "tag": image_tag,
                   "pythonPackages": list(record.get("python_packages", [])) if stock_image else []},
         "device": device,
@@ -53,3 +86,87 @@ def chart_values(record: dict, *, device: str = "cpu", gpus: int = 1, image: str
     else:
         values["modelRepository"] = {"source": "pvc", "pvc": {"claimName": pvc or ""}}
     return values
+
+
+def _check_device(record: dict, device: str) -> None:
+    if device not in ("cpu", "gpu"):
+        raise TftError(f"--device {device!r}: choose cpu or gpu")
+    if device == "gpu" and record.get("device", "cpu") != "gpu":
+        raise TftError(f"{record['ensemble']} was built for the CPU (backend {record.get('backend')}): rebuild it with "
+                       "`tft serve build --backend onnxruntime|tensorrt --device gpu` to serve it on GPUs")
+    if device == "cpu" and record.get("device") == "gpu":
+        raise TftError(f"{record['ensemble']} was built for GPUs: deploy it with --device gpu")
+
+
+def kserve_manifest(record: dict, *, storage_uri: str, device: str = "cpu", gpus: int = 1,
+                    image_tag: str = DEFAULT_TAG, built_image: str | None = None, min_replicas: int = 2,
+                    max_replicas: int = 8, shm_size: str = "1Gi") -> list[dict]:
+    """A ConfigMap (the canary probe) and an InferenceService on KServe's Triton runtime that run the repository as
+    the Helm chart does: the recorded Python packages installed by an init container from the same image (or none
+    with `built_image`, an image built from deploy/Dockerfile), an in-memory /dev/shm for the Python backend's
+    tensors, nvidia.com/gpu limits for a GPU build, the launch flags the build needs, and the canary liveness probe."""
+    import json
+
+    _check_device(record, device)
+    if not URL_RE.match(storage_uri) and not storage_uri.startswith("pvc://"):
+        raise TftError(f"--model-url {storage_uri!r}: use s3://, gs://, as:// or pvc://NAME/path")
+    name = record["ensemble"]
+    probe = f"{name}-tft-probe"
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap",
+                  "metadata": {"name": probe, "labels": {"app.kubernetes.io/name": "tft-triton", "tft.dev/model": name}},
+                  "data": {"canary.json": json.dumps(canary_body(record), ensure_ascii=False, separators=(",", ":")),
+                           "canary.py": PROBE_SCRIPT}}
+    packages = [] if built_image else list(record.get("python_packages", []))
+    limits = {"memory": "8Gi", **({"nvidia.com/gpu": str(gpus)} if device == "gpu" else {})}
+    env = [{"name": "TFT_PROBE_URL", "value": "http://127.0.0.1:8080"}, {"name": "TFT_PROBE_MODEL", "value": name}]
+    if packages:
+        env.append({"name": "PYTHONPATH", "value": SITE})
+    mounts = [{"name": "probe", "mountPath": "/opt/tft-probe", "readOnly": True},
+              {"name": "shm", "mountPath": "/dev/shm"}]
+    volumes = [{"name": "probe", "configMap": {"name": probe}},
+               # the Python backend passes tensors through /dev/shm; a container's default 64 MB is too small
+               {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}}]
+    model = {
+        "modelFormat": {"name": "triton"}, "storageUri": storage_uri,
+        "args": ["--strict-readiness=true", "--exit-on-error=false", *launch_flags(record)],
+        "env": env,
+        "resources": {"requests": {"cpu": "2", "memory": "4Gi", **({"nvidia.com/gpu": str(gpus)}
+                                                                   if device == "gpu" else {})}, "limits": limits},
+        # ready only once every model (and a TensorRT warm-up) has loaded; the canary then keeps it honest
+        "startupProbe": {"httpGet": {"path": "/v2/health/ready", "port": 8080}, "periodSeconds": 5,
+                         "failureThreshold": 120},
+        "livenessProbe": {"exec": {"command": ["python3", "/opt/tft-probe/canary.py"]}, "periodSeconds": 15,
+                          "timeoutSeconds": 10, "failureThreshold": 3},
+        "volumeMounts": mounts + ([{"name": "site", "mountPath": SITE, "readOnly": True}] if packages else []),
+    }
+    if built_image:
+        model["image"] = built_image
+    else:
+        model["runtimeVersion"] = image_tag
+    predictor = {"minReplicas": min_replicas, "maxReplicas": max_replicas, "model": model, "volumes": volumes}
+    if packages:
+        volumes.append({"name": "site", "emptyDir": {}})
+        predictor["initContainers"] = [{
+            "name": "tft-packages", "image": f"{TRITON_IMAGE}:{image_tag}",
+            "command": ["pip", "install", "--no-cache-dir", "--target", SITE, *packages],
+            "volumeMounts": [{"name": "site", "mountPath": SITE}]}]
+    service = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+               "metadata": {"name": name.replace("_", "-"),
+                            "annotations": {"serving.kserve.io/enable-prometheus-scraping": "true"}},
+               "spec": {"predictor": predictor}}
+    return [config_map, service]
+
+
+def to_yaml(documents: list[dict]) -> str:
+    """YAML documents with multi-line strings (the probe script) as literal blocks, readable in review."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper, value):
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, text)
+    return yaml.dump_all(documents, Dumper=Dumper, allow_unicode=True, sort_keys=False, width=120)

@@ -151,10 +151,37 @@ class Layout:
         if self.opts.ort_tensorrt:  # per the onnxruntime_backend README: TensorRT inside ONNX Runtime
             accelerator = c.optimization.execution_accelerators.gpu_execution_accelerator.add()
             accelerator.name = "tensorrt"
-            for key, value in (("precision_mode", "FP16"), ("max_workspace_size_bytes", self.opts.ort_tensorrt_workspace),
-                               ("trt_engine_cache_enable", "1"), ("trt_engine_cache_path", self.opts.ort_tensorrt_cache)):
-                accelerator.parameters[key] = str(value)
+            for key, value in self.ort_tensorrt_parameters().items():
+                accelerator.parameters[key] = value
+            self._warmup(c)
         return c
+
+    def ort_tensorrt_profile(self) -> dict[str, tuple[int, int]]:
+        """The one shape range TensorRT builds for inside ONNX Runtime: batch 1..max, length 1..the export's longest.
+        Without it each new batch x length builds another engine while a request waits (onnxruntime_backend
+        src/onnxruntime.cc reads trt_profile_min/opt/max_shapes, r24.05 and newer)."""
+        max_batch, max_len = self.opts.max_batch, int(self.manifest["max_seq_length"])
+        return {"min": (1, 1), "opt": (min(8, max_batch), min(128, max_len)), "max": (max_batch, max_len)}
+
+    def ort_tensorrt_parameters(self) -> dict[str, str]:
+        cache = self.opts.ort_tensorrt_cache
+        params = {"precision_mode": "FP16", "max_workspace_size_bytes": str(self.opts.ort_tensorrt_workspace),
+                  "trt_engine_cache_enable": "1", "trt_engine_cache_path": cache,
+                  # tactic timings kept across restarts: a rebuilt engine (new pod, new shape range) builds faster
+                  "trt_timing_cache_enable": "1", "trt_timing_cache_path": cache}
+        for which, (batch, length) in self.ort_tensorrt_profile().items():
+            params[f"trt_profile_{which}_shapes"] = ",".join(f"{name}:{batch}x{length}" for name in self.inputs)
+        return params
+
+    def _warmup(self, c) -> None:
+        """A Triton model warm-up at the profile's optimum shape: the engine is built while the model loads (Triton
+        reports it ready only after), so the first request, and the liveness canary, find it built."""
+        batch, length = self.ort_tensorrt_profile()["opt"]
+        warm = c.model_warmup.add(name="build the TensorRT engine", batch_size=batch, count=1)
+        for name in self.inputs:
+            warm.inputs[name].data_type = mc.TYPE_INT64
+            warm.inputs[name].dims.append(length)
+            warm.inputs[name].zero_data = True
 
     def postprocess_config(self):
         c = mc.ModelConfig(name=self.postprocess, backend="python")

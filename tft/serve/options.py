@@ -27,6 +27,7 @@ class BuildOptions:
     ort_tensorrt_cache: str = "/tmp/tft-ort-trt-cache"  # engine cache inside the server's container
     tensorrt_version: str | None = None  # the serving container's TensorRT: a TensorRT engine must match it
     triton_image: str | None = None  # the Triton image that will serve it (its TensorRT is looked up)
+    gpu_capability: str | None = None  # the serving GPU's compute capability: a TensorRT engine must run there
     wait: bool = False  # another command writing the repository: wait for it instead of refusing
 
     @property
@@ -64,6 +65,9 @@ RULES = {
     "triton_image": Rule(str, "The Triton image that will serve it (YY.MM-py3, 24.05-py3 and later: tft's table of "
                               "NVIDIA's releases): its Python packages are chosen for that image's Python, and a graph "
                               "fused by another ONNX Runtime is not served there.", metavar="TAG"),
+    "gpu_capability": Rule(str, "With --backend tensorrt: the serving GPU's compute capability (8.0 A100, 8.6 A10, 8.9 "
+                                "L4, 9.0 H100); an engine built on another GPU is refused unless built with "
+                                "--trt-hardware-compatible (then any 8.0 or newer).", metavar="X.Y"),
     "wait": Rule(bool, "If another command is writing --repository, wait for it instead of stopping.", flag=True),
 }
 
@@ -84,6 +88,12 @@ def check(opts: BuildOptions) -> None:
                               "onnxruntime or tensorrt for GPUs")
     if not opts.gpu and not backend.runs_on("cpu"):
         raise RepositoryError(f"--backend {opts.backend} runs on GPUs only: drop --device cpu")
+    if opts.gpu_capability is not None:
+        from tft.serve.artifacts import parse_capability
+
+        parse_capability(opts.gpu_capability)  # a typo is one line before any work
+        if backend.runtime != "tensorrt":
+            raise RepositoryError("--gpu-capability checks a TensorRT engine: it needs --backend tensorrt")
     if opts.ort_tensorrt and not ("tensorrt" in backend.accelerators and opts.gpu):
         raise RepositoryError("--ort-tensorrt is ONNX Runtime's TensorRT accelerator: it needs --backend onnxruntime "
                               "--device gpu")
