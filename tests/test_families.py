@@ -96,7 +96,8 @@ def test_heads_answer_a_row_alike_alone_and_in_any_padded_batch(head, per_token,
     import torch
     from transformers import AutoModel, BertConfig
 
-    from tft.heads import HeadSpec, with_head
+    from tft.head_modules import with_head
+    from tft.heads import HeadSpec
     from tft.tasks import kind_of
 
     from transformers import XLNetConfig

@@ -108,3 +108,54 @@ def test_every_launcher_defaults_to_the_same_target():
     assert f"ARG TRITON_VERSION={DEFAULT_TARGET[:5]}" in dockerfile and "${TRITON_VERSION}-py3" in dockerfile
     assert re.search(rf'tag: "{DEFAULT_TARGET}"', (REPO / "deploy" / "helm" / "tft-triton" / "values.yaml").read_text())
     assert f"runtimeVersion: {DEFAULT_TARGET}" in (REPO / "deploy" / "kserve" / "inferenceservice.yaml").read_text()
+
+
+def test_every_target_renders_its_repository_dockerfile_chart_and_kserve(tiny_export, tmp_path):
+    """The target matrix: for each image in the table, a build for it, the Dockerfile's build argument that makes
+    that image, and the Helm values and KServe manifest `tft serve deploy` writes for it."""
+    import re
+
+    import yaml
+
+    from helpers import REPO
+    from tft.serve.deploy import chart_values, kserve_manifest
+    from tft.serve.layout import parse_pbtxt
+    from tft.serve.options import BuildOptions
+    from tft.serve.repository import build_repository
+    from tft.serve.targets import TARGETS
+
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    base = re.search(r"^FROM (\S+)$", dockerfile, re.M).group(1)
+    export = tiny_export()
+    for tag, target in TARGETS.items():
+        repo = tmp_path / tag
+        record = build_repository(export, repo, BuildOptions(name="afqmc", triton_image=tag))
+        assert record["target"]["tag"] == tag and record["target"]["python"] == target.python
+        for step in record["steps"] + [record["ensemble"]]:
+            assert parse_pbtxt((repo / step / "config.pbtxt").read_text()).name == step
+        requirements = (repo / "tft-requirements.txt").read_text().split()
+        assert sorted(requirements) == sorted(record["python_packages"])  # the file: sorted, one per line
+        assert base.replace("${TRITON_VERSION}", tag.split("-")[0]) == f"nvcr.io/nvidia/tritonserver:{tag}"
+        values = chart_values(record, image_tag=tag)
+        assert values["image"]["tag"] == tag and values["image"]["pythonPackages"] == record["python_packages"]
+        config_map, service = kserve_manifest(record, storage_uri="s3://b/r", image_tag=tag)
+        predictor = service["spec"]["predictor"]
+        assert predictor["model"]["runtimeVersion"] == tag
+        assert predictor["initContainers"][0]["image"] == f"nvcr.io/nvidia/tritonserver:{tag}"
+        assert predictor["initContainers"][0]["command"][5:] == record["python_packages"]
+        yaml.safe_dump_all([config_map, service])  # plain data, as written to the file
+
+
+def test_the_trt_extra_installs_the_tensorrt_every_target_runs():
+    """An engine built by TensorRT 11 never loads on the TensorRT 10 of every image in the table."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    from helpers import REPO
+    from tft.serve.targets import TRTLLM_TENSORRT
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    spec = next(Requirement(r) for r in extras["trt"] if r.startswith("tensorrt")).specifier
+    assert "11.0.0" not in spec and "11.4.0" not in spec
+    assert all(version in spec for version in TRTLLM_TENSORRT.values())

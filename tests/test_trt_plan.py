@@ -212,9 +212,14 @@ def test_gpu_repository_configs(tiny_export, tmp_path):
     c = parse_pbtxt((repo / "g_model" / "config.pbtxt").read_text())
     assert c.platform == "onnxruntime_onnx" and c.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
     accelerator = c.optimization.execution_accelerators.gpu_execution_accelerator[0]
+    shapes = {which: ",".join(f"{n}:{b}x{s}" for n in ("input_ids", "attention_mask", "token_type_ids"))
+              for which, (b, s) in {"min": (1, 1), "opt": (8, 64), "max": (16, 64)}.items()}
     assert accelerator.name == "tensorrt" and dict(accelerator.parameters) == {
         "precision_mode": "FP16", "max_workspace_size_bytes": str(1 << 30), "trt_engine_cache_enable": "1",
-        "trt_engine_cache_path": "/tmp/tft-ort-trt-cache"}
+        "trt_engine_cache_path": "/tmp/tft-ort-trt-cache", "trt_timing_cache_enable": "1",
+        "trt_timing_cache_path": "/tmp/tft-ort-trt-cache",
+        **{f"trt_profile_{which}_shapes": value for which, value in shapes.items()}}
+    assert [w.batch_size for w in c.model_warmup] == [8]
     tok = parse_pbtxt((repo / "g_tokenizer" / "config.pbtxt").read_text())
     assert tok.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU  # the Python steps stay on the CPU
     for args, says in ((("--backend", "python", "--device", "gpu"), "the python backend runs ONNX Runtime on the CPU"),

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger("tft")
 
-# Ops kept in fp32 inside an fp16 graph: normalisations and exponentials overflow or lose their sums in fp16.
-FP16_KEEP_FP32 = ("LayerNormalization", "SimplifiedLayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt", "Erf")
+# Ops kept in fp32 inside an fp16 graph: normalisations and exponentials overflow or lose their sums in fp16, and a
+# recurrent head (--head lstm/gru) carries its rounding from step to step (logits 0.011 away on a tiny model).
+FP16_KEEP_FP32 = ("LayerNormalization", "SimplifiedLayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt", "Erf",
+                  "LSTM", "GRU")
 
 
 @dataclass(frozen=True)

@@ -213,7 +213,7 @@ class TrainRecipe:
                 raise TftError(f"cannot load model '{self.model_name}': {str(e).splitlines()[0]}") from None
         if spec is None:
             return model
-        from tft.heads import with_head
+        from tft.head_modules import with_head
 
         set_seed(self.cfg.seed)  # the head's weights, the same on every rank
         return with_head(model, spec, task.kind)
