@@ -278,23 +278,32 @@ def test_an_engine_must_match_the_serving_tensorrt():
     assert engine_loads_on("10.7.0", "11.4.0", True) and not engine_loads_on("10.7.0", "11.4.0", False)
 
 
-def test_serve_build_refuses_an_engine_from_another_tensorrt(tiny_export, tmp_path):
-    """An export as a GPU machine writes it (a TensorRT artifact recorded in the manifest), served with a
-    container whose TensorRT differs: one line, nothing written."""
+def export_with_engine(source, tmp_path, **engine):
+    """A copy of a tiny export with a TensorRT engine recorded as a GPU machine's export records one."""
     import json
     import shutil
 
-    from helpers import run_tft
     from tft.fsutil import file_sha256
 
     export = tmp_path / "exp"
-    shutil.copytree(tiny_export(), export)
+    shutil.copytree(source, export)
     (export / "model.plan").write_bytes(b"engine bytes")
     manifest = json.loads((export / "manifest.json").read_text())
     manifest["artifacts"].append({"name": "tensorrt-fp16", "file": "model.plan", "precision": "fp16",
                                   "runtime": "tensorrt", "sha256": file_sha256(export / "model.plan"),
-                                  "tensorrt_version": "10.7.0", "version_compatible": False})
+                                  "tensorrt_version": "10.7.0", **engine})
     (export / "manifest.json").write_text(json.dumps(manifest))
+    return export
+
+
+def test_serve_build_refuses_an_engine_from_another_tensorrt(tiny_export, tmp_path):
+    """An export as a GPU machine writes it (a TensorRT artifact recorded in the manifest), served with a
+    container whose TensorRT differs: one line, nothing written."""
+    import json
+
+    from helpers import run_tft
+
+    export = export_with_engine(tiny_export(), tmp_path, version_compatible=False)
     repo = tmp_path / "repo"
     proc = run_tft("serve", "build", "--export", export, "--repository", repo, "--backend", "tensorrt",
                    "--tensorrt-version", "10.8.0")
@@ -408,23 +417,12 @@ def test_the_executor_sets_the_hardware_compatibility_level(tmp_path, monkeypatc
 ])
 def test_serve_build_checks_an_engine_against_the_serving_gpu(tiny_export, tmp_path, built, hardware_compatible,
                                                                 gpu, runs):
-    import json
-    import shutil
-
-    from tft.fsutil import file_sha256
     from tft.serve.backends import RepositoryError
     from tft.serve.options import BuildOptions
     from tft.serve.repository import build_repository
 
-    export = tmp_path / "exp"
-    shutil.copytree(tiny_export(), export)
-    (export / "model.plan").write_bytes(b"engine bytes")
-    manifest = json.loads((export / "manifest.json").read_text())
-    manifest["artifacts"].append({"name": "tensorrt-fp16", "file": "model.plan", "precision": "fp16",
-                                  "runtime": "tensorrt", "sha256": file_sha256(export / "model.plan"),
-                                  "tensorrt_version": "10.7.0", "gpu": "NVIDIA A100", "compute_capability": built,
-                                  "hardware_compatible": hardware_compatible})
-    (export / "manifest.json").write_text(json.dumps(manifest))
+    export = export_with_engine(tiny_export(), tmp_path, gpu="NVIDIA A100", compute_capability=built,
+                                hardware_compatible=hardware_compatible)
     opts = BuildOptions(name="m", backend="tensorrt", gpu_capability=gpu)
     if runs:
         assert build_repository(export, tmp_path / "repo", opts)["artifact"] == "tensorrt-fp16"
