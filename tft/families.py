@@ -43,7 +43,6 @@ class Family:
     # config values set before training and export (e.g. XLNet's memory off: it would become a graph output)
     config_overrides: dict = field(default_factory=dict)
     known: bool = True  # False for the fallback made for a model type without an entry
-    notes: str = ""  # what is known not to work, shown in docs/training.md
 
     @property
     def padding_side(self) -> str:
@@ -69,9 +68,9 @@ FAMILIES = {f.model_type: f for f in (
     # max_position_embeddings is still the limit the model was trained with
     Family("deberta-v2", optimizer_type=None),
     Family("deberta", optimizer_type=None),
+    # relative positions (no length limit but --max-seq-length); <cls> ends every input, so it pads on the left
     Family("xlnet", position_offset=None, pooled_token="last", optimizer_type=None,
-           config_overrides={"use_mems_eval": False, "use_mems_train": False},
-           notes="relative positions (no length limit but --max-seq-length); pads on the left, <cls> last"),
+           config_overrides={"use_mems_eval": False, "use_mems_train": False}),
     Family("modernbert", token_type_ids=False, optimizer_type=None),
     # its relative-position buckets come from a Log of distances: in fp16 a distance near a bucket edge lands in
     # the next bucket (logits 0.04 away on a tiny model), so that arithmetic stays fp32

@@ -62,11 +62,7 @@ def canary_body(record: dict) -> dict:
 def chart_values(record: dict, *, device: str = "cpu", gpus: int = 1, image: str | None = None,
                  image_tag: str = DEFAULT_TAG, model_url: str | None = None, credentials_secret: str | None = None,
                  pvc: str | None = None, stock_image: bool = True) -> dict:
-    if device not in ("cpu", "gpu"):
-        raise TftError(f"--device {device!r}: choose cpu or gpu")
-    if device == "gpu" and record.get("device", "cpu") != "gpu":
-        raise TftError(f"{record['ensemble']} was built for the CPU (backend {record.get('backend')}): rebuild it with "
-                       "`tft serve build --backend onnxruntime|tensorrt --device gpu` to serve it on GPUs")
+    _check_device(record, device)
     if model_url and not URL_RE.match(model_url):
         raise TftError(f"--model-url {model_url!r}: use s3://, gs:// or as:// followed by a path")
     if model_url and not credentials_secret:
@@ -89,13 +85,12 @@ def chart_values(record: dict, *, device: str = "cpu", gpus: int = 1, image: str
 
 
 def _check_device(record: dict, device: str) -> None:
+    """The pod's device against the build's (chart values and KServe alike)."""
     if device not in ("cpu", "gpu"):
         raise TftError(f"--device {device!r}: choose cpu or gpu")
     if device == "gpu" and record.get("device", "cpu") != "gpu":
         raise TftError(f"{record['ensemble']} was built for the CPU (backend {record.get('backend')}): rebuild it with "
                        "`tft serve build --backend onnxruntime|tensorrt --device gpu` to serve it on GPUs")
-    if device == "cpu" and record.get("device") == "gpu":
-        raise TftError(f"{record['ensemble']} was built for GPUs: deploy it with --device gpu")
 
 
 def kserve_manifest(record: dict, *, storage_uri: str, device: str = "cpu", gpus: int = 1,
@@ -108,6 +103,8 @@ def kserve_manifest(record: dict, *, storage_uri: str, device: str = "cpu", gpus
     import json
 
     _check_device(record, device)
+    if device == "cpu" and record.get("device") == "gpu":
+        raise TftError(f"{record['ensemble']} was built for GPUs: deploy it with --device gpu")
     if not URL_RE.match(storage_uri) and not storage_uri.startswith("pvc://"):
         raise TftError(f"--model-url {storage_uri!r}: use s3://, gs://, as:// or pvc://NAME/path")
     name = record["ensemble"]
@@ -117,7 +114,7 @@ def kserve_manifest(record: dict, *, storage_uri: str, device: str = "cpu", gpus
                   "data": {"canary.json": json.dumps(canary_body(record), ensure_ascii=False, separators=(",", ":")),
                            "canary.py": PROBE_SCRIPT}}
     packages = [] if built_image else list(record.get("python_packages", []))
-    limits = {"memory": "8Gi", **({"nvidia.com/gpu": str(gpus)} if device == "gpu" else {})}
+    gpu = {"nvidia.com/gpu": str(gpus)} if device == "gpu" else {}
     env = [{"name": "TFT_PROBE_URL", "value": "http://127.0.0.1:8080"}, {"name": "TFT_PROBE_MODEL", "value": name}]
     if packages:
         env.append({"name": "PYTHONPATH", "value": SITE})
@@ -130,8 +127,7 @@ def kserve_manifest(record: dict, *, storage_uri: str, device: str = "cpu", gpus
         "modelFormat": {"name": "triton"}, "storageUri": storage_uri,
         "args": ["--strict-readiness=true", "--exit-on-error=false", *launch_flags(record)],
         "env": env,
-        "resources": {"requests": {"cpu": "2", "memory": "4Gi", **({"nvidia.com/gpu": str(gpus)}
-                                                                   if device == "gpu" else {})}, "limits": limits},
+        "resources": {"requests": {"cpu": "2", "memory": "4Gi", **gpu}, "limits": {"memory": "8Gi", **gpu}},
         # ready only once every model (and a TensorRT warm-up) has loaded; the canary then keeps it honest
         "startupProbe": {"httpGet": {"path": "/v2/health/ready", "port": 8080}, "periodSeconds": 5,
                          "failureThreshold": 120},

@@ -44,12 +44,12 @@ class TorchModel:
         """One array per example: (num_labels,) or, for NER, (seq_len, num_labels) without padding."""
         out = []
         names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in features[0]] if features else []
+        left = self.tokenizer.padding_side == "left"
         for start in tqdm(range(0, len(features), batch_size), desc="predict", disable=not (progress and on_terminal()),
                           leave=False):
             chunk = [{k: f[k] for k in names} for f in features[start:start + batch_size]]
             batch = {k: v.to(self.device) for k, v in self.collator(chunk).items()}
             logits = self.model(**batch).logits.float().cpu().numpy()
-            left = self.tokenizer.padding_side == "left"
             for i, f in enumerate(chunk):
                 out.append(unpadded(logits[i], len(f["input_ids"]), left) if self.token_task else logits[i])
         return out
