@@ -6,6 +6,9 @@ STAMP := $(VENV)/.tft-installed
 EXTRAS ?= train,cpu,serve,test
 DATA ?=
 MODEL ?= scratch:tiny
+# pytest-xdist workers: one per core of the 2-core CI machine (tests/conftest.py shares the trained fixtures)
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: venv test test-fast test-slow demo clean
 
@@ -21,13 +24,13 @@ $(STAMP): pyproject.toml
 
 # Everything, the slow real-data/real-model checks included (they skip only where ../shared/datasets is absent).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow
+	$(PYTEST) -m slow
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py $(if $(DATA),--data-dir $(DATA)) --model $(MODEL)

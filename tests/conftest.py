@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import string
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -103,10 +104,59 @@ def fixture_timeout(rows: int) -> float:
 HEAVY_FIXTURES = {"trained_pair", "trained_ner", "pair_export", "ner_export", "served", "pipeline_run", "client_env"}
 
 
+# `make test` runs on pytest-xdist workers, a test file to a worker (--dist loadfile: a module-scoped fixture such
+# as the family matrix is built once); session fixtures are built once per run (once_per_run below). The files
+# holding the longest units go first, so the workers finish together. (Not --dist loadgroup: xdist 3.8 groups by
+# rewriting `item._nodeid`, which pytest 9.2 no longer reads.)
+LONGEST_FIRST = ("test_families.py", "test_real_model.py", "test_safety.py", "test_client_install.py",
+                 "test_pipeline.py")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
+def _workers() -> int:
+    return int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+
+
+if _workers() > 1:
+    # Each worker's torch (and every `tft` it starts) gets its share of the cores: two workers of two threads
+    # on two cores spin against each other in OpenMP and both run slower than one.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers())))
+
+
+def once_per_run(tmp_path_factory, name: str, build):
+    """A session fixture's folder, built once for the whole run: under xdist the first worker to ask builds it
+    (the others wait on a lock and reuse it); a build that failed fails in that worker and is a skip pointing at
+    it in the others. `build(folder)` fills an empty folder and returns the path the fixture hands out."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build(tmp_path_factory.mktemp(name))
+    from tft.fsutil import file_lock
+
+    root = tmp_path_factory.getbasetemp().parent  # shared by the workers of this run
+    folder, done, failed = root / name, root / f"{name}.done", root / f"{name}.failed"
+    with file_lock(root / f"{name}.lock"):
+        if failed.exists():
+            pytest.skip(f"the shared fixture {name!r} failed in another worker: {failed.read_text()[:300]}")
+        if done.exists():
+            return Path(done.read_text(encoding="utf-8"))
+        with suppress(FileNotFoundError):
+            import shutil
+
+            shutil.rmtree(folder)
+        folder.mkdir()
+        try:
+            result = build(folder)
+        except BaseException as e:
+            failed.write_text(f"{type(e).__name__}: {e}", encoding="utf-8")
+            raise
+        done.write_text(str(result), encoding="utf-8")
+        return result
 
 
 _REPORTED_FIXTURE_ERRORS: set[int] = set()
@@ -141,25 +191,41 @@ def _private_cache(tmp_path_factory):
 def afqmc_sample(tmp_path_factory) -> Path:
     from tft.data.synthetic import write_sample
 
-    return write_sample("afqmc", tmp_path_factory.mktemp("data") / "afqmc", train=2000, dev=300, test=50)
+    return once_per_run(tmp_path_factory, "afqmc-data",
+                        lambda d: write_sample("afqmc", d / "afqmc", train=2000, dev=300, test=50))
 
 
 @pytest.fixture(scope="session")
 def cluener_sample(tmp_path_factory) -> Path:
     from tft.data.synthetic import write_sample
 
-    return write_sample("cluener", tmp_path_factory.mktemp("data") / "cluener", train=800, dev=200, test=50)
+    return once_per_run(tmp_path_factory, "cluener-data",
+                        lambda d: write_sample("cluener", d / "cluener", train=800, dev=200, test=50))
 
 
 def train_tiny(tmp_path_factory, task: str, data: Path, epochs: int, lr: str) -> Path:
     """A scratch:tiny model trained on `data` by the real CLI: the one factory behind the trained fixtures."""
-    out = tmp_path_factory.mktemp("runs") / task
     examples = sum(1 for _ in (data / "train.json").open(encoding="utf-8"))
-    proc = run_tft("--quiet", "train", "--task", task, "--data-dir", data, "--model", "scratch:tiny",
-                   "--output-dir", out, "--epochs", epochs, "--batch-size", 32, "--lr", lr,
-                   timeout=fixture_timeout(epochs * examples))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+
+    def build(folder: Path) -> Path:
+        out = folder / task
+        proc = run_tft("--quiet", "train", "--task", task, "--data-dir", data, "--model", "scratch:tiny",
+                       "--output-dir", out, "--epochs", epochs, "--batch-size", 32, "--lr", lr,
+                       timeout=fixture_timeout(epochs * examples))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return out
+
+    return once_per_run(tmp_path_factory, f"runs-{task}", build)
+
+
+def export_tiny(tmp_path_factory, checkpoint: Path, name: str, *args, checks: int) -> Path:
+    def build(folder: Path) -> Path:
+        out = folder / name
+        proc = run_tft("export", "--checkpoint", checkpoint, "--output-dir", out, *args, timeout=fixture_timeout(checks))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return out
+
+    return once_per_run(tmp_path_factory, f"exports-{name}", build)
 
 
 @pytest.fixture(scope="session")
@@ -177,20 +243,14 @@ def trained_ner(tmp_path_factory, cluener_sample) -> Path:
 def pair_export(trained_pair, tmp_path_factory) -> Path:
     """fp32, optimized, int8 (dynamic and static Q/DQ) and fp16 ONNX of the AFQMC-format model, parity-checked
     up to batch 16."""
-    out = tmp_path_factory.mktemp("exports") / "afqmc"
-    proc = run_tft("export", "--checkpoint", trained_pair / "best", "--output-dir", out, "--int8", "--int8-static",
-                   "--fp16", "--max-batch", 16, "--parity-samples", 128, timeout=fixture_timeout(5 * 128 * 16))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+    return export_tiny(tmp_path_factory, trained_pair / "best", "afqmc", "--int8", "--int8-static", "--fp16",
+                       "--max-batch", 16, "--parity-samples", 128, checks=5 * 128 * 16)
 
 
 @pytest.fixture(scope="session")
 def ner_export(trained_ner, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("exports") / "cluener"
-    proc = run_tft("export", "--checkpoint", trained_ner / "best", "--output-dir", out, "--max-batch", 16,
-                   "--parity-samples", 64, timeout=fixture_timeout(2 * 64 * 16))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+    return export_tiny(tmp_path_factory, trained_ner / "best", "cluener", "--max-batch", 16, "--parity-samples", 64,
+                       checks=2 * 64 * 16)
 
 
 @pytest.fixture(scope="session")

@@ -137,6 +137,32 @@ def test_stub_killed_under_load_every_input_is_answered(served):
     assert all(a is not None and "label" in a for a in result["answers"])
 
 
+@pytest.mark.slow  # starts Triton
+def test_stop_after_a_stub_was_replaced_takes_seconds_not_tritons_exit_timeout(tiny_export, tmp_path):
+    """A model whose stub died and was reloaded never finishes unloading: Triton then waits its whole 30 s exit
+    timeout on Ctrl-C. `tft serve start` stops once nothing is in flight and the unloads had a few seconds."""
+    from tft.serve.client import Client
+    from tft.serve.health import stub_processes
+
+    repo = tmp_path / "repo"
+    assert run_tft("serve", "build", "--export", tiny_export(), "--repository", repo, "--name", "sr").returncode == 0
+    server = ServeProcess(repo, tmp_path).wait_ready()
+    try:
+        for pid in stub_processes("sr_model"):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while "health: reloaded sr_model: answering again" not in server.output():
+            assert time.monotonic() < deadline, server.output()[-2000:]
+            time.sleep(0.5)
+        assert Client(server.url).infer("sr", [{"text": "a", "text_pair": "b"}])[1].answered == 1
+    finally:
+        start = time.monotonic()
+        assert server.stop() == 0
+        took = time.monotonic() - start
+    assert took < 20, (took, server.output()[-1500:])
+    assert "in-flight inferences" in server.triton_log.read_text(encoding="utf-8")  # it drained first
+
+
 def test_server_killed_under_load_then_resume_answers_each_input_once(served, tmp_path):
     source = tmp_path / "in.txt"
     source.write_text("".join(f"花呗{'还款' * (i % 9)}{i}\t借呗{i}\n" for i in range(4000)), encoding="utf-8")

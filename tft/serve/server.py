@@ -67,6 +67,8 @@ class Ports:
         return cls(free_port(host), free_port(host), free_port(host))
 
 
+# Triton's server.cc logs this at shutdown once no request is in flight (then it unloads the models)
+DRAINED = "Found 0 model versions that have in-flight inferences"
 LOAD_ERROR_RE = re.compile(r'^E\S* \S+ \d+ model_repository_manager\.cc:\d+\] "(.+)"$')
 
 
@@ -215,18 +217,47 @@ class TritonServer:
             time.sleep(0.25)
         raise ServerError(f"tritonserver not ready after {timeout:.0f}s:\n{self.log_tail()}")
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 30.0, unload_grace: float = 5.0) -> None:
+        """SIGINT, as Triton asks: it closes its endpoints and drains in-flight requests (up to its 30 s exit
+        timeout), then unloads the models. A model whose Python stub died and was reloaded never finishes
+        unloading, and Triton would wait out the whole timeout for it: once its log says nothing is in flight
+        any more, the unloads get `unload_grace` seconds, then the process group is killed (no request is left
+        to lose by then)."""
         if self.process is None or self.process.poll() is not None:
             return
+        since = self._log_size()
         with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(signal.SIGINT)  # Triton drains in-flight requests on SIGINT/SIGTERM
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGINT)
+        deadline, drained_at = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            try:
+                self.process.wait(0.25)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if drained_at is None and DRAINED in self._log_since(since):
+                drained_at = time.monotonic()
+            if drained_at is not None and time.monotonic() - drained_at > unload_grace:
+                break
+        if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
         self._log.close()
+
+    def _log_size(self) -> int:
+        try:
+            return os.path.getsize(self.log_file)
+        except (OSError, TypeError):
+            return 0
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with open(self.log_file, "rb") as f:
+                f.seek(offset)
+                return f.read().decode("utf-8", errors="replace")
+        except (OSError, TypeError):
+            return ""
 
     def __enter__(self):
         self.start()
