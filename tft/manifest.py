@@ -153,6 +153,11 @@ def check_file(export_dir: Path, name: str, sha256: str | None) -> Path:
     return path
 
 
+# an engine recorded as `hardware_compatible` (AMPERE_PLUS) is built for, and runs on, GPUs of this compute
+# capability and newer (TensorRT's Engine Compatibility guide, "Hardware Compatibility")
+AMPERE_PLUS_MIN_CAPABILITY = (8, 0)
+
+
 def default_artifact(manifest: dict) -> dict:
     for name in ("fp32", "fp32-optimized"):
         for art in manifest["artifacts"]:

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tft.errors import TftError
+from tft.manifest import AMPERE_PLUS_MIN_CAPABILITY
 
 
 class TensorRTUnavailable(TftError):
@@ -103,7 +104,7 @@ def plan_engine(*, trt_version: str, precision: str, inputs, max_batch: int, max
         raise EngineError(f"unknown engine precision {precision!r}; choose fp16, int8 or fp32")
     if version_compatible:
         flags.append("VERSION_COMPATIBLE")
-    if hardware_compatible and capability is not None and tuple(capability) < AMPERE:
+    if hardware_compatible and capability is not None and tuple(capability) < AMPERE_PLUS_MIN_CAPABILITY:
         raise EngineError(f"--trt-hardware-compatible builds engines for Ampere and newer GPUs and needs one to build "
                           f"on; this {gpu} has compute capability {capability[0]}.{capability[1]}")
     return EnginePlan(
@@ -114,8 +115,6 @@ def plan_engine(*, trt_version: str, precision: str, inputs, max_batch: int, max
         timing_cache=str(timing_cache_path(cache_root, trt_version, gpu)),
         hardware_compatibility="AMPERE_PLUS" if hardware_compatible else None)
 
-
-AMPERE = (8, 0)
 
 
 def check_available() -> tuple[str, str, tuple[int, int]]:

@@ -8,7 +8,7 @@ import re
 
 from tft.answers import SERVED_SCORE_ATOL
 from tft.errors import TftError
-from tft.manifest import default_artifact
+from tft.manifest import AMPERE_PLUS_MIN_CAPABILITY, default_artifact
 from tft.serve.backends import BACKENDS, RepositoryError
 from tft.serve.options import BuildOptions
 
@@ -98,8 +98,6 @@ def describe_choice(entry: dict) -> str:
     return f"{entry['name']} ({speed}){': ' + entry['skipped'] if entry.get('skipped') else ''}"
 
 
-AMPERE = (8, 0)
-
 
 def parse_capability(text: str) -> tuple[int, int]:
     match = re.fullmatch(r"\s*(\d+)\.(\d+)\s*", str(text))
@@ -114,7 +112,7 @@ def engine_runs_on(built, hardware_compatible: bool, target: tuple[int, int]) ->
     the device type that built it (compared here by compute capability), or on any Ampere or newer GPU for an
     AMPERE_PLUS engine (TensorRT's Engine Compatibility guide, "Hardware Compatibility")."""
     if hardware_compatible:
-        return tuple(target) >= AMPERE
+        return tuple(target) >= AMPERE_PLUS_MIN_CAPABILITY
     return built is not None and tuple(built) == tuple(target)
 
 
