@@ -4,8 +4,8 @@ small data files in each supported format."""
 from __future__ import annotations
 
 import os
+import shutil
 import string
-from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -45,8 +45,6 @@ def tokenizer(tokenizer_dir):
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory, tokenizer_dir) -> Path:
     """A tiny randomly initialised BERT saved with save_pretrained, with the tokenizer beside it."""
-    import shutil
-
     from transformers import BertConfig
 
     out = tmp_path_factory.mktemp("tiny-bert")
@@ -145,9 +143,7 @@ def once_per_run(tmp_path_factory, name: str, build):
             pytest.skip(f"the shared fixture {name!r} failed in another worker: {failed.read_text()[:300]}")
         if done.exists():
             return Path(done.read_text(encoding="utf-8"))
-        with suppress(FileNotFoundError):
-            import shutil
-
+        if folder.exists():  # a worker killed mid-build left it (the folder is this fixture's own)
             shutil.rmtree(folder)
         folder.mkdir()
         try:
