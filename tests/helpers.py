@@ -104,6 +104,12 @@ class ServeProcess:
     def output(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
+    def stubs(self, model: str) -> list[int]:
+        """This server's Python stubs of `model`: another test worker may serve a model of the same name."""
+        from tft.serve.health import stub_processes
+
+        return stub_processes(model, under=self.process.pid)
+
     def stop(self) -> int:
         import signal
         import subprocess

@@ -204,7 +204,6 @@ def _post(url: str, body: bytes) -> tuple[int, dict]:
 
 def test_the_charts_canary_probe_passes_on_triton_and_fails_after_a_stub_dies(pair_export, tmp_path):
     """The probe script and body exactly as the chart renders them, run against the embedded Triton."""
-    from tft.serve.health import stub_processes
 
     repo = tmp_path / "repo"
     assert run_tft("serve", "build", "--export", pair_export, "--repository", repo, "--name", "lp").returncode == 0
@@ -225,7 +224,7 @@ def test_the_charts_canary_probe_passes_on_triton_and_fails_after_a_stub_dies(pa
         assert label["data"][0] in ("0", "1")
         env = {**os.environ, "TFT_PROBE_URL": url}
         assert subprocess.run([sys.executable, folder / "canary.py"], env=env).returncode == 0
-        for pid in stub_processes("lp_model"):
+        for pid in server.stubs("lp_model"):
             os.kill(pid, signal.SIGKILL)
         ready = urllib.request.urlopen(f"{url}/v2/health/ready", timeout=10).status
         assert ready == 200  # Triton still says ready: the condition only the canary catches

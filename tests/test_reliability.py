@@ -120,7 +120,6 @@ def test_server_binds_loopback_by_default_and_says_so(served):
 
 def test_stub_killed_under_load_every_input_is_answered(served):
     from tft.serve.client import Client
-    from tft.serve.health import stub_processes
 
     items = [{"id": i, "text": "花呗" * (1 + i % 20), "text_pair": "借呗" * (1 + i % 7)} for i in range(3000)]
     result = {}
@@ -128,7 +127,7 @@ def test_stub_killed_under_load_every_input_is_answered(served):
         "afqmc", items, batch_size=2, concurrency=8))))
     worker.start()
     time.sleep(0.5)
-    killed = stub_processes("afqmc_model")
+    killed = served.stubs("afqmc_model")
     for pid in killed:
         os.kill(pid, signal.SIGKILL)
     worker.join(180)
@@ -142,13 +141,12 @@ def test_stop_after_a_stub_was_replaced_takes_seconds_not_tritons_exit_timeout(t
     """A model whose stub died and was reloaded never finishes unloading: Triton then waits its whole 30 s exit
     timeout on Ctrl-C. `tft serve start` stops once nothing is in flight and the unloads had a few seconds."""
     from tft.serve.client import Client
-    from tft.serve.health import stub_processes
 
     repo = tmp_path / "repo"
     assert run_tft("serve", "build", "--export", tiny_export(), "--repository", repo, "--name", "sr").returncode == 0
     server = ServeProcess(repo, tmp_path).wait_ready()
     try:
-        for pid in stub_processes("sr_model"):
+        for pid in server.stubs("sr_model"):
             os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 60
         while "health: reloaded sr_model: answering again" not in server.output():

@@ -451,7 +451,6 @@ def test_every_killed_stub_is_replaced_on_a_served_before_read_only_repository(p
     SIGKILL each Python stub in turn while a request goes every second; answers resume within 10 s and a new
     stub process exists."""
     from tft.serve.client import Client
-    from tft.serve.health import stub_processes
 
     repo = tmp_path / "repo"
     assert run_tft("serve", "build", "--export", pair_export, "--repository", repo, "--name", "rc").returncode == 0
@@ -465,7 +464,7 @@ def test_every_killed_stub_is_replaced_on_a_served_before_read_only_repository(p
         client.opts.retries = 0
         try:
             for step in ("rc_tokenizer", "rc_model", "rc_postprocess"):
-                before = stub_processes(step)
+                before = server.stubs(step)
                 assert len(before) == 1
                 os.kill(before[0], signal.SIGKILL)
                 start = time.monotonic()
@@ -475,7 +474,7 @@ def test_every_killed_stub_is_replaced_on_a_served_before_read_only_repository(p
                         break
                     assert time.monotonic() - start < 10, (step, server.output()[-1500:])
                     time.sleep(1)
-                after = stub_processes(step)
+                after = server.stubs(step)
                 assert after and not set(after) & set(before), (step, before, after)
         finally:
             server.stop()

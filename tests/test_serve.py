@@ -288,13 +288,44 @@ def test_start_refuses_a_missing_repository_and_a_busy_port(served, tmp_path):
 
 # -- crash of a Python-backend stub -------------------------------------------------------------------------
 
+def test_stub_lookup_keeps_to_one_servers_descendants(tmp_path):
+    """Two servers on one machine (two test workers, two users) may both serve `afqmc_model`: a fault or a test
+    that kills "the" stub must find only its own server's."""
+    import subprocess
+    import sys
+
+    def stub(repo: str) -> list[str]:  # a sleeping Python whose argv[0] is the stub's name, as Triton starts it
+        return ["/opt/tritonserver/backends/python/triton_python_backend_stub", "-c", "import time; time.sleep(60)",
+                f"/{repo}/afqmc_model/1/model.py"]
+
+    mine = subprocess.Popen(stub("repo"), executable=sys.executable)
+    # the other server's stub: started by a Python that exits at once, so it is nobody's descendant here
+    subprocess.run([sys.executable, "-c", f"import subprocess, sys; "
+                    f"subprocess.Popen({stub('other')!r}, executable=sys.executable)"], check=True)
+    from tft.serve.health import stub_processes
+
+    try:
+        deadline = time.monotonic() + 10
+        while len(stub_processes("afqmc_model")) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        everyone = stub_processes("afqmc_model")
+        assert mine.pid in everyone and len(everyone) >= 2
+        assert stub_processes("afqmc_model", under=os.getpid()) == [mine.pid]
+        assert stub_processes("afqmc_tokenizer", under=os.getpid()) == []
+    finally:
+        for pid in stub_processes("afqmc_model"):
+            if "/other/" in open(f"/proc/{pid}/cmdline").read() or pid == mine.pid:
+                os.kill(pid, signal.SIGKILL)
+        mine.wait()
+
+
 def test_killed_stub_is_detected_by_canary_and_reloaded(served):
     from tft.serve.client import Client
-    from tft.serve.health import stub_processes
 
     client = Client(served.url)
     assert client.infer("afqmc", [{"text": "花呗", "text_pair": "借呗"}])[1].answered == 1
-    before = stub_processes("afqmc_model")
+    before = served.stubs("afqmc_model")
     assert before
     for pid in before:
         os.kill(pid, signal.SIGKILL)
@@ -305,7 +336,7 @@ def test_killed_stub_is_detected_by_canary_and_reloaded(served):
     assert "health: canary inference on afqmc failed" in served.output()
     answers, stats = client.infer("afqmc", [{"text": "花呗", "text_pair": "借呗"}] * 5)
     assert stats.answered == 5
-    after = stub_processes("afqmc_model")
+    after = served.stubs("afqmc_model")
     assert after and not set(after) & set(before)
 
 

@@ -23,8 +23,18 @@ from tft.serve.triton import ServerError
 log = logging.getLogger("tft")
 
 
-def stub_processes(model: str | None = None) -> list[int]:
-    """PIDs of Python-backend stubs (optionally of one model), for the health loop's tests and faults."""
+def _parent(pid: int) -> int:
+    """The parent PID from /proc/<pid>/stat (0 once the process is gone); its name may hold spaces or ')'."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat[stat.rindex(")") + 2:].split()[1])
+
+
+def stub_processes(model: str | None = None, under: int | None = None) -> list[int]:
+    """PIDs of Python-backend stubs (optionally of one model, optionally only the descendants of process `under`:
+    another server on the machine may serve a model of the same name), for the health loop's tests and faults."""
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -33,9 +43,17 @@ def stub_processes(model: str | None = None) -> list[int]:
             cmd = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if cmd and cmd[0].endswith(b"triton_python_backend_stub"):
-            if model is None or any(f"/{model}/".encode() in part for part in cmd):
-                pids.append(int(proc.name))
+        if not cmd or not cmd[0].endswith(b"triton_python_backend_stub"):
+            continue
+        if model is not None and not any(f"/{model}/".encode() in part for part in cmd):
+            continue
+        if under is not None:
+            ancestor = int(proc.name)
+            while ancestor > 1 and ancestor != under:
+                ancestor = _parent(ancestor)
+            if ancestor != under:
+                continue
+        pids.append(int(proc.name))
     return pids
 
 
