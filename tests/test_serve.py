@@ -289,14 +289,14 @@ def test_start_refuses_a_missing_repository_and_a_busy_port(served, tmp_path):
 # -- crash of a Python-backend stub -------------------------------------------------------------------------
 
 def test_stub_lookup_keeps_to_one_servers_descendants(tmp_path):
-    """Two servers on one machine (two test workers, two users) may both serve `afqmc_model`: a fault or a test
+    """Two servers on one machine (two test workers, two users) may both serve a model of one name: a fault or a test
     that kills "the" stub must find only its own server's."""
     import subprocess
     import sys
 
     def stub(repo: str) -> list[str]:  # a sleeping Python whose argv[0] is the stub's name, as Triton starts it
         return ["/opt/tritonserver/backends/python/triton_python_backend_stub", "-c", "import time; time.sleep(60)",
-                f"/{repo}/afqmc_model/1/model.py"]
+                f"/{repo}/lookup_model/1/model.py"]
 
     mine = subprocess.Popen(stub("repo"), executable=sys.executable)
     # the other server's stub: started by a Python that exits at once, so it is nobody's descendant here
@@ -306,15 +306,15 @@ def test_stub_lookup_keeps_to_one_servers_descendants(tmp_path):
 
     try:
         deadline = time.monotonic() + 10
-        while len(stub_processes("afqmc_model")) < 2:
+        while len(stub_processes("lookup_model")) < 2:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        everyone = stub_processes("afqmc_model")
+        everyone = stub_processes("lookup_model")
         assert mine.pid in everyone and len(everyone) >= 2
-        assert stub_processes("afqmc_model", under=os.getpid()) == [mine.pid]
-        assert stub_processes("afqmc_tokenizer", under=os.getpid()) == []
+        assert stub_processes("lookup_model", under=os.getpid()) == [mine.pid]
+        assert stub_processes("lookup_tokenizer", under=os.getpid()) == []
     finally:
-        for pid in stub_processes("afqmc_model"):
+        for pid in stub_processes("lookup_model"):
             if "/other/" in open(f"/proc/{pid}/cmdline").read() or pid == mine.pid:
                 os.kill(pid, signal.SIGKILL)
         mine.wait()

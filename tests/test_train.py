@@ -172,6 +172,7 @@ def test_bad_flag_combinations_are_one_line_errors(afqmc_sample, tmp_path, args,
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) <= 2
+    assert not (tmp_path / "r").exists()  # a bad input leaves nothing behind (a scratch tokenizer used to stay)
 
 
 def test_bad_data_file_is_one_line_error(tmp_path):

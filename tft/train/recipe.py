@@ -31,7 +31,7 @@ from tft import metrics as task_metrics
 from tft.train.config import TrainConfig
 from tft.train.feature_cache import feature_fingerprint, load_features, save_features
 from tft.train.rundir import CLAIMED_ENV, claim, mark, read_marker
-from tft.train.scratch import is_scratch, scratch_config, texts_of, train_tokenizer
+from tft.train.scratch import is_scratch, scratch_config, scratch_size, texts_of, train_tokenizer
 
 log = logging.getLogger("tft")
 
@@ -74,6 +74,8 @@ class TrainRecipe:
             cfg.output_dir = f"runs/{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         self.output_dir = Path(cfg.output_dir)
         self.model_name = cfg.model or task.default_model
+        if is_scratch(self.model_name):
+            scratch_size(self.model_name)  # a bad name is one line before the run folder is created
         self.settings = {**{k: v for k, v in vars(cfg).items() if k != "wait"}, "model": self.model_name}
         if os.environ.get(CLAIMED_ENV) != str(self.output_dir.resolve()) and is_rank0():
             # one training per run folder: a second one (or a pipeline's) waits or stops with one line

@@ -39,14 +39,20 @@ def train_tokenizer(texts, vocab_size: int = 8000, max_length: int = 512):
         model_input_names=["input_ids", "token_type_ids", "attention_mask"])
 
 
-def scratch_config(name: str, tokenizer, max_length: int):
-    from transformers import BertConfig
-
+def scratch_size(name: str) -> str:
+    """The size in `scratch:<size>`; one line for an unknown one (checked before the run folder is touched)."""
     size = name.split(":", 1)[1]
     if size not in SIZES:
         from tft.errors import TftError
 
         raise TftError(f"unknown scratch model '{name}'; choose one of {', '.join('scratch:' + s for s in SIZES)}")
+    return size
+
+
+def scratch_config(name: str, tokenizer, max_length: int):
+    from transformers import BertConfig
+
+    size = scratch_size(name)
     return BertConfig(vocab_size=len(tokenizer), max_position_embeddings=max(512, max_length),
                       pad_token_id=tokenizer.pad_token_id, **SIZES[size])
 
