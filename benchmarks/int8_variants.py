@@ -78,6 +78,7 @@ def main() -> None:
     from tft.export.runtime import OrtModel
     from tft.manifest import read_checkpoint_manifest
     from tft.metrics import compute_per_example
+    from tft.tasks import kind_of
 
     ckpt = Path(args.checkpoint)
     cm = read_checkpoint_manifest(ckpt)
@@ -87,7 +88,7 @@ def main() -> None:
     max_len = cm["max_seq_length"]
     _, serving, _ = parity_inputs(cm, tokenizer, hf_config, args.max_batch, max_len, args.dev_samples, None)
     serving = [(lab, {k: v for k, v in b.items() if k in cfg.inputs}) for lab, b in serving]
-    token_task = cm["kind"] == "token"
+    kind = kind_of(cm["kind"])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -97,7 +98,7 @@ def main() -> None:
         calibration = calibration_inputs(cm, tokenizer, max_len, args.calibration_samples, cfg.inputs)
 
         def measure(name, description, path, seconds=0.0):
-            m = measure_serving(reference, OrtModel(path), serving, token_task=token_task)
+            m = measure_serving(reference, OrtModel(path), serving, kind=kind)
             metric = compute_per_example(cm["kind"], tuple(cm["labels"]), m["logits"], m["gold"])[cm["main_metric"]]
             row = {"variant": name, "recipe": description, "agreement_with_fp32": m["serving_agreement"],
                    "batch_invariance": m["batch_invariance"], cm["main_metric"]: metric,

@@ -9,6 +9,7 @@ import pytest
 from tft.export.parity import AgreementError, THRESHOLDS, compare, measure_serving, serving_batches
 from tft.errors import TftError
 from tft.serve.artifacts import AUTO_MIN_BATCH_INVARIANCE, choose_artifact
+from tft.tasks import kind_of
 
 
 def features(n: int, seed: int = 0) -> list[dict]:
@@ -52,10 +53,10 @@ def test_serving_batches_cover_each_row_once_in_mixed_sizes_and_lengths():
 
 def test_batch_invariance_is_one_for_a_row_wise_model_and_below_for_a_batch_dependent_one():
     serving = serving_batches(features(300), NAMES, max_batch=32)
-    same = measure_serving(invariant, invariant, serving, token_task=False)
+    same = measure_serving(invariant, invariant, serving, kind=kind_of("pair_classification"))
     assert same["batch_invariance"] == 1.0 and same["serving_agreement"] == 1.0
     assert same["rows_per_s"] > 0 and same["latency_ms_p50"] > 0 and len(same["gold"]) == 300
-    drift = measure_serving(invariant, batch_dependent, serving, token_task=False)
+    drift = measure_serving(invariant, batch_dependent, serving, kind=kind_of("pair_classification"))
     assert 0.5 < drift["batch_invariance"] < 1.0 and drift["serving_agreement"] < 1.0
     # and how far scores move: nothing for a row-wise model, something for one that depends on its batch
     assert same["score_drift"] == 0.0 and drift["score_drift"] > 0.01
@@ -66,7 +67,7 @@ def test_the_int8_gate_judges_serving_batches_and_optionally_invariance():
     grouped = [("dev", {k: np.asarray([f[k] for f in feats[i:i + 1]]) for k in NAMES}, [feats[i]["labels"]])
                for i in range(0, 300)]
     serving = serving_batches(feats, NAMES, max_batch=32)
-    common = dict(artifact="int8", precision="int8", token_task=False, kind="pair_classification", labels=("0", "1"),
+    common = dict(artifact="int8", precision="int8", kind="pair_classification", labels=("0", "1"),
                   main_metric="accuracy")
     # alone (batch 1) the two agree fully; only in serving batches do answers drift
     ok = compare(invariant, batch_dependent, grouped, thresholds={}, **common)

@@ -13,7 +13,7 @@ import numpy as np
 
 from tft.export.config import ExportError
 from tft.metrics import compute_per_example
-from tft.tasks import kind_of
+from tft.tasks import Kind, kind_of
 
 from tft.export.options import THRESHOLDS  # noqa: F401 - the gate defaults live with the options
 
@@ -124,10 +124,10 @@ def serving_batches(features: list[dict], names, max_batch: int, seed: int = 0, 
     return out
 
 
-def row_answers(logits: np.ndarray, inputs: dict, token_task: bool) -> list:
-    """One comparable answer per row: the argmax label, or for token tasks the tuple of argmax
+def row_answers(logits: np.ndarray, inputs: dict, kind: Kind) -> list:
+    """One comparable answer per row: the argmax label, or for per-token kinds the tuple of argmax
     labels over the row's real tokens."""
-    if not token_task:
+    if not kind.per_token:
         return logits.argmax(-1).tolist()
     return [tuple(row[real_tokens(inputs, i)].argmax(-1).tolist()) for i, row in enumerate(logits)]
 
@@ -139,7 +139,7 @@ def _scores(logits: np.ndarray) -> np.ndarray:
     return logits if logits.shape[-1] == 1 else softmax(logits)
 
 
-def measure_serving(reference, candidate, serving, *, token_task: bool) -> dict:
+def measure_serving(reference, candidate, serving, *, kind: Kind) -> dict:
     """Agreement with the reference and batch invariance in serving batches (answers, and how far scores move),
     plus the candidate's throughput there and its single-row latency."""
     ref_answers, got_answers, single_answers, latencies, rows, logits, gold = [], [], [], [], 0, [], []
@@ -151,28 +151,29 @@ def measure_serving(reference, candidate, serving, *, token_task: bool) -> dict:
         got = np.asarray(candidate(inputs), dtype=np.float32)
         elapsed += time.perf_counter() - start
         rows += len(got)
-        ref_answers += row_answers(ref, inputs, token_task)
-        got_answers += row_answers(got, inputs, token_task)
+        ref_answers += row_answers(ref, inputs, kind)
+        got_answers += row_answers(got, inputs, kind)
         for i in range(len(got)):
             columns = real_tokens(inputs, i)
             alone = {k: v[i:i + 1, columns] for k, v in inputs.items()}
             start = time.perf_counter()
             one = np.asarray(candidate(alone), dtype=np.float32)
             latencies.append(time.perf_counter() - start)
-            single_answers += row_answers(one, alone, token_task)
-            if not token_task:
+            single_answers += row_answers(one, alone, kind)
+            if not kind.per_token:
                 drift = max(drift, float(np.abs(_scores(one[0]) - _scores(got[i])).max()))
-            logits.append(got[i, columns] if token_task else got[i])
+            logits.append(got[i, columns] if kind.per_token else got[i])
             gold.append(row_labels[i])
     same = lambda a, b: sum(x == y for x, y in zip(a, b)) / max(len(a), 1)  # noqa: E731
     return {"serving_agreement": same(ref_answers, got_answers), "batch_invariance": same(single_answers, got_answers),
             "rows_per_s": rows / elapsed if elapsed else None,
             "latency_ms_p50": float(np.median(latencies)) * 1000 if latencies else None,
-            "score_drift": None if token_task else drift, "logits": logits, "gold": gold}
+            "score_drift": None if kind.per_token else drift, "logits": logits, "gold": gold}
 
 
-def compare(reference, candidate, batches, *, artifact: str, precision: str, token_task: bool, kind: str,
-            labels, main_metric: str, thresholds: dict, serving=None) -> ParityResult:
+def compare(reference, candidate, batches, *, artifact: str, precision: str, kind: "str | Kind", labels,
+            main_metric: str, thresholds: dict, serving=None) -> ParityResult:
+    kind = kind_of(kind)
     diffs_max, diffs_sum, count, agree, total = 0.0, 0.0, 0, 0, 0
     ref_dev, cand_dev, gold_dev = [], [], []
     for name, inputs, row_labels in batches:
@@ -180,7 +181,7 @@ def compare(reference, candidate, batches, *, artifact: str, precision: str, tok
         got = np.asarray(candidate(inputs), dtype=np.float32)
         if ref.shape != got.shape:
             raise ShapeError(f"{artifact}: output shape {got.shape} != PyTorch {ref.shape} on the {name} batch")
-        if token_task:
+        if kind.per_token:
             mask = inputs["attention_mask"].astype(bool)
             r, g = ref[mask], got[mask]
         else:
@@ -195,17 +196,17 @@ def compare(reference, candidate, batches, *, artifact: str, precision: str, tok
         if name == "dev" and all(x is not None for x in row_labels):
             for i, lab in enumerate(row_labels):
                 columns = real_tokens(inputs, i)
-                ref_dev.append(ref[i, columns] if token_task else ref[i])
-                cand_dev.append(got[i, columns] if token_task else got[i])
+                ref_dev.append(ref[i, columns] if kind.per_token else ref[i])
+                cand_dev.append(got[i, columns] if kind.per_token else got[i])
                 gold_dev.append(lab)
     result = ParityResult(artifact, precision, len(batches), diffs_max, diffs_sum / max(count, 1),
                           agree / total if total else 1.0, thresholds=thresholds)
-    if gold_dev and not kind_of(kind).regression:
+    if gold_dev and not kind.regression:
         result.metric = main_metric
         result.metric_pytorch = _metric(kind, labels, ref_dev, gold_dev, main_metric)
         result.metric_artifact = _metric(kind, labels, cand_dev, gold_dev, main_metric)
     if serving:
-        measured = measure_serving(reference, candidate, serving, token_task=token_task)
+        measured = measure_serving(reference, candidate, serving, kind=kind)
         result.rows_per_s, result.latency_ms_p50 = measured["rows_per_s"], measured["latency_ms_p50"]
         result.score_drift = measured["score_drift"]
         if labels:

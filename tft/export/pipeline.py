@@ -147,7 +147,6 @@ def _export(checkpoint: Path, out: Path, cfg: ExportConfig, replace: bool) -> Pa
     check_tokenizer_files(checkpoint)
     max_batch, max_len = cfg.max_batch, cfg.max_seq_length or cm["max_seq_length"]
     thresholds = cfg.thresholds()
-    token_task = kind_of(cm["kind"]).per_token
     if cfg.parity_samples < 1:
         raise ExportError(f"--parity-samples {cfg.parity_samples}: must be at least 1")
     hf_config = AutoConfig.from_pretrained(checkpoint)
@@ -184,9 +183,9 @@ def _export(checkpoint: Path, out: Path, cfg: ExportConfig, replace: bool) -> Pa
     def check(name, precision, path, runtime="onnxruntime", runner=None, extra=None):
         runner = runner or OrtModel(path, device=device, precision=precision)
         try:
-            result = compare(reference, runner, batches, artifact=name, precision=precision, token_task=token_task,
-                             kind=cm["kind"], labels=labels, main_metric=cm["main_metric"],
-                             thresholds=thresholds[precision], serving=serving)
+            result = compare(reference, runner, batches, artifact=name, precision=precision, kind=cm["kind"],
+                             labels=labels, main_metric=cm["main_metric"], thresholds=thresholds[precision],
+                             serving=serving)
         except ParityError as e:
             if not (cfg.optional_int8 and precision == "int8"):
                 raise

@@ -96,17 +96,16 @@ class OrtPredictor:
         self.model = OrtModel(check_file(self.export_dir, art["file"], art.get("sha256")), threads=threads,
                               device=device, precision=art["precision"])
         self.settings = TextSettings.of(self.manifest)  # what the served tokenizer step reads from the same manifest
-        self.token_task = self.settings.kind.per_token
 
     def logits(self, feats: list[dict], batch_size: int = 64) -> list[np.ndarray]:
         from tft.export.parity import pad_batch
         from tft.predictions import unpadded
 
-        logits, left = [], self.tokenizer.padding_side == "left"
+        logits, left, per_token = [], self.tokenizer.padding_side == "left", self.settings.kind.per_token
         for start in range(0, len(feats), batch_size):
             chunk = feats[start:start + batch_size]
             out = self.model(pad_batch(chunk, self.model.input_names, self.tokenizer.pad_token_id or 0, left=left))
-            logits += [unpadded(out[i], len(f["input_ids"]), left) if self.token_task else out[i]
+            logits += [unpadded(out[i], len(f["input_ids"]), left) if per_token else out[i]
                        for i, f in enumerate(chunk)]
         return logits
 

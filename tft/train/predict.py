@@ -32,26 +32,25 @@ class TorchModel:
         check_tokenizer_files(checkpoint)
         self.task = task_of(self.manifest)
         self.labels = tuple(self.manifest["labels"])
-        self.token_task = self.task.kind.per_token
         self.settings = TextSettings.of(self.manifest)
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = load_trained(checkpoint, self.task.kind).to(self.device)
-        self.collator = make_collator(self.tokenizer, self.token_task)
+        self.collator = make_collator(self.tokenizer, self.task.kind.per_token)
 
     @torch.inference_mode()
     def logits(self, features: list[dict], batch_size: int = 64, progress: bool = False) -> list[np.ndarray]:
         """One array per example: (num_labels,) or, for NER, (seq_len, num_labels) without padding."""
         out = []
         names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in features[0]] if features else []
-        left = self.tokenizer.padding_side == "left"
+        left, per_token = self.tokenizer.padding_side == "left", self.task.kind.per_token
         for start in tqdm(range(0, len(features), batch_size), desc="predict", disable=not (progress and on_terminal()),
                           leave=False):
             chunk = [{k: f[k] for k in names} for f in features[start:start + batch_size]]
             batch = {k: v.to(self.device) for k, v in self.collator(chunk).items()}
             logits = self.model(**batch).logits.float().cpu().numpy()
             for i, f in enumerate(chunk):
-                out.append(unpadded(logits[i], len(f["input_ids"]), left) if self.token_task else logits[i])
+                out.append(unpadded(logits[i], len(f["input_ids"]), left) if per_token else logits[i])
         return out
 
 
@@ -66,7 +65,7 @@ def evaluate(checkpoint: str | Path, split: str = "dev", data_dir: str | None = 
                  tm.settings.max_chars)
     logits = tm.logits(enc.features, batch_size, progress=True)
     metrics = compute_per_example(tm.task.kind, tm.labels, logits, [f["labels"] for f in enc.features],
-                                  report=tm.token_task)
+                                  report=tm.task.kind.per_token)
     return {"split": split, "examples": len(enc), "file": str(ds[split].path), **metrics}
 
 
