@@ -6,9 +6,10 @@ STAMP := $(VENV)/.tft-installed
 EXTRAS ?= train,cpu,serve,test
 DATA ?=
 MODEL ?= scratch:tiny
-# pytest-xdist workers: one per core of the 2-core CI machine (tests/conftest.py shares the trained fixtures)
-TEST_WORKERS ?= 1  # 2 halves the time, but stub-killing tests find stubs by model name machine-wide (see README)
-PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+# pytest-xdist workers: one per core of the 2-core CI machine (tests/conftest.py shares the trained fixtures).
+# A test file to a worker, in the order tests/conftest.py gives (longest first), not xdist's most-tests-first.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: venv test test-fast test-slow demo clean
 

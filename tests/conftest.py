@@ -106,8 +106,10 @@ HEAVY_FIXTURES = {"trained_pair", "trained_ner", "pair_export", "ner_export", "s
 # as the family matrix is built once); session fixtures are built once per run (once_per_run below). The files
 # holding the longest units go first, so the workers finish together. (Not --dist loadgroup: xdist 3.8 groups by
 # rewriting `item._nodeid`, which pytest 9.2 no longer reads.)
-LONGEST_FIRST = ("test_families.py", "test_real_model.py", "test_safety.py", "test_client_install.py",
-                 "test_pipeline.py")
+# measured on one worker (2026-12-02): the matrix ~6.5 min, test_safety ~5, MiniLM ~4, then 2-3 min each
+LONGEST_FIRST = ("test_families.py", "test_safety.py", "test_real_model.py", "test_train.py", "test_pipeline.py",
+                 "test_concurrency.py", "test_reliability.py", "test_serve.py", "test_export.py", "test_deploy.py",
+                 "test_client_install.py", "test_trt_plan.py")
 
 
 def pytest_collection_modifyitems(config, items):

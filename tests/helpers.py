@@ -60,13 +60,11 @@ works VBZ B-VP O
 
 
 def run_tft(*args, cwd=None, timeout=600, env=None):
-    """Run the real CLI in a subprocess (as a user would)."""
-    import subprocess
-    import sys
+    """Run the real CLI in a new process (as a user would): forked from a zygote that has imported torch and
+    transformers once (tests/zygote.py), or a plain `python -m tft` subprocess where the environment differs."""
+    from zygote import run_cli
 
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "tft", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, env=full_env)
+    return run_cli([str(a) for a in args], cwd=cwd, timeout=timeout, env=env)
 
 
 class ServeProcess:

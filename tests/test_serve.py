@@ -214,16 +214,24 @@ def test_bad_requests_fail_alone_while_their_batch_mates_are_answered(served):
     assert all(r.as_numpy("LABEL").shape == (1, 1) for r in good_results)
 
 
-def test_one_megabyte_text_is_capped_and_answered_within_a_second(served):
+def test_one_megabyte_text_is_capped_and_answered_about_as_fast_as_its_capped_prefix(served):
+    """Only the first 4,096 characters are tokenized: uncapped, the tokenizer alone spends about 5.5 s on this text
+    (AMD EPYC, 2 cores). Timed against the capped prefix sent the same way, so a loaded machine slows both."""
     import tritonclient.grpc as grpcclient
 
     from tft.serve.client import text_inputs
 
     client = grpcclient.InferenceServerClient(served.url)
     client.infer("cluener", text_inputs(grpcclient, ["张三"], None))  # warm
-    start = time.perf_counter()
-    result = client.infer("cluener", text_inputs(grpcclient, ["张三在北京" * 200_000], None), client_timeout=10)
-    assert time.perf_counter() - start < 1.0
+
+    def timed(text: str):
+        start = time.perf_counter()
+        result = client.infer("cluener", text_inputs(grpcclient, [text], None), client_timeout=30)
+        return time.perf_counter() - start, result
+
+    prefix_s, _ = timed(("张三在北京" * 820)[:4096])
+    big_s, result = timed("张三在北京" * 200_000)
+    assert big_s < prefix_s + 2.0, (big_s, prefix_s)
     entities = json.loads(result.as_numpy("ENTITIES")[0][0])
     assert all(e["end"] <= 4096 for e in entities)  # only the capped prefix was tokenized
     assert client.is_server_live()
