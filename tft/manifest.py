@@ -158,6 +158,12 @@ def check_file(export_dir: Path, name: str, sha256: str | None) -> Path:
 AMPERE_PLUS_MIN_CAPABILITY = (8, 0)
 
 
+def default_opt_shape(max_batch: int, max_len: int) -> tuple[int, int]:
+    """The batch x length a TensorRT profile is tuned for when none is given: export's engines and the ONNX Runtime
+    TensorRT accelerator a build configures both use it (short texts in small batches are the common request)."""
+    return min(8, max_batch), min(128, max_len)
+
+
 def default_artifact(manifest: dict) -> dict:
     for name in ("fp32", "fp32-optimized"):
         for art in manifest["artifacts"]:

@@ -26,7 +26,8 @@ from tft.export.parity import ParityError, compare, pad_batch, parity_batches, s
 from tft.export.runtime import OrtModel
 from tft.fsutil import atomic_dir, atomic_write_json, check_output_dir, file_sha256, hold, mark_owned
 from tft.inference import items_from_examples, task_of
-from tft.manifest import EXPORT_MANIFEST, check_tokenizer_files, now, read_checkpoint_manifest, versions
+from tft.manifest import (EXPORT_MANIFEST, check_tokenizer_files, default_opt_shape, now, read_checkpoint_manifest,
+                          versions)
 from tft.tasks import kind_of
 
 log = logging.getLogger("tft")
@@ -150,7 +151,8 @@ def _export(checkpoint: Path, out: Path, cfg: ExportConfig, replace: bool) -> Pa
     if cfg.parity_samples < 1:
         raise ExportError(f"--parity-samples {cfg.parity_samples}: must be at least 1")
     hf_config = AutoConfig.from_pretrained(checkpoint)
-    opt_batch, opt_seq_length, device = cfg.opt_batch or min(8, max_batch), cfg.opt_seq_length, cfg.device
+    default_batch, default_len = default_opt_shape(max_batch, max_len)
+    opt_batch, opt_seq_length, device = cfg.opt_batch or default_batch, cfg.opt_seq_length, cfg.device
     check_shapes(max_batch, max_len, opt_batch, opt_seq_length, usable_positions(family_of(hf_config.model_type,
                                                                                            quiet=True), hf_config))
     check_labels(cm, hf_config, checkpoint)
@@ -259,7 +261,7 @@ def _export(checkpoint: Path, out: Path, cfg: ExportConfig, replace: bool) -> Pa
         for name, precision, file in engines:
             plan = trt_mod.plan_engine(trt_version=trt_version, precision=precision, inputs=onnx_cfg.inputs,
                                        max_batch=max_batch, max_len=max_len, opt_batch=opt_batch,
-                                       opt_len=opt_seq_length or min(max_len, 128), graphs=graphs, gpu=gpu,
+                                       opt_len=opt_seq_length or default_len, graphs=graphs, gpu=gpu,
                                        cache_root=cache_root(), version_compatible=cfg.trt_version_compatible,
                                        hardware_compatible=cfg.trt_hardware_compatible, capability=capability)
             engine = out / file

@@ -19,7 +19,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tft.answers import shape_of
-from tft.manifest import SERVE_MANIFEST, serving_fields
+from tft.manifest import SERVE_MANIFEST, default_opt_shape, serving_fields
 from tft.predictions import max_chars_for
 from tft.serve.backends import BACKENDS, RepositoryError
 from tft.serve.options import BuildOptions
@@ -161,7 +161,7 @@ class Layout:
         Without it each new batch x length builds another engine while a request waits (onnxruntime_backend
         src/onnxruntime.cc reads trt_profile_min/opt/max_shapes, r24.05 and newer)."""
         max_batch, max_len = self.opts.max_batch, int(self.manifest["max_seq_length"])
-        return {"min": (1, 1), "opt": (min(8, max_batch), min(128, max_len)), "max": (max_batch, max_len)}
+        return {"min": (1, 1), "opt": default_opt_shape(max_batch, max_len), "max": (max_batch, max_len)}
 
     def ort_tensorrt_parameters(self) -> dict[str, str]:
         cache = self.opts.ort_tensorrt_cache
