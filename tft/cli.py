@@ -43,10 +43,27 @@ def setup_logging(verbose: int, quiet: bool) -> None:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        _quiet_imported_libraries()
     lib.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     root.handlers[:] = [lib]
     root.setLevel(logging.INFO if verbose else logging.WARNING)
     logging.captureWarnings(True)
+
+
+def _quiet_imported_libraries() -> None:
+    """A library imported before the CLI set its variables (tft's main called from Python, a notebook, a process
+    forked after the imports) read them already: tell it through its own switches instead."""
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        if os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1":
+            transformers_logging.disable_progress_bar()  # huggingface_hub's bars too
+        if os.environ["TRANSFORMERS_VERBOSITY"] == "error":
+            transformers_logging.set_verbosity_error()
+    elif "huggingface_hub" in sys.modules and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1":
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
