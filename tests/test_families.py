@@ -176,10 +176,12 @@ def matrix(tmp_path_factory):
             if not model.exists():
                 tiny.build(family, texts, model)
             heads = {} if head == "linear" else dict(head=head, cnn_filters=32, rnn_hidden=32, head_dropout=0.0)
-            # random tiny encoders learn SST-2's sentiment slowly and NER's entities fast
+            # random tiny encoders learn SST-2's sentiment slowly and NER's entities fast; SST-2 in batches of 32 at
+            # 2e-3 learns as in 16 at 1e-3 (dev accuracy 0.59-0.73 against 0.58-0.74, every case) in 2/3 of the time
             epochs = (10 if task == "sst2" else 4) * (1 if head == "linear" else 2)
+            batch, lr = (32, 2e-3) if task == "sst2" else (16, 1e-3)
             best = train(TrainConfig(task=task, data_dir=str(data[task]), model=str(model), epochs=epochs,
-                                     batch_size=16, lr=1e-3, max_seq_length=64, output_dir=str(root / "runs" / name),
+                                     batch_size=batch, lr=lr, max_seq_length=64, output_dir=str(root / "runs" / name),
                                      plot=False, cache=False, seed=0, **heads))
             export = run_export(best, ExportConfig(output_dir=str(root / "exports" / name), max_batch=16, int8=True,
                                                    optional_int8=True, fp16=head not in NO_FP16_HEADS,
