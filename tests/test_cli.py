@@ -74,3 +74,28 @@ def test_console_script_installed():
     exe = os.path.join(os.path.dirname(sys.executable), "tft")
     proc = subprocess.run([exe, "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and __version__ in proc.stdout
+
+
+def test_the_cli_forked_from_the_zygote_answers_as_a_plain_subprocess(tmp_path, monkeypatch):
+    """tests/zygote.py runs most of the suite's commands: each must exit, print and write as `python -m tft` does
+    (working folder, relative paths, exit codes, stderr lines, piped output with no progress frames)."""
+    import hashlib
+
+    from zygote import Zygote, run_cli
+
+    cases = [["--help"], ["train", "--task", "nope"], ["serve", "build", "--export", "missing", "--repository", "r"],
+             ["data", "sample", "--out", "s", "--train", "30", "--dev", "5", "--test", "2"]]
+    results = {}
+    for way in ("forked", "plain"):
+        monkeypatch.setenv("TFT_TEST_NO_ZYGOTE", "1" if way == "plain" else "0")
+        cwd = tmp_path / way
+        cwd.mkdir()
+        jobs = Zygote.get().jobs
+        procs = [run_cli(args, cwd=cwd) for args in cases]
+        assert Zygote.get().jobs - jobs == (len(cases) if way == "forked" else 0)
+        files = {str(p.relative_to(cwd)): hashlib.sha256(p.read_bytes()).hexdigest()
+                 for p in sorted(cwd.rglob("*")) if p.is_file()}
+        results[way] = ([(p.returncode, p.stdout, p.stderr.replace(str(cwd), "<cwd>")) for p in procs], files)
+    assert results["forked"] == results["plain"]
+    codes = [code for code, _, _ in results["plain"][0]]
+    assert codes[0] == 0 and codes[1] != 0 and codes[2] != 0 and codes[3] == 0 and results["plain"][1]
