@@ -86,13 +86,19 @@ def test_the_cli_forked_from_the_zygote_answers_as_a_plain_subprocess(tmp_path, 
     cases = [["--help"], ["train", "--task", "nope"], ["serve", "build", "--export", "missing", "--repository", "r"],
              ["data", "sample", "--out", "s", "--train", "30", "--dev", "5", "--test", "2"]]
     results = {}
+    # what an in-process training (the family matrix) leaves in the worker's environment: a zygote started before
+    # no longer fits it, and a new one must take over rather than every later command running unforked
+    before = Zygote.get()
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tensorboard"))
+    assert Zygote.get() is not before
     for way in ("forked", "plain"):
         monkeypatch.setenv("TFT_TEST_NO_ZYGOTE", "1" if way == "plain" else "0")
         cwd = tmp_path / way
         cwd.mkdir()
-        jobs = Zygote.get().jobs
+        zygote = Zygote.get()
+        jobs = zygote.jobs
         procs = [run_cli(args, cwd=cwd) for args in cases]
-        assert Zygote.get().jobs - jobs == (len(cases) if way == "forked" else 0)
+        assert Zygote.get() is zygote and zygote.jobs - jobs == (len(cases) if way == "forked" else 0)
         files = {str(p.relative_to(cwd)): hashlib.sha256(p.read_bytes()).hexdigest()
                  for p in sorted(cwd.rglob("*")) if p.is_file()}
         results[way] = ([(p.returncode, p.stdout, p.stderr.replace(str(cwd), "<cwd>")) for p in procs], files)

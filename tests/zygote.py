@@ -4,10 +4,11 @@ A `tft train` spends about 8 s of CPU importing torch and transformers before it
 cores), and the suite runs the CLI some 150 times. A zygote process imports them once per test worker and forks a
 child for each command: the child is a new process (its own PID, state, working folder, environment, stdin from
 /dev/null, stdout and stderr to files) that runs `tft`'s `__main__` as `python -m tft` does, from modules that were
-imported but never run. A command whose environment differs from the zygote's in anything but PYTEST_CURRENT_TEST
-and TFT_* (tft reads its own variables when a command runs, never at import) runs in a plain subprocess instead:
-torch, transformers and huggingface_hub read some variables at import time. TFT_TEST_NO_ZYGOTE=1 runs every
-command in a plain subprocess.
+imported but never run. Torch, transformers and huggingface_hub read some variables at import time, so the
+zygote's environment must be the command's, but for PYTEST_CURRENT_TEST and TFT_* (tft reads its own variables when
+a command runs, never at import): when the test process's own environment changed (an in-process test set a
+variable and left it), a new zygote starts from it; a command given other variables (`env=`) runs in a plain
+subprocess. TFT_TEST_NO_ZYGOTE=1 runs every command in a plain subprocess.
 
 Protocol: the test writes one JSON line per command, {argv, cwd, env, folder}; the zygote forks, writes
 `folder/pid`, and when the child ends `folder/status` (its wait status), each by an atomic rename. Commands may
@@ -128,8 +129,8 @@ class Zygote:
     _instance: "Zygote | None" = None
     _lock = threading.Lock()
 
-    def __init__(self):
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    def __init__(self, env: dict):
+        self.env = dict(env)
         self.root = Path(tempfile.mkdtemp(prefix="tft-zygote-"))
         atexit.register(shutil.rmtree, self.root, True)
         ready = self.root / "ready"
@@ -145,10 +146,16 @@ class Zygote:
         self.jobs = 0
 
     @classmethod
-    def get(cls) -> "Zygote":
+    def get(cls, env: dict | None = None) -> "Zygote":
+        """The zygote for the test process's environment `env`: a new one once it changed for good (an in-process
+        test may set a variable and leave it; the old zygote ends when its last command does)."""
+        env = env if env is not None else _base_env()
         with cls._lock:
-            if cls._instance is None or cls._instance.process.poll() is not None:
-                cls._instance = cls()
+            old = cls._instance
+            if old is None or old.process.poll() is not None or not old.fits(env):
+                if old is not None and old.process.poll() is None:
+                    old.process.stdin.close()
+                cls._instance = cls(env)
             return cls._instance
 
     def fits(self, env: dict) -> bool:
@@ -188,11 +195,16 @@ def _text(path: Path) -> str:
     return data.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def _base_env() -> dict:
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
 def run_cli(args: list[str], cwd=None, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m tft *args` with its output captured as text, as `subprocess.run` returns it."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    base = _base_env()
+    full_env = {**base, **(env or {})}
     if os.environ.get("TFT_TEST_NO_ZYGOTE") != "1":
-        zygote = Zygote.get()
+        zygote = Zygote.get(base)
         if zygote.fits(full_env):
             return zygote.run(["tft", *args], cwd, full_env, timeout)
     return subprocess.run([sys.executable, "-m", "tft", *args], capture_output=True, text=True, cwd=cwd,
