@@ -57,6 +57,38 @@ FAMILIES = {
 }
 
 
+# Families with no entry in tft/families.py: what a user brings that tft was never told about. Each trains, exports,
+# serves and verifies through the fallback family and what preflight learns, or is refused by preflight in one line
+# (tests/test_preflight.py says which, and why).
+OUTSIDE = {
+    "convbert": TinyFamily("convbert", "wordpiece", "ConvBertTokenizer", BERT_SPECIALS, "bert",
+                           dict(SMALL, embedding_size=32, head_ratio=1, conv_kernel_size=3)),
+    "layoutlm": TinyFamily("layoutlm", "wordpiece", "LayoutLMTokenizer", BERT_SPECIALS, "bert", dict(SMALL)),
+    "squeezebert": TinyFamily("squeezebert", "wordpiece", "SqueezeBertTokenizer", BERT_SPECIALS, "bert",
+                              dict(SMALL, embedding_size=32, q_groups=2, k_groups=2, v_groups=2, post_attention_groups=1,
+                                   intermediate_groups=2, output_groups=2)),
+    "mobilebert": TinyFamily("mobilebert", "wordpiece", "MobileBertTokenizer", BERT_SPECIALS, "bert",
+                             dict(SMALL, embedding_size=32, intra_bottleneck_size=32, true_hidden_size=32,
+                                  num_feedforward_networks=1)),
+    "roformer": TinyFamily("roformer", "wordpiece", "PreTrainedTokenizerFast", BERT_SPECIALS, "bert",
+                           dict(SMALL, embedding_size=32)),
+    "rembert": TinyFamily("rembert", "unigram", "RemBertTokenizer", ROBERTA_SPECIALS, "roberta",
+                          dict(SMALL, input_embedding_size=32, output_embedding_size=32)),
+    "data2vec-text": TinyFamily("data2vec-text", "bpe", "RobertaTokenizer", ROBERTA_SPECIALS, "roberta", dict(SMALL)),
+    "big_bird": TinyFamily("big_bird", "unigram", "BigBirdTokenizer", ROBERTA_SPECIALS, "roberta",
+                           dict(SMALL, attention_type="original_full")),
+    # token mixing by a Fourier transform: no ONNX export
+    "fnet": TinyFamily("fnet", "unigram", "FNetTokenizer", ALBERT_SPECIALS, "bert", dict(SMALL)),
+    # windowed attention: the exported graph holds the traced length in a Reshape
+    "longformer": TinyFamily("longformer", "bpe", "LongformerTokenizer", ROBERTA_SPECIALS, "roberta",
+                             dict(SMALL, attention_window=[8, 8])),
+    # landmark attention over a fixed number of segments: every batch must be one fixed length
+    "nystromformer": TinyFamily("nystromformer", "unigram", "AlbertTokenizer", ALBERT_SPECIALS, "bert",
+                                dict(SMALL, segment_means_seq_len=64, num_landmarks=16)),
+}
+ALL = {**FAMILIES, **OUTSIDE}
+
+
 def _specials_in_order(fam: TinyFamily) -> list[str]:
     return list(dict.fromkeys(fam.specials.values()))
 
@@ -109,7 +141,7 @@ def build(name: str, texts: list[str], out: Path, max_positions: int = 128) -> P
     import torch
     from transformers import AutoConfig, AutoModel, PreTrainedTokenizerFast
 
-    fam = FAMILIES[name]
+    fam = ALL[name]
     tok = train_tokenizer(fam, texts)
     sp = fam.specials
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_positions,
@@ -170,13 +202,4 @@ def write_bio(folder: Path, train: int = 400, dev: int = 80) -> Path:
     for split, n, seed in (("train", train, 1), ("dev", dev, 2)):
         blocks = ["\n".join(f"{w} {t}" for w, t in sent) for sent in bio_sentences(n, seed)]
         (folder / f"{split}.txt").write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
-    return folder
-
-
-def write_sst2(source: Path, folder: Path, train: int = 800, dev: int = 120) -> Path:
-    """The first rows of the real SST-2 splits (read in place, a slice written to the test's folder)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", train), ("dev", dev)):
-        lines = (source / f"{split}.tsv").read_text(encoding="utf-8").splitlines()
-        (folder / f"{split}.tsv").write_text("\n".join(lines[: n + 1]) + "\n", encoding="utf-8")
     return folder

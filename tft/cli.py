@@ -96,9 +96,9 @@ def _register_stages() -> None:
     from tft.export.cli import export_command
     from tft.pipeline import pipeline_command, predict_command, verify_command
     from tft.serve.cli import bench_command, infer_command, serve_group
-    from tft.train.cli import eval_command, train_command
+    from tft.train.cli import check_model_command, eval_command, train_command
 
-    for command in (tasks_command, data_group, train_command, eval_command, predict_command, export_command,
+    for command in (tasks_command, data_group, train_command, check_model_command, eval_command, predict_command, export_command,
                     serve_group, infer_command, bench_command, pipeline_command, verify_command):
         cli.add_command(command)
 

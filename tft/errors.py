@@ -27,3 +27,10 @@ class TaskError(TftError):
 
 class DownloadError(TftError):
     """A dataset archive could not be fetched, verified or unpacked."""
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """An exception as one line for the user: its first non-empty line, its type where it has no text."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -100,6 +100,9 @@ class EncoderWithHead(nn.Module):
         self.dropout = nn.Dropout(spec.dropout)
         self.classifier = nn.Linear(self.head.out_features, num_labels)
 
+    def get_input_embeddings(self):
+        return self.encoder.get_input_embeddings()
+
     def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None):
         from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 

@@ -45,6 +45,15 @@ def pad_rows(rows, width: int, fill: int = 0, left: bool = False) -> np.ndarray:
     return out
 
 
+def pad_batch(features: list[dict], names, pad_id: int = 0, width: int | None = None,
+              left: bool = False) -> dict[str, np.ndarray]:
+    """Features -> padded int64 arrays, on the side the tokenizer pads (left for models that read their last token):
+    the one padding of preflight, the parity gate, the offline runtimes and verify."""
+    width = width or max(len(f["input_ids"]) for f in features)
+    return {name: pad_rows([f[name] for f in features], width, pad_id if name == "input_ids" else 0, left)
+            for name in names}
+
+
 def unpadded(row, length: int, left: bool = False):
     """The `length` real columns of one padded row (its tokens' logits, offsets, ...)."""
     return row[len(row) - length:] if left else row[:length]

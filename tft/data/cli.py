@@ -9,6 +9,9 @@ import click
 from tft.errors import TftError
 from tft.tasks import SPLITS, TASKS, get_task
 
+# the tasks `tft data sample` writes (tft/data/synthetic.py: SAMPLE_TASKS; named here so --help imports no writer)
+SAMPLE_TASKS = ("afqmc", "cluener", "sst2")
+
 
 @click.command("tasks")
 @click.option("--json", "as_json", is_flag=True, help="Print the full catalog as JSON.")
@@ -55,8 +58,9 @@ def data_check(task_name, data_dir, splits, text_field, text_pair_field, label_f
 
 
 @data_group.command("sample")
-@click.option("--task", "task_name", type=click.Choice(["afqmc", "cluener"]), default="afqmc", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write train/dev/test.json into.")
+@click.option("--task", "task_name", type=click.Choice(sorted(SAMPLE_TASKS)), default="afqmc", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Folder to write the train/dev/test files into, in the task's own format.")
 @click.option("--train", "n_train", default=3000, show_default=True, help="Training examples.")
 @click.option("--dev", "n_dev", default=500, show_default=True, help="Dev examples.")
 @click.option("--test", "n_test", default=200, show_default=True, help="Unlabelled test examples.")

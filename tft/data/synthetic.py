@@ -4,6 +4,9 @@ AFQMC-style: Chinese customer-service question pairs. A pair is a paraphrase (la
 questions ask the same intent about the same product in different words; otherwise "0" (same product
 with another intent, or another product: hard and easy negatives).
 CLUENER-style: sentences from templates with person, company and address entities as spans.
+SST-2-style: English movie-review sentences whose sentiment comes from the opinion words they hold (one in eight
+negates its opinion: "is not good" is negative), in GLUE's TSV layout. Every test and the family matrix learn from
+it on a clone with nothing beside it; the real SST-2 is only read where it is present.
 """
 
 from __future__ import annotations
@@ -77,7 +80,34 @@ def cluener_rows(n: int, rng: random.Random) -> list[dict]:
     return rows
 
 
+SUBJECTS = ["the film", "this movie", "the plot", "the acting", "the script", "the ending", "the cast", "the story",
+            "the director 's latest", "the soundtrack", "its humour", "the dialogue"]
+POSITIVE = ["good", "great", "wonderful", "charming", "moving", "funny", "brilliant", "delightful", "clever", "fresh",
+            "beautiful", "gripping"]
+NEGATIVE = ["bad", "awful", "boring", "dull", "tedious", "clumsy", "painful", "lifeless", "stupid", "bland",
+            "terrible", "forgettable"]
+FILLERS = ["", "", "frankly ,", "in the end ,", "for most of its length ,", "as expected ,", "to my surprise ,"]
+REVIEW_TEMPLATES = ["{f} {s} is {o} .", "{f} {s} was {o} and {o2} .", "{s} feels {o} from start to finish",
+                    "a {o} , {o2} piece of work", "{f} {s} is {neg} {o} .", "what a {o} way to spend two hours",
+                    "{s} is {o} , even when it tries too hard"]
+
+
+def sst2_rows(n: int, rng: random.Random) -> list[dict]:
+    rows = []
+    for i in range(n):
+        label = i % 2  # balanced: a model that learned nothing scores 50%
+        template = rng.choice(REVIEW_TEMPLATES)
+        negated = "{neg}" in template
+        words = POSITIVE if label != negated else NEGATIVE  # "is not good" is a negative review
+        o, o2 = rng.sample(words, 2)
+        sentence = template.format(f=rng.choice(FILLERS), s=rng.choice(SUBJECTS), o=o, o2=o2, neg="not")
+        rows.append({"sentence": " ".join(sentence.split()), "label": str(label)})
+    return rows
+
+
 SAMPLE_MARKER = "tft-sample.json"
+# what each sample task writes: its rows and the file format of its official release
+SAMPLE_TASKS = {"afqmc": (afqmc_rows, "json"), "cluener": (cluener_rows, "json"), "sst2": (sst2_rows, "tsv")}
 
 
 def _earlier_sample(path: Path, entries: list[str]) -> bool:
@@ -87,12 +117,12 @@ def _earlier_sample(path: Path, entries: list[str]) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(marker, dict) and {"task", "seed"} <= set(marker) and \
-        set(entries) <= {SAMPLE_MARKER, "train.json", "dev.json", "test.json"}
+        set(entries) <= {SAMPLE_MARKER} | {f"{split}.{ext}" for split in ("train", "dev", "test") for ext in ("json", "tsv")}
 
 
 def write_sample(task: str, out: str | Path, train: int = 3000, dev: int = 500, test: int = 200, seed: int = 0,
                  overwrite: bool = False) -> Path:
-    """Write train/dev/test files for `task` ('afqmc' or 'cluener') into `out`, atomically.
+    """Write train/dev/test files for `task` (a key of SAMPLE_TASKS) into `out`, atomically.
 
     An existing `out` is replaced only if it is an earlier sample (its marker file is there) and
     `overwrite` is set; a folder of anything else is refused.
@@ -108,7 +138,7 @@ def write_sample(task: str, out: str | Path, train: int = 3000, dev: int = 500, 
 
 def _write_sample(task, out, train, dev, test, seed, replace: bool) -> Path:
     rng = random.Random(seed)
-    make = {"afqmc": afqmc_rows, "cluener": cluener_rows}[task]
+    make, fmt = SAMPLE_TASKS[task]
     splits = {"train": make(train, rng), "dev": make(dev, rng), "test": make(test, rng)}
     for i, row in enumerate(splits["test"]):
         row.pop("label")
@@ -117,7 +147,12 @@ def _write_sample(task, out, train, dev, test, seed, replace: bool) -> Path:
         (Path(tmp) / SAMPLE_MARKER).write_text(json.dumps({"task": task, "train": train, "dev": dev, "test": test,
                                                            "seed": seed}) + "\n", encoding="utf-8")
         for split, rows in splits.items():
-            with open(Path(tmp) / f"{split}.json", "w", encoding="utf-8") as f:
+            with open(Path(tmp) / f"{split}.{fmt}", "w", encoding="utf-8") as f:
+                if fmt == "tsv":  # GLUE's layout: a header, then tab-separated columns (test: index first)
+                    columns = list(rows[0]) if rows else ["sentence"]
+                    f.write("\t".join("index" if c == "id" else c for c in columns) + "\n")
+                    f.writelines("\t".join(str(row[c]) for c in columns) + "\n" for row in rows)
+                    continue
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return Path(out)

@@ -8,6 +8,7 @@ import torch
 
 from tft.errors import TftError
 from tft.families import Family, family_of, input_names
+from tft.onnx_trace import dynamic_axes
 from tft.tasks import kind_of
 
 class ExportError(TftError):
@@ -32,9 +33,7 @@ class OnnxConfig:
         return self.family.optimizer_type
 
     def dynamic_axes(self) -> dict:
-        axes = {name: {0: "batch", 1: "sequence"} for name in self.inputs}
-        axes[self.output] = {0: "batch", 1: "sequence"} if self.token_task else {0: "batch"}
-        return axes
+        return dynamic_axes(self.inputs, self.token_task, self.output)
 
     def output_shape(self) -> list:
         return ["batch", "sequence", self.num_labels] if self.token_task else ["batch", self.num_labels]

@@ -8,32 +8,17 @@ SkipLayerNorm, BiasGelu). It is deprecated upstream, hence `dynamo` beside it be
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 
 import onnx
 import torch
 
+from tft.errors import first_line
 from tft.export.config import ExportError, OnnxConfig, dummy_inputs
+from tft.onnx_trace import EXPORTERS, trace
 from tft.tasks import kind_of
 
 log = logging.getLogger("tft")
-EXPORTERS = ("torchscript", "dynamo")
-
-
-class LogitsOnly(torch.nn.Module):
-    """forward(input_ids, attention_mask[, token_type_ids]) -> logits, positional for tracing."""
-
-    def __init__(self, model, inputs):
-        super().__init__()
-        self.model = model
-        self.inputs = inputs
-
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
-        return self.model(**kwargs).logits
 
 
 def load_for_export(checkpoint: Path, kind: str):
@@ -46,22 +31,15 @@ def load_for_export(checkpoint: Path, kind: str):
 def export_onnx(model, cfg: OnnxConfig, path: Path, exporter: str = "torchscript") -> Path:
     if exporter not in EXPORTERS:
         raise ExportError(f"unknown exporter '{exporter}'; choose one of {', '.join(EXPORTERS)}")
-    wrapper = LogitsOnly(model, cfg.inputs).eval()
     dummy = dummy_inputs(cfg, vocab_size=model.config.vocab_size)
-    args = tuple(dummy[name] for name in cfg.inputs)
     path = Path(path)
-    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if exporter == "torchscript":
-            torch.onnx.export(wrapper, args, str(path), input_names=list(cfg.inputs), output_names=[cfg.output],
-                              dynamic_axes=cfg.dynamic_axes(), opset_version=cfg.opset, dynamo=False,
-                              do_constant_folding=True)
-        else:
-            batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("sequence", min=1, max=8192)
-            shapes = tuple({0: batch, 1: seq} for _ in cfg.inputs)
-            program = torch.onnx.export(wrapper, args, input_names=list(cfg.inputs), output_names=[cfg.output],
-                                        dynamic_shapes=shapes, opset_version=cfg.opset, dynamo=True, verbose=False)
-            program.save(str(path), external_data=False)
+    try:
+        trace(model, cfg.inputs, tuple(dummy[name] for name in cfg.inputs), path, cfg.opset, cfg.token_task, exporter)
+    except (RuntimeError, TypeError, ValueError, NotImplementedError, torch.onnx.errors.OnnxExporterError) as e:
+        # the model's own operators: a user's model, not a tft bug (preflight says this before training)
+        raise ExportError(f"a {cfg.model_type} model cannot be exported to ONNX (opset {cfg.opset}, {exporter} "
+                          f"exporter): {first_line(e)}; try --exporter "
+                          f"{'dynamo' if exporter == 'torchscript' else 'torchscript'} or a newer --opset") from None
     try:
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as e:

@@ -13,6 +13,7 @@ import numpy as np
 
 from tft.export.config import ExportError
 from tft.metrics import compute_per_example
+from tft.predictions import pad_batch
 from tft.tasks import Kind, kind_of
 
 from tft.export.options import THRESHOLDS  # noqa: F401 - the gate defaults live with the options
@@ -60,16 +61,6 @@ class ParityResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def pad_batch(features: list[dict], names, pad_id: int = 0, width: int | None = None,
-              left: bool = False) -> dict[str, np.ndarray]:
-    """Features -> padded int64 arrays, on the side the tokenizer pads (left for models that read their last token)."""
-    from tft.predictions import pad_rows
-
-    width = width or max(len(f["input_ids"]) for f in features)
-    return {name: pad_rows([f[name] for f in features], width, pad_id if name == "input_ids" else 0, left)
-            for name in names}
 
 
 def real_tokens(inputs: dict, row: int) -> np.ndarray:

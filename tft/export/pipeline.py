@@ -22,7 +22,8 @@ from tft.export import onnx_export, quantize
 from tft.export.config import ExportError, onnx_config_for
 from tft.families import family_of, usable_positions
 from tft.export.options import ExportConfig
-from tft.export.parity import ParityError, compare, pad_batch, parity_batches, serving_batches
+from tft.export.parity import ParityError, compare, parity_batches, serving_batches
+from tft.predictions import pad_batch
 from tft.export.runtime import OrtModel
 from tft.fsutil import atomic_dir, atomic_write_json, check_output_dir, file_sha256, hold, mark_owned
 from tft.inference import items_from_examples, task_of

@@ -98,7 +98,7 @@ class OrtPredictor:
         self.settings = TextSettings.of(self.manifest)  # what the served tokenizer step reads from the same manifest
 
     def logits(self, feats: list[dict], batch_size: int = 64) -> list[np.ndarray]:
-        from tft.export.parity import pad_batch
+        from tft.predictions import pad_batch
         from tft.predictions import unpadded
 
         logits, left, per_token = [], self.tokenizer.padding_side == "left", self.settings.kind.per_token

@@ -67,6 +67,7 @@ class TrainConfig:
     compile: bool = False
     workers: int = 0
     trust_remote_code: bool = False
+    skip_preflight: bool = False  # the model checks before the first step (tft/train/preflight.py)
     cache: bool = True
     logging_steps: int = 10
     plot: bool = True
@@ -141,6 +142,8 @@ RULES: dict[str, Rule] = {
     "compile": Rule(bool, "torch.compile the model.", flag=True),
     "workers": Rule(int, "Data-loader worker processes.", low=0, high=256),
     "trust_remote_code": Rule(bool, "Allow model code from the hub (off by default).", flag=True),
+    "skip_preflight": Rule(bool, "Skip the checks of the model before training (a train step, padding, a trial ONNX "
+                                 "export: seconds); `tft check-model` runs them alone.", flag=True),
     "cache": Rule(bool, "Reuse and write cached features."),
     "logging_steps": Rule(int, "Log loss and learning rate every N steps.", low=1),
     "plot": Rule(bool, "Write training.png at the end."),

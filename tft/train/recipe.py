@@ -22,7 +22,7 @@ import torch
 
 from tft.data.dataset import load_dataset, resolve_data_dir
 from tft.data.features import encode, make_collator, mark_words_as_spaced, max_chars_for, model_input_names
-from tft.errors import TftError
+from tft.errors import TftError, first_line
 from tft.families import family_of, usable_positions
 from tft.fsutil import atomic_dir, atomic_write_json, command_line, hold
 from tft.manifest import check_tokenizer_files, now, versions, write_checkpoint_manifest
@@ -30,7 +30,9 @@ from tft.tasks import get_task
 from tft import metrics as task_metrics
 from tft.train.config import TrainConfig
 from tft.train.feature_cache import feature_fingerprint, load_features, save_features
-from tft.train.rundir import CLAIMED_ENV, claim, mark, read_marker
+from tft.fsutil import clear_own_dir
+from tft.train.preflight import PreflightError, check_model, skipped_record
+from tft.train.rundir import CLAIMED_ENV, claim, mark, read_marker, tool_entry
 from tft.train.scratch import is_scratch, scratch_config, scratch_size, texts_of, train_tokenizer
 
 log = logging.getLogger("tft")
@@ -64,6 +66,45 @@ class TrainRecipe:
     # ------------------------------------------------------------------------------------------------
     def setup(self) -> None:
         cfg = self.cfg
+        self._resolve_task_and_model()
+        self.settings = {**{k: v for k, v in vars(cfg).items() if k != "wait"}, "model": self.model_name}
+        if os.environ.get(CLAIMED_ENV) != str(self.output_dir.resolve()) and is_rank0():
+            # one training per run folder: a second one (or a pipeline's) waits or stops with one line
+            self.held.enter_context(hold(self.output_dir, wait=cfg.wait))
+        created_here = not self.output_dir.exists()
+        claimed = claim(self.output_dir, cfg.resume, cfg.overwrite and is_rank0(), self.settings)
+        self.finished, self.resume_from = claimed.finished, claimed.resume_from
+        if self.finished:
+            return
+        if self.resume_from:  # its tokenizer is the one its weights were trained with: never build another
+            check_tokenizer_files(self.resume_from)
+        train_examples, dev_examples = self._read_data()
+        self.args = self._training_args(has_dev=dev_examples is not None)
+        with self.args.main_process_first(desc="tokenizer"):
+            self.tokenizer = self._load_tokenizer(train_examples)
+        self.model = self._load_model()
+        self._fit_tokenizer_to_family()
+        try:
+            self.preflight = self._preflight(train_examples)
+        except PreflightError:
+            if created_here and is_rank0() and self.output_dir.is_dir():  # its own folder: leave nothing behind
+                clear_own_dir(self.output_dir, tool_entry)
+                self.output_dir.rmdir()
+            raise
+        if self.cfg.pad_to_max_length:
+            from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
+
+            cls = DataCollatorForTokenClassification if self.task.is_token_task else DataCollatorWithPadding
+            collator = cls(self.tokenizer, padding="max_length", max_length=cfg.max_seq_length)
+        else:
+            collator = make_collator(self.tokenizer, self.task.is_token_task)
+        self.train_set = FeatureDataset(self._features(self.data["train"], train_examples, cfg.limit_train))
+        self.dev_set = (FeatureDataset(self._features(self.data["dev"], dev_examples, cfg.limit_eval))
+                        if dev_examples is not None else None)
+        self.trainer = self._make_trainer(collator)
+
+    def _resolve_task_and_model(self) -> None:
+        cfg = self.cfg
         if not cfg.task:
             raise TftError("--task is required (see `tft tasks`)")
         self.task = task = get_task(cfg.task).with_fields(cfg.text_field, cfg.text_pair_field, cfg.label_field)
@@ -76,43 +117,46 @@ class TrainRecipe:
         self.model_name = cfg.model or task.default_model
         if is_scratch(self.model_name):
             scratch_size(self.model_name)  # a bad name is one line before the run folder is created
-        self.settings = {**{k: v for k, v in vars(cfg).items() if k != "wait"}, "model": self.model_name}
-        if os.environ.get(CLAIMED_ENV) != str(self.output_dir.resolve()) and is_rank0():
-            # one training per run folder: a second one (or a pipeline's) waits or stops with one line
-            self.held.enter_context(hold(self.output_dir, wait=cfg.wait))
-        claimed = claim(self.output_dir, cfg.resume, cfg.overwrite and is_rank0(), self.settings)
-        self.finished, self.resume_from = claimed.finished, claimed.resume_from
-        if self.finished:
-            return
-        if self.resume_from:  # its tokenizer is the one its weights were trained with: never build another
-            check_tokenizer_files(self.resume_from)
 
+    def _read_data(self):
+        cfg, task = self.cfg, self.task
         self._check_positions()
         root = resolve_data_dir(task, cfg.data_dir)
         splits = ("train", "dev") if (root / task.files["dev"]).exists() else ("train",)
         self.data = load_dataset(task, root, splits)
         self.labels = self.data.labels
-        train_examples = self.data["train"].examples[: cfg.limit_train]
-        dev_examples = self.data["dev"].examples[: cfg.limit_eval] if "dev" in self.data.splits else None
         if cfg.limit_train is not None and cfg.limit_train < 1:
             raise TftError("--limit-train must be at least 1")
+        train_examples = self.data["train"].examples[: cfg.limit_train]
+        dev_examples = self.data["dev"].examples[: cfg.limit_eval] if "dev" in self.data.splits else None
+        return train_examples, dev_examples
 
-        self.args = self._training_args(has_dev=dev_examples is not None)
-        with self.args.main_process_first(desc="tokenizer"):
-            self.tokenizer = self._load_tokenizer(train_examples)
+    def check_only(self) -> dict:
+        """`tft check-model`: the preflight alone, writing nothing (a scratch tokenizer stays in memory)."""
+        self.cfg.skip_preflight, self.resume_from = False, None
+        self._resolve_task_and_model()
+        train_examples, _ = self._read_data()
+        self.tokenizer = (train_tokenizer(texts_of(train_examples), max_length=max(512, self.cfg.max_seq_length))
+                          if is_scratch(self.model_name) else self._tokenizer_from(self.model_name))
         self.model = self._load_model()
         self._fit_tokenizer_to_family()
-        if self.cfg.pad_to_max_length:
-            from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
+        return self._preflight(train_examples)
 
-            cls = DataCollatorForTokenClassification if task.is_token_task else DataCollatorWithPadding
-            collator = cls(self.tokenizer, padding="max_length", max_length=cfg.max_seq_length)
-        else:
-            collator = make_collator(self.tokenizer, task.is_token_task)
-        self.train_set = FeatureDataset(self._features(self.data["train"], train_examples, cfg.limit_train))
-        self.dev_set = (FeatureDataset(self._features(self.data["dev"], dev_examples, cfg.limit_eval))
-                        if dev_examples is not None else None)
-        self.trainer = self._make_trainer(collator)
+    def _preflight(self, train_examples) -> dict:
+        """The model checked before the first step (tft/train/preflight.py); what it learned about a family tft has
+        no description for (padding side, inputs) is set on the tokenizer, which every later stage reads."""
+        if self.cfg.skip_preflight:
+            return skipped_record()
+        if self.resume_from:
+            return {"passed": None, "skipped": True, "why": "resumed run"}
+        sample = encode(train_examples[:6], self.tokenizer, self.cfg.max_seq_length, self.labels, self.task.kind,
+                        self.cfg.max_chars).features
+        result = check_model(self.model, self.tokenizer, sample, self.task.kind, self.cfg.max_seq_length,
+                             self.model_name)
+        self.tokenizer.padding_side = result.padding_side
+        self.tokenizer.model_input_names = list(result.inputs)
+        log.info("preflight passed in %.1f s: train step, padding, trial ONNX export", result.seconds)
+        return result.record()
 
     def _check_precision(self) -> None:
         cfg = self.cfg
@@ -233,6 +277,8 @@ class TrainRecipe:
     def _fit_tokenizer_to_family(self) -> None:
         """Pad where the family's classifier does not read (left for a model that reads its last token), and refuse a
         tokenizer that does not put the pooled token where the family's model reads it."""
+        if "attention_mask" not in self.tokenizer.model_input_names:  # tft's features always carry it: pad it too
+            self.tokenizer.model_input_names = [*self.tokenizer.model_input_names, "attention_mask"]
         if self.task.is_token_task and not self.resume_from and mark_words_as_spaced(self.tokenizer):
             log.info("tokenizer: pre-split words get their leading-space marker (add_prefix_space), as in running text")
         family = family_of(self.model.config.model_type, quiet=True)
@@ -343,7 +389,13 @@ class TrainRecipe:
             mark(self.output_dir, self.settings, finished=False)
         if self.resume_from:
             log.info("resuming from %s", self.resume_from)
-        result = self.trainer.train(resume_from_checkpoint=self.resume_from)
+        try:
+            result = self.trainer.train(resume_from_checkpoint=self.resume_from)
+        except (RuntimeError, ValueError, TypeError, IndexError) as e:
+            if log.isEnabledFor(logging.DEBUG):  # -v: the traceback
+                raise
+            skipped = " (preflight was skipped: `tft check-model` says why)" if self.cfg.skip_preflight else ""
+            raise TftError(f"training stopped in the model's own code: {first_line(e)}{skipped}") from None
         self.final_metrics = {"train": {k: v for k, v in result.metrics.items()}}
         if self.dev_set is not None:
             out = self.trainer.predict(self.dev_set, metric_key_prefix="eval")
@@ -376,7 +428,7 @@ class TrainRecipe:
                 "main_metric": task.main_metric, "metrics": {k: v for k, v in dev.items() if k != "per_type"},
                 "base_model": self.model_name, "smoke_test_model": is_scratch(self.model_name),
                 "model_type": self.model.config.model_type, "padding_side": self.tokenizer.padding_side,
-                "head": cfg.head,
+                "head": cfg.head, "preflight": getattr(self, "preflight", skipped_record()),
                 "data_dir": str(Path(self.data.data_dir).resolve()), "created": now(), "versions": versions(),
                 "command": command_line(), "train_config": {k: v for k, v in vars(cfg).items()},
             })
