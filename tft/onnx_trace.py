@@ -59,7 +59,7 @@ def _exporter_output_to_log():
             sink.seek(0)
             text = sink.read().decode("utf-8", "replace").strip()
             if text:
-                logging.getLogger("torch.onnx").warning("exporter output:\n%s", text[-20000:])
+                logging.getLogger("onnx_exporter").warning("exporter output:\n%s", text[-20000:])
 
 
 def trace(model, inputs: tuple[str, ...], args: tuple, path: Path, opset: int, per_token: bool,
