@@ -103,22 +103,36 @@ def check_model(model, tokenizer, features: list[dict], kind, max_seq_length: in
 
 
 # -- the checks ------------------------------------------------------------------------------------------------
-def accepted_inputs(model) -> set[str]:
-    """The model inputs forward() takes by name (a tft head's: its encoder's, which it hands them to)."""
+def accepted_inputs(model) -> tuple[set[str], bool]:
+    """The model inputs forward() names (a tft head's: its encoder's, which it hands them to), and whether it takes
+    any other keyword too (transformers 5's **kwargs: a name it does not list may still be swallowed unused)."""
     from tft.head_modules import EncoderWithHead
 
     forward = model.encoder.forward if isinstance(model, EncoderWithHead) else model.forward
     params = inspect.signature(forward).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return set(MODEL_INPUTS)
-    return {n for n in MODEL_INPUTS if n in params}
+    any_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return {n for n in MODEL_INPUTS if n in params}, any_keyword
+
+
+def _reads_token_types(subject: _Subject, features) -> bool:
+    """Whether the segment ids change the answer: a forward() that only swallows them in **kwargs does not."""
+    batch = pad_batch(features[:2], ("input_ids", "attention_mask", "token_type_ids"), subject.tokenizer.pad_token_id)
+    with torch.no_grad():
+        subject.model.eval()
+        zeros = subject.model(**_tensors({**batch, "token_type_ids": np.zeros_like(batch["input_ids"])})).logits
+        ones = subject.model(**_tensors({**batch, "token_type_ids": np.ones_like(batch["input_ids"])})).logits
+    return not torch.equal(zeros, ones)
 
 
 def _check_inputs(subject: _Subject, features: list[dict]) -> tuple[str, ...]:
     tokenizer, model = subject.tokenizer, subject.model
     if not features:
         raise subject.fail("inputs", "no example to check it on", "give the task's data (--data-dir)")
-    accepted = accepted_inputs(model)
+    accepted, any_keyword = accepted_inputs(model)
+    if any_keyword:
+        accepted |= {"input_ids", "attention_mask"} - accepted
+        if "token_type_ids" in features[0] and "token_type_ids" not in accepted and _reads_token_types(subject, features):
+            accepted.add("token_type_ids")
     if "input_ids" not in accepted:
         raise subject.fail("inputs", "its forward() takes no input_ids", "tft trains text encoders that read token ids")
     if "attention_mask" not in accepted:
@@ -168,7 +182,7 @@ def _forward_backward(subject: _Subject, rows: list[dict], inputs, width: int | 
     out = subject.model(**_tensors(batch), labels=_labels(subject, rows, width, left))
     loss = out.loss if getattr(out, "loss", None) is not None else out.logits.float().pow(2).mean()
     loss.backward()
-    return float(loss)
+    return float(loss.detach())
 
 
 def _check_train_step(subject: _Subject, features: list[dict], inputs) -> str:
@@ -266,7 +280,9 @@ def _check_onnx(subject: _Subject, features, inputs, left: bool, opset: int) -> 
                                "tft serves ONNX graphs, so it cannot serve this family (a newer opset may help: "
                                "tft export --opset)") from None
         try:
-            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            options = ort.SessionOptions()
+            options.log_severity_level = 4  # a failing run is said in our line, not in ONNX Runtime's log on stderr
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001
             raise subject.fail("onnx", f"ONNX Runtime cannot load its exported graph: {first_line(e, 200)}",
                                "tft serves ONNX graphs, so it cannot serve this family") from None
