@@ -11,7 +11,7 @@ MODEL ?= scratch:tiny
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: venv test test-fast test-slow demo clean
+.PHONY: venv test test-fast test-slow test-real-data test-newcomer demo dist clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# The pinned CPU build first: a bare `torch` requirement would pull GBs of CUDA wheels.
 	$(PY) -m pip install -q torch==2.13.0
+	# the distribution was named `tft` before it became `tft-toolchain`: an older .venv must not keep both
+	$(PY) -m pip uninstall -q -y tft 2>/dev/null || true
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
@@ -33,8 +35,25 @@ test-fast: $(STAMP)
 test-slow: $(STAMP)
 	$(PYTEST) -m slow
 
+# only the checks on the real public datasets (../shared/datasets or $$TFT_SHARED_DATASETS)
+test-real-data: $(STAMP)
+	$(PYTEST) -m realdata
+
+# the whole suite as a newcomer meets it: a fresh clone of this commit with nothing beside it (no ../shared), run
+# with this checkout's environment (the clone's own tft first on the path; -o: no reinstall into this .venv)
+test-newcomer: $(STAMP)
+	set -e; here=$$(pwd); clone=$$(mktemp -d)/tft; trap 'rm -rf "$$(dirname $$clone)"' EXIT; \
+	git clone -q . "$$clone"; cd "$$clone"; \
+	env -u TFT_SHARED_DATASETS PYTHONPATH="$$clone" $(MAKE) -o "$$here/$(STAMP)" test VENV="$$here/$(VENV)"
+
 demo: $(STAMP)
 	$(PY) scripts/demo.py $(if $(DATA),--data-dir $(DATA)) --model $(MODEL)
 
+# the sdist and the wheel of tft-toolchain, in dist/ (what `pip install` takes where there is no checkout)
+dist: $(STAMP)
+	$(PY) -m pip install -q build
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+
 clean:
-	rm -rf $(VENV) runs exports model_repository demo_out .pytest_cache
+	rm -rf $(VENV) runs exports model_repository demo_out .pytest_cache dist

@@ -99,7 +99,8 @@ def fixture_timeout(rows: int) -> float:
 # -- tiers -------------------------------------------------------------------------------------------------
 # `make test-fast` (-m "not slow") runs what needs no trained model, export or Triton: everything that uses
 # these shared fixtures is slow by construction, and tests that train or serve on their own carry the mark.
-HEAVY_FIXTURES = {"trained_pair", "trained_ner", "pair_export", "ner_export", "served", "pipeline_run", "client_env"}
+HEAVY_FIXTURES = {"trained_pair", "trained_ner", "pair_export", "ner_export", "served", "pipeline_run", "client_env",
+                  "wheel_env"}
 
 
 # `make test` runs on pytest-xdist workers, a test file to a worker (--dist loadfile: a module-scoped fixture such
@@ -185,6 +186,28 @@ def _private_cache(tmp_path_factory):
     os.environ["TFT_CACHE"] = str(tmp_path_factory.mktemp("tft-cache"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     yield
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory) -> Path:
+    """tft-toolchain's wheel, built as `make dist` builds it, from a copy of the source tree (a build in the checkout
+    would write build/ and egg-info beside the running tests)."""
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    def build(folder: Path) -> Path:
+        source = folder / "source"
+        shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+            ".venv", ".git", "runs", "exports", "model_repository", "demo_out", "dist", "build", "*.egg-info",
+            "__pycache__", ".pytest_cache", ".hypothesis"))
+        proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                               "-w", folder, source], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return next(folder.glob("tft_toolchain-*.whl"))
+
+    return once_per_run(tmp_path_factory, "wheel", build)
 
 
 @pytest.fixture(scope="session")

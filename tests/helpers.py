@@ -11,6 +11,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("TFT_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
 
+
+def real_dataset(name: str) -> Path:
+    """A real public dataset's folder for the checks on real data (marked `realdata`); where it is absent, as on a
+    fresh clone, the check skips in one line saying how to get it."""
+    import pytest
+
+    folder = SHARED_DATASETS / name
+    if not folder.is_dir():
+        pytest.skip(f"real {name} data not at {folder}: set TFT_SHARED_DATASETS to a folder holding {name}/ "
+                    f"(`tft data check --task {name}` downloads its public archive where the network allows)")
+    return folder
+
 CJK = "花呗借呗怎么还款可以提前吗为什么不能用开通了我的额度是多少蚂蚁支付宝银行卡账单分期利息取消关闭北京上海广州张三李四王五公司大学医院中国人民在去年成立"
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 

@@ -1,5 +1,5 @@
-"""`pip install 'tft[client]'`: a fresh virtual environment with only the client extra (no torch, no
-transformers, no onnxruntime) queries the embedded Triton with `tft infer`, and a training command tells
+"""`pip install 'tft-toolchain[client]'`: a fresh virtual environment with only the client extra of the built wheel
+(no torch, no transformers, no onnxruntime) queries the embedded Triton with `tft infer`, and a training command tells
 that user in one line which extra it needs."""
 
 from __future__ import annotations
@@ -11,14 +11,13 @@ import venv
 
 import pytest
 
-from helpers import REPO
 
 
 @pytest.fixture(scope="module")
-def client_env(tmp_path_factory):
+def client_env(tmp_path_factory, built_wheel):
     env_dir = tmp_path_factory.mktemp("client-env")
     venv.EnvBuilder(with_pip=True).create(env_dir)
-    proc = subprocess.run([env_dir / "bin" / "python", "-m", "pip", "install", "-q", f"{REPO}[client]"],
+    proc = subprocess.run([env_dir / "bin" / "python", "-m", "pip", "install", "-q", f"{built_wheel}[client]"],
                           capture_output=True, text=True, timeout=900, cwd=env_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return env_dir
@@ -28,7 +27,7 @@ def test_the_client_extra_installs_no_training_stack(client_env):
     for absent in ("torch", "transformers", "onnxruntime", "tokenizers"):
         proc = subprocess.run([client_env / "bin" / "python", "-c", f"import {absent}"], capture_output=True,
                               cwd=client_env)
-        assert proc.returncode != 0, f"{absent} is installed by tft[client]"
+        assert proc.returncode != 0, f"{absent} is installed by tft-toolchain[client]"
 
 
 def test_infer_from_a_client_only_install(client_env, served, afqmc_sample, tmp_path):
@@ -53,4 +52,4 @@ def test_a_training_command_names_the_extra_it_needs(client_env, tmp_path):
                           cwd=tmp_path)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        "Error: this command needs the Python package 'torch', which is not installed: pip install 'tft[train]'"]
+        "Error: this command needs the Python package 'torch', which is not installed: pip install 'tft-toolchain[train]'"]

@@ -21,7 +21,7 @@ import families as tiny
 FAMILIES = list(tiny.FAMILIES)
 # families with no description in tft/families.py that preflight passes: served through the fallback family
 PASSING_OUTSIDE = ("convbert", "squeezebert", "mobilebert", "roformer", "rembert", "data2vec-text", "big_bird",
-                   "layoutlm")
+                   "layoutlm", "ibert")
 TASKS = ("sst2", "bio")
 HEADS = ("cnn", "lstm", "gru")
 # the fp16 graph of a recurrent head can drift past the fp16 gate (the gate refuses it, docs/training.md)
@@ -186,7 +186,8 @@ def matrix(tmp_path_factory):
             # the generated sentiment set is learnt in a few epochs of batches of 32 at 2e-3 (a tiny random RoFormer:
             # 0.92 dev accuracy after 4, BigBird 0.68); NER's entities in 4 epochs of 16 at 1e-3
             epochs = (6 if task == "sst2" else 4) * (1 if head == "linear" else 2)
-            batch, lr = (32, 2e-3) if task == "sst2" else (16, 1e-3)
+            # families tft has no description for get the gentler rate (a tiny LayoutLM stayed at one class at 2e-3)
+            batch, lr = (32, 2e-3) if task == "sst2" and family in FAMILIES else (16, 1e-3)
             best = train(TrainConfig(task=task, data_dir=str(data[task]), model=str(model), epochs=epochs,
                                      batch_size=batch, lr=lr, max_seq_length=64, output_dir=str(root / "runs" / name),
                                      plot=False, cache=False, seed=0, **heads))

@@ -250,3 +250,36 @@ def test_cluener_bad_spans(tmp_path, label, message):
     assert message in err.value.message and err.value.message.startswith(f"{path}:2:")
 
 
+
+
+@pytest.mark.parametrize("task,name,line", [
+    ("afqmc", "train.json", '{"sentence1": "a", "sentence2": "b", "label": null}'),
+    ("jsonl", "train.jsonl", '{"text": "a", "label": null}'),
+])
+def test_a_null_label_is_one_line_at_its_line(tmp_path, task, name, line):
+    """It used to read as an unlabelled example: `data check` passed, training died with an internal error."""
+    from tft.data.dataset import load_dataset
+    from tft.errors import DataError
+    from tft.tasks import get_task
+
+    write(tmp_path / name, '{"sentence1": "a", "sentence2": "c", "text": "c", "label": "1"}\n' + line + "\n")
+    with pytest.raises(DataError, match=rf"{name}:2: field 'label' is null"):
+        load_dataset(get_task(task), tmp_path, ("train",))
+
+
+def test_the_generated_sentiment_sample_reads_as_sst2_and_is_balanced(tmp_path):
+    """`tft data sample --task sst2`: GLUE's TSV layout, both classes, what the family matrix learns on a clone with
+    nothing beside it."""
+    from tft.data.cli import SAMPLE_TASKS
+    from tft.data.dataset import load_dataset
+    from tft.data.synthetic import SAMPLE_TASKS as WRITERS, write_sample
+    from tft.tasks import get_task
+
+    assert set(SAMPLE_TASKS) == set(WRITERS)
+    folder = write_sample("sst2", tmp_path / "sst2", train=200, dev=40, test=5)
+    ds = load_dataset(get_task("sst2"), folder, ("train", "dev", "test"))
+    labels = [ex.label for ex in ds["train"].examples]
+    assert labels.count("0") == labels.count("1") == 100 and not ds["test"].labeled
+    assert len(ds["test"].examples) == 5 and ds.labels == ("0", "1")
+    negated = [ex for ex in ds["train"].examples if " not " in f" {ex.text} "]
+    assert negated and {ex.label for ex in negated} == {"0", "1"}  # "not" alone never gives the answer away

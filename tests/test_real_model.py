@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from helpers import SHARED_DATASETS, run_tft
+from helpers import real_dataset, run_tft
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 
 
 def minilm_path() -> str:
@@ -18,9 +18,7 @@ def minilm_path() -> str:
 
 
 def test_minilm_sst2_reaches_80_percent_dev_accuracy(tmp_path):
-    data = SHARED_DATASETS / "sst2"
-    if not data.is_dir():
-        pytest.skip(f"{data} is not present on this machine")
+    data = real_dataset("sst2")
     out = tmp_path / "sst2"
     proc = run_tft("--quiet", "train", "--task", "sst2", "--data-dir", data, "--model", minilm_path(),
                    "--output-dir", out, "--limit-train", 4000, "--epochs", 2, "--batch-size", 32, "--lr", "1e-4",

@@ -307,7 +307,7 @@ def test_a_missing_extra_names_the_install_that_fixes_it(tmp_path):
     code = ("import sys; sys.modules['tritonclient'] = None; sys.argv = ['tft', 'infer', '--model', 'm', 'x'];"
             "from tft.cli import main; main()")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert "pip install 'tft[serve]'" in one_line_error(proc)
+    assert "pip install 'tft-toolchain[serve]'" in one_line_error(proc)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

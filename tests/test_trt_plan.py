@@ -1,6 +1,6 @@
 """TensorRT engines, up to the hardware boundary: the build plan for TensorRT 10 and 11 (pure Python), the
 thin executor run against a recording stand-in of each version's Python API (TensorRT 11 has no
-BuilderFlag.FP16: touching it fails, as it does on a fresh `pip install tft[trt]`), and the one-line
+BuilderFlag.FP16: touching it fails, as it does on a fresh `pip install tft-toolchain[trt]`), and the one-line
 refusal on this GPU-less machine."""
 
 from __future__ import annotations
@@ -332,7 +332,7 @@ def test_serve_build_refuses_an_engine_from_another_tensorrt(tiny_export, tmp_pa
 
 @pytest.mark.parametrize("asked, cuda, tensorrt, builds, says", [
     (None, True, True, True, None),  # a GPU host with TensorRT: an engine by default
-    (None, True, False, False, "CUDA is here but the tensorrt package is not (pip install 'tft[trt]')"),
+    (None, True, False, False, "CUDA is here but the tensorrt package is not (pip install 'tft-toolchain[trt]')"),
     (None, False, True, False, None),  # no GPU: ONNX, nothing to say
     (None, False, False, False, None),
     (True, False, False, True, None),  # asked for: export tries, and says in one line what is missing

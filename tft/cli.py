@@ -138,7 +138,7 @@ def main() -> None:
             raise
         root = (e.name or "").split(".")[0]
         extra = EXTRAS.get(root)
-        hint = f": pip install 'tft[{extra}]'" if extra else ""
+        hint = f": pip install 'tft-toolchain[{extra}]'" if extra else ""
         _fail(f"this command needs the Python package '{root}', which is not installed{hint}", 1)
     except OSError as e:
         if verbose:

@@ -143,7 +143,7 @@ def engine_choice(asked: bool | None, cuda: bool, tensorrt: bool) -> tuple[bool,
     if asked is not None:
         return asked, None
     if cuda and not tensorrt:
-        return False, ("pipeline: CUDA is here but the tensorrt package is not (pip install 'tft[trt]'): "
+        return False, ("pipeline: CUDA is here but the tensorrt package is not (pip install 'tft-toolchain[trt]'): "
                        "no TensorRT engine, serving ONNX")
     return cuda and tensorrt, None
 

@@ -173,6 +173,9 @@ def _row_to_example(row: dict, path, number, task, require_label: bool, seen_ids
     label = None
     if task.label_field:
         raw = get(task.label_field, required=require_label)
+        if raw is None and task.label_field in row:  # JSON null: neither a label nor an unlabelled file's absence
+            raise DataError(path, f"field '{task.label_field}' is null; give the example its label, or leave the "
+                                  "field out of every line of an unlabelled file", number)
         if raw is not None and not (isinstance(raw, str) and raw.strip() in task.skip_labels):
             label = _label(raw, path, number, task.label_field, task.kind.regression,
                            seen_ids.setdefault(LABELS_SEEN, {}))

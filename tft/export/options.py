@@ -62,7 +62,7 @@ RULES = {
                               "batch-invariant).", flag=True),
     "calibration_samples": Rule(int, "Training examples that fix --int8-static's activation scales.", low=1),
     "fp16": Rule(bool, "Also write an fp16 ONNX model (GPU; LayerNorm/Softmax kept fp32).", flag=True),
-    "trt": Rule(bool, "Also build a TensorRT fp16 engine (NVIDIA GPU + tft[trt]; TensorRT 10 or 11).", flag=True),
+    "trt": Rule(bool, "Also build a TensorRT fp16 engine (NVIDIA GPU + tft-toolchain[trt]; TensorRT 10 or 11).", flag=True),
     "opset": Rule(int, "ONNX opset (17+ keeps LayerNormalization whole).", low=17, high=23),
     "exporter": Rule(str, "PyTorch ONNX exporter; torchscript fuses fully in ONNX Runtime.",
                      choices=("torchscript", "dynamo")),

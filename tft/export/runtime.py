@@ -31,7 +31,7 @@ def providers_for(device: str | None, available: list[str], cache_dir: Path | No
     wanted = "CUDAExecutionProvider" if device == "cuda" else "TensorrtExecutionProvider"
     if wanted not in available:
         raise TftError(f"--device {device}: this ONNX Runtime offers {', '.join(available)}, not {wanted}; "
-                       "install onnxruntime-gpu (pip install 'tft[gpu]') on a machine with an NVIDIA GPU")
+                       "install onnxruntime-gpu (pip install 'tft-toolchain[gpu]') on a machine with an NVIDIA GPU")
     cuda = ("CUDAExecutionProvider", {"use_tf32": "0"}) if precision == "fp32" else "CUDAExecutionProvider"
     chain: list = [cuda, "CPUExecutionProvider"]
     if device == "tensorrt":

@@ -1,4 +1,4 @@
-"""TensorRT engines from the exported ONNX graphs (NVIDIA GPU + the `tensorrt` package from tft[trt]).
+"""TensorRT engines from the exported ONNX graphs (NVIDIA GPU + the `tensorrt` package from tft-toolchain[trt]).
 
 Every decision (which ONNX graph, which builder flags, the profile, the workspace, the timing cache) is
 made by `plan_engine`, plain Python that the tests run for TensorRT 10 and 11 on any machine; only
@@ -127,7 +127,7 @@ def check_available() -> tuple[str, str, tuple[int, int]]:
     try:
         import tensorrt
     except ImportError:
-        missing.append("the tensorrt package (pip install 'tft[trt]')")
+        missing.append("the tensorrt package (pip install 'tft-toolchain[trt]')")
         tensorrt = None
     if missing:
         raise TensorRTUnavailable("--trt needs " + " and ".join(missing) + "; the ONNX artifacts are complete")

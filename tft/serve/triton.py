@@ -33,7 +33,7 @@ def pytriton_dir() -> Path:
     try:
         import pytriton
     except ImportError:
-        raise ServerError("the embedded Triton needs the `nvidia-pytriton` wheel: pip install 'tft[serve]'") from None
+        raise ServerError("the embedded Triton needs the `nvidia-pytriton` wheel: pip install 'tft-toolchain[serve]'") from None
     root = Path(pytriton.__file__).parent / "tritonserver"
     if not (root / "bin" / "tritonserver").exists():
         raise ServerError(f"{root}/bin/tritonserver not found; reinstall nvidia-pytriton")
