@@ -64,7 +64,6 @@ OUTSIDE = {
     "convbert": TinyFamily("convbert", "wordpiece", "ConvBertTokenizer", BERT_SPECIALS, "bert",
                            dict(SMALL, embedding_size=32, head_ratio=1, conv_kernel_size=3)),
     "layoutlm": TinyFamily("layoutlm", "wordpiece", "LayoutLMTokenizer", BERT_SPECIALS, "bert", dict(SMALL)),
-    "ibert": TinyFamily("ibert", "bpe", "RobertaTokenizer", ROBERTA_SPECIALS, "roberta", dict(SMALL)),
     "squeezebert": TinyFamily("squeezebert", "wordpiece", "SqueezeBertTokenizer", BERT_SPECIALS, "bert",
                               dict(SMALL, embedding_size=32, q_groups=2, k_groups=2, v_groups=2, post_attention_groups=1,
                                    intermediate_groups=2, output_groups=2)),

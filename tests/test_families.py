@@ -21,7 +21,7 @@ import families as tiny
 FAMILIES = list(tiny.FAMILIES)
 # families with no description in tft/families.py that preflight passes: served through the fallback family
 PASSING_OUTSIDE = ("convbert", "squeezebert", "mobilebert", "roformer", "rembert", "data2vec-text", "big_bird",
-                   "layoutlm", "ibert")
+                   "layoutlm")
 TASKS = ("sst2", "bio")
 HEADS = ("cnn", "lstm", "gru")
 # the fp16 graph of a recurrent head can drift past the fp16 gate (the gate refuses it, docs/training.md)
