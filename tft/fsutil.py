@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -132,12 +133,17 @@ def check_output_dir(path, *, what: str, marker: str, option: str = "--output-di
     if not entries:
         return True
     if OWNED not in entries:
-        if marker in entries and legacy is not None and legacy(path, entries):
-            # written by a tft before ownership markers: its marker says tft's, and it holds only tft's names
+        unproven = legacy(path, entries) if marker in entries and legacy is not None else "no record"
+        if unproven is None:
+            # written by a tft before ownership markers, proven by content (legacy names the first file it cannot)
             if overwrite:
                 return True
             raise OutputError(f"{option} {path}: holds an earlier {what}; add --overwrite to replace it, "
                               "or choose another folder")
+        if marker in entries and legacy is not None:
+            raise OutputError(f"{option} {path}: holds a {what} without {OWNED} (the record of what tft wrote), and "
+                              f"{unproven}; tft replaces only what it can prove it wrote: move it away or choose "
+                              "another folder")
         if marker in entries:
             raise OutputError(f"{option} {path}: holds a {what} without {OWNED}, the record of what tft wrote (an "
                               "older tft, or not tft's); tft replaces only what it recorded: move it away or choose "
@@ -162,9 +168,30 @@ def check_output_dir(path, *, what: str, marker: str, option: str = "--output-di
     return True
 
 
+def written_in_place(path) -> bool:
+    """A character device or a FIFO (`-o /dev/stdout`, `/dev/null`, a named pipe): what the user asked is to write
+    into it, so it is opened and written, never replaced by a file, and no lock file is put beside it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
+def real_output(path) -> Path:
+    """The file tft writes for `path`: a symlink's target (the link stays a link), else `path` itself."""
+    return Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+
+
 def check_output_file(path, *, option: str = "-o", overwrite: bool = False, inputs=()) -> None:
-    """A single output file: never one of the inputs, never a folder, an existing file only with --overwrite."""
+    """A single output file: never one of the inputs, never a folder, an existing file only with --overwrite; a
+    character device or a FIFO is written in place, any other special file is refused."""
     path = Path(path)
+    if written_in_place(path):
+        return
+    if path.exists() and not path.is_dir() and not path.is_file():
+        raise OutputError(f"{option} {path}: is a special file (a block device or a socket), not one tft writes; "
+                          "choose a file name")
     for p in inputs:
         if p is not None and path.exists() and Path(p).exists() and os.path.samefile(path, p):
             raise OutputError(f"{option} {path}: is the input file; choose another output")
@@ -255,15 +282,21 @@ def _describe(holder: dict) -> str:
 
 
 @contextlib.contextmanager
-def hold(destination, *, wait: bool = False, shared: bool = False, option: str = "--output-dir"):
+def hold(destination, *, wait: bool = False, shared: bool = False, option: str = "--output-dir",
+         wait_option: str | None = "--wait"):
     """Keep `destination` to one writer: an advisory lock (flock) on `.<name>.tft-lock` in its parent, naming
     the holder's pid and command. A second writer gets one line naming the holder (or waits, with `wait`).
+    The lock is keyed by the real path (symlinks and `..` resolved), so two names of one folder share it.
     The kernel releases the lock of a holder that dies; the next writer says it took it over. `shared`:
     a reader (`tft serve start` loading a repository) that writers wait for, beside other readers. The lock
     file is removed by the last holder that lets go cleanly, so nothing is left beside the user's files."""
     import fcntl
 
-    destination = Path(os.path.abspath(destination))
+    if written_in_place(destination):  # -o /dev/stdout: nothing to keep to one writer, no lock file in /dev
+        yield
+        return
+    # the real folder, whatever name it is reached by: a symlinked or `..` name of it gets the same lock
+    destination = Path(os.path.realpath(destination))
     lock = _lock_path(destination)
     mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     while True:
@@ -281,7 +314,8 @@ def hold(destination, *, wait: bool = False, shared: bool = False, option: str =
             holder = _describe(_holder(handle))
             if not wait:
                 handle.close()
-                raise OutputError(f"{option} {destination}: in use by {holder}; wait for it to finish, or add --wait"
+                advice = f", or add {wait_option}" if wait_option else ""  # only what the command has
+                raise OutputError(f"{option} {destination}: in use by {holder}; wait for it to finish{advice}"
                                   ) from None
             log.warning("%s: waiting for %s to finish", destination, holder)
             fcntl.flock(handle.fileno(), mode)
@@ -358,7 +392,13 @@ def remove_stale_temps(final: Path) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
+    """`path` complete or untouched: a temporary sibling renamed into place (through a symlink to its target); a
+    device or FIFO is written in place (written_in_place)."""
+    if written_in_place(path):
+        with open(path, "wb") as f:
+            f.write(data)
+        return
+    path = real_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:

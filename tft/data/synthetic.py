@@ -110,14 +110,23 @@ SAMPLE_MARKER = "tft-sample.json"
 SAMPLE_TASKS = {"afqmc": (afqmc_rows, "json"), "cluener": (cluener_rows, "json"), "sst2": (sst2_rows, "tsv")}
 
 
-def _earlier_sample(path: Path, entries: list[str]) -> bool:
-    """A sample an older tft wrote: its marker is tft's, and the folder holds nothing but a sample's files."""
+def _earlier_sample(path: Path, entries: list[str]) -> str | None:
+    """A sample an older tft wrote (before ownership markers), proven by content: None when every file is what
+    the marker's task, sizes and seed regenerate, byte for byte; else the first file that is not."""
     try:
         marker = json.loads((Path(path) / SAMPLE_MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(marker, dict) and {"task", "seed"} <= set(marker) and \
-        set(entries) <= {SAMPLE_MARKER} | {f"{split}.{ext}" for split in ("train", "dev", "test") for ext in ("json", "tsv")}
+        expected = sample_files(marker["task"], int(marker["train"]), int(marker["dev"]), int(marker["test"]),
+                                int(marker["seed"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{SAMPLE_MARKER} is not a tft sample marker"
+    for name in sorted(entries):
+        if name == SAMPLE_MARKER:
+            continue
+        if name not in expected:
+            return f"{name} is not a file of this sample"
+        if (Path(path) / name).read_bytes() != expected[name].encode("utf-8"):
+            return f"{name} was changed after tft wrote it"
+    return None
 
 
 def write_sample(task: str, out: str | Path, train: int = 3000, dev: int = 500, test: int = 200, seed: int = 0,
@@ -132,27 +141,35 @@ def write_sample(task: str, out: str | Path, train: int = 3000, dev: int = 500, 
                                 legacy=_earlier_sample)
 
     check()  # before the lock: a destination never to be written gets no lock file beside it
-    with hold(out, option="--out"):
+    with hold(out, option="--out", wait_option=None):
         return _write_sample(task, out, train, dev, test, seed, replace=check())
 
 
-def _write_sample(task, out, train, dev, test, seed, replace: bool) -> Path:
+def sample_files(task: str, train: int, dev: int, test: int, seed: int) -> dict[str, str]:
+    """{file name: its text} of a sample: the same bytes every time for the same task, sizes and seed."""
     rng = random.Random(seed)
     make, fmt = SAMPLE_TASKS[task]
     splits = {"train": make(train, rng), "dev": make(dev, rng), "test": make(test, rng)}
     for i, row in enumerate(splits["test"]):
         row.pop("label")
         splits["test"][i] = {"id": i, **row}
+    files = {}
+    for split, rows in splits.items():
+        if fmt == "tsv":  # GLUE's layout: a header, then tab-separated columns (test: index first)
+            columns = list(rows[0]) if rows else ["sentence"]
+            lines = ["\t".join("index" if c == "id" else c for c in columns)]
+            lines += ["\t".join(str(row[c]) for c in columns) for row in rows]
+        else:
+            lines = [json.dumps(row, ensure_ascii=False) for row in rows]
+        files[f"{split}.{fmt}"] = "".join(line + "\n" for line in lines)
+    return files
+
+
+def _write_sample(task, out, train, dev, test, seed, replace: bool) -> Path:
+    files = sample_files(task, train, dev, test, seed)
     with atomic_dir(out, overwrite=replace, owned_as="data sample") as tmp:
         (Path(tmp) / SAMPLE_MARKER).write_text(json.dumps({"task": task, "train": train, "dev": dev, "test": test,
                                                            "seed": seed}) + "\n", encoding="utf-8")
-        for split, rows in splits.items():
-            with open(Path(tmp) / f"{split}.{fmt}", "w", encoding="utf-8") as f:
-                if fmt == "tsv":  # GLUE's layout: a header, then tab-separated columns (test: index first)
-                    columns = list(rows[0]) if rows else ["sentence"]
-                    f.write("\t".join("index" if c == "id" else c for c in columns) + "\n")
-                    f.writelines("\t".join(str(row[c]) for c in columns) + "\n" for row in rows)
-                    continue
-                for row in rows:
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        for name, text in files.items():
+            (Path(tmp) / name).write_text(text, encoding="utf-8")
     return Path(out)

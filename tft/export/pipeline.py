@@ -37,15 +37,27 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "tft.json")
 
 
-def earlier_export(path: Path, entries: list[str]) -> bool:
-    """An export an older tft wrote: a tft export manifest, and nothing but the files an export holds."""
+def earlier_export(path: Path, entries: list[str]) -> str | None:
+    """An export an older tft wrote (before ownership markers), proven by content: None when every file in it is
+    one its manifest records with that sha256; else the first file that is not (names alone prove nothing: a user
+    copies an export's files by hand and edits one)."""
     try:
         manifest = json.loads((Path(path) / EXPORT_MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    ours = {EXPORT_MANIFEST, *TOKENIZER_FILES, "tokenizer.json", "vocab.txt", "merges.txt", "spiece.model"}
-    return isinstance(manifest, dict) and str(manifest.get("format", "")).startswith("tft.export/") and all(
-        name in ours or name.endswith((".onnx", ".plan", ".onnx.data")) for name in entries)
+        return f"{EXPORT_MANIFEST} is not a tft export manifest"
+    if not isinstance(manifest, dict) or not str(manifest.get("format", "")).startswith("tft.export/"):
+        return f"{EXPORT_MANIFEST} is not a tft export manifest"
+    recorded = dict(manifest.get("files") or {})
+    recorded.update({a["file"]: a.get("sha256") for a in manifest.get("artifacts", ()) if isinstance(a, dict)
+                     and a.get("file")})
+    for name in sorted(entries):
+        if name == EXPORT_MANIFEST:
+            continue
+        if name not in recorded or not recorded[name] or (Path(path) / name).is_dir():
+            return f"{name} is not a file of this export"
+        if file_sha256(Path(path) / name) != recorded[name]:
+            return f"{name} was changed after tft wrote it"
+    return None
 
 
 def default_output_dir(checkpoint: Path) -> Path:

@@ -339,13 +339,15 @@ def infer_command(ctx, texts, url, model, ssl, root_certificates, private_key, c
     """
     if resume and output is None:
         raise click.UsageError("--resume needs -o OUTPUT")
-    from tft.fsutil import check_output_file, hold
+    from tft.fsutil import check_output_file, hold, written_in_place
 
+    if resume and written_in_place(output):
+        raise click.UsageError(f"--resume: -o {output} is a device or a pipe, which keeps no answers to resume from")
     if output is not None and not resume:
         check_output_file(output, overwrite=overwrite, inputs=[input_path])
     with contextlib.ExitStack() as held:
         if output is not None:  # one writer per output file
-            held.enter_context(hold(output, option="-o"))
+            held.enter_context(hold(output, option="-o", wait_option=None))
         stats, sent = _infer(ctx, texts, url, model, ssl, root_certificates, private_key, certificate_chain, headers,
                              timeout, retries, input_path, output, batch_size, concurrency, resume)
     rate = f"{stats.throughput:.1f} texts/s" if stats.seconds else ""
@@ -363,6 +365,7 @@ def infer_command(ctx, texts, url, model, ssl, root_certificates, private_key, c
 def _infer(ctx, texts, url, model, ssl, root_certificates, private_key, certificate_chain, headers, timeout, retries,
            input_path, output, batch_size, concurrency, resume):
     """Stream the inputs to the server and the answers to stdout or OUTPUT.partial, in input order."""
+    from tft.fsutil import real_output, written_in_place
     from tft.serve.client import Client, OrderedWriter, PartialOutput
 
     opts = _client_options(url, ssl, root_certificates, private_key, certificate_chain, headers, timeout, retries)
@@ -376,7 +379,12 @@ def _infer(ctx, texts, url, model, ssl, root_certificates, private_key, certific
 
         _, stats = client.infer(model, source(), batch_size, concurrency, progress=not quiet, stream=echo)
         return stats, stats.answered + stats.failed + stats.unanswered
-    partial = PartialOutput(output, source, resume)
+    if written_in_place(output):  # -o /dev/stdout, a named pipe: answers go straight there, nothing is renamed
+        with open(output, "w", encoding="utf-8") as handle:
+            _, stats = client.infer(model, source(), batch_size, concurrency, stream=OrderedWriter(handle),
+                                    progress=not quiet)
+        return stats, stats.answered + stats.failed + stats.unanswered
+    partial = PartialOutput(real_output(output), source, resume)
     with partial.open() as handle:
         _, stats = client.infer(model, partial.todo(), batch_size, concurrency, stream=OrderedWriter(handle),
                                 progress=not quiet)
