@@ -283,3 +283,43 @@ def test_the_generated_sentiment_sample_reads_as_sst2_and_is_balanced(tmp_path):
     assert len(ds["test"].examples) == 5 and ds.labels == ("0", "1")
     negated = [ex for ex in ds["train"].examples if " not " in f" {ex.text} "]
     assert negated and {ex.label for ex in negated} == {"0", "1"}  # "not" alone never gives the answer away
+
+
+def test_data_shapes_users_bring_are_read_or_named_at_their_line(tmp_path):
+    """A header naming a column twice, Excel's `sep=` line, a semicolon CSV, a cell over csv's 131,072-character
+    default, and a missing field that names the header it found."""
+    task = get_task("csv")
+    write(tmp_path / "dup" / "train.csv", "text,label,text\nhello,1,world\n")
+    with pytest.raises(DataError, match=r"train.csv:1: the header names 'text' twice \(columns 1 and 3"):
+        load_dataset(task, tmp_path / "dup", ("train",))
+    write(tmp_path / "dupt" / "train.tsv", "sentence\tlabel\tsentence\nx\t1\ty\n")
+    with pytest.raises(DataError, match=r"train.tsv:1: the header names 'sentence' twice"):
+        load_dataset(get_task("sst2"), tmp_path / "dupt", ("train",))
+    write(tmp_path / "excel" / "train.csv", "sep=;\ntext;label\nbonjour, le monde;1\nau revoir;0\n")
+    ds = load_dataset(task, tmp_path / "excel", ("train",))
+    assert [e.text for e in ds["train"].examples] == ["bonjour, le monde", "au revoir"]
+    write(tmp_path / "semi" / "train.csv", "text;label\nguten tag;1\ntschuess;0\n")
+    assert len(load_dataset(task, tmp_path / "semi", ("train",))["train"].examples) == 2
+    long = "a" * 200_000
+    write(tmp_path / "long" / "train.csv", f'text,label\n"{long}",1\nshort,0\n')
+    assert len(load_dataset(task, tmp_path / "long", ("train",))["train"].examples[0].text) == 200_000
+    write(tmp_path / "other" / "train.csv", "sentence,label\nhi,1\n")
+    with pytest.raises(DataError, match=r"train.csv:2: missing field 'text' \(the fields here: 'sentence', 'label'\)"):
+        load_dataset(task, tmp_path / "other", ("train",))
+
+
+def test_a_head_dropout_of_one_is_refused():
+    from tft.errors import TftError
+    from tft.train.config import merge
+
+    with pytest.raises(TftError, match=r"--head-dropout 1(\.0)?: must be below 1"):
+        merge({}, {"task": "sst2", "head": "cnn", "head_dropout": 1.0})
+    assert merge({}, {"task": "sst2", "head_dropout": 0.99}).head_dropout == 0.99
+
+
+def test_the_scratch_tokenizer_learns_from_capped_texts():
+    from tft.data.readers import TextExample
+    from tft.train.scratch import texts_of
+
+    examples = [TextExample("1", "x" * 10_000, "y" * 50, "1", 1)]
+    assert [len(t) for t in texts_of(examples, 4096)] == [4096, 50]

@@ -315,3 +315,11 @@ def test_learning_rate_schedules_follow_the_trainers_names(afqmc_dir, tmp_path):
     assert set(rates["constant"].values()) == {1e-3}
     assert "--lr-scheduler cos: choose one of linear, cosine" in one_line_error(
         run_tft("train", "--task", "afqmc", "--lr-scheduler", "cos"))
+
+
+@pytest.mark.slow  # trains a model
+def test_a_warm_up_longer_than_the_run_is_said(afqmc_dir, tmp_path):
+    proc = run_tft("train", "--task", "afqmc", "--data-dir", afqmc_dir, "--model", "scratch:tiny", "--output-dir",
+                   tmp_path / "r", "--max-steps", 3, "--batch-size", 2, "--warmup", 50, "--no-plot")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--warmup 50 steps is not shorter than the run (3 optimizer steps)" in proc.stderr

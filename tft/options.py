@@ -38,6 +38,7 @@ class Rule:
     low: float | None = None
     high: float | None = None
     above: bool = False  # low is exclusive
+    below: bool = False  # high is exclusive
     metavar: str | None = None
     flag: bool = False  # a plain --x flag (no --no-x)
     choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None  # a callable reads a registry
@@ -75,8 +76,8 @@ def _number(rule: Rule, value, where: str):
         number = float(number)
     if rule.low is not None and (number <= rule.low if rule.above else number < rule.low):
         raise TftError(f"{where}{shown(value)}: must be {'greater than' if rule.above else 'at least'} {rule.low:g}")
-    if rule.high is not None and number > rule.high:
-        raise TftError(f"{where}{shown(value)}: must be at most {rule.high:g}")
+    if rule.high is not None and (number >= rule.high if rule.below else number > rule.high):
+        raise TftError(f"{where}{shown(value)}: must be {'below' if rule.below else 'at most'} {rule.high:g}")
     return number
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Iterator
 
 from tft.errors import DataError
+
+log = logging.getLogger("tft")
 
 # A JSON line nested deeper than this is refused before parsing (json recursion is not a defence).
 MAX_JSON_DEPTH = 64
@@ -165,7 +168,8 @@ def _row_to_example(row: dict, path, number, task, require_label: bool, seen_ids
         if name in row:
             return row[name]
         if required:
-            raise DataError(path, f"missing field '{name}'", number)
+            found = ", ".join(repr(k) for k in list(row)[:8]) or "none"
+            raise DataError(path, f"missing field '{name}' (the fields here: {found})", number)
         return None
 
     text = _text(get(task.text_field), path, number, task.text_field)
@@ -216,7 +220,7 @@ def read_tsv(path: Path, task, require_label: bool) -> ReadResult:
             continue
         cells = line.split("\t")
         if header is None:
-            header = [c.strip() for c in cells]
+            header = _header([c.strip() for c in cells], path, number, "\t")
             continue
         if len(cells) != len(header):
             raise DataError(path, f"expected {len(header)} tab-separated columns as in the header, found {len(cells)}", number)
@@ -229,10 +233,46 @@ def read_tsv(path: Path, task, require_label: bool) -> ReadResult:
     return result
 
 
+CSV_DELIMITERS = (",", ";", "\t", "|")
+CELL_LIMIT = 1 << 30  # csv's own default (131,072 characters) refuses long texts that --max-chars would cut anyway
+
+
+def _header(names: list[str], path, number: int, delimiter: str) -> list[str]:
+    """A header row whose names are distinct (a name given twice would silently read one column as the other)."""
+    seen: dict[str, int] = {}
+    for column, name in enumerate(names, 1):
+        if name in seen:
+            shown = {"\t": "tab", ",": "comma"}.get(delimiter, repr(delimiter))
+            raise DataError(path, f"the header names {name!r} twice (columns {seen[name]} and {column}, "
+                                  f"{shown}-separated); rename one", number)
+        seen[name] = column
+    return names
+
+
+def _csv_layout(lines: list[tuple[int, str]], path) -> tuple[str, int]:
+    """(delimiter, lines to skip before the header): Excel's `sep=;` first line says it; otherwise a header with no
+    comma but another usual delimiter (a semicolon CSV of a European Excel) is read with that one."""
+    if lines and lines[0][1].strip().lower().startswith("sep=") and len(lines[0][1].strip()) == 5:
+        return lines[0][1].strip()[4], 1
+    if Path(path).suffix == ".tsv":
+        return "\t", 0
+    header = lines[0][1] if lines else ""
+    if "," not in header:
+        for candidate in CSV_DELIMITERS[1:]:
+            if candidate in header:
+                log.info("%s: the header has no comma; reading it %r-separated", path, candidate)
+                return candidate, 0
+    return ",", 0
+
+
 def read_csv(path: Path, task, require_label: bool) -> ReadResult:
-    """CSV with a header row (comma-separated; `.tsv` files tab-separated), standard quoting."""
-    text = "\n".join(line for _, line in read_lines(path))
-    delimiter = "\t" if Path(path).suffix == ".tsv" else ","
+    """CSV with a header row: comma-separated (`.tsv` files tab-separated; Excel's `sep=X` first line, or a header
+    with no comma but a semicolon, tab or bar, picks that delimiter), standard quoting."""
+    lines = list(read_lines(path))
+    delimiter, skip = _csv_layout(lines, path)
+    offset = skip  # csv counts lines from the header it is given
+    text = "\n".join(line for _, line in lines[skip:])
+    csv.field_size_limit(CELL_LIMIT)
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     result = ReadResult([])
     seen: dict = {}
@@ -241,16 +281,16 @@ def read_csv(path: Path, task, require_label: bool) -> ReadResult:
     except StopIteration:
         raise DataError(path, "no header row") from None
     except csv.Error as e:
-        raise DataError(path, f"malformed CSV: {e}", 1) from None
-    header = [h.strip() for h in header]
+        raise DataError(path, f"malformed CSV: {e}", 1 + offset) from None
+    header = _header([h.strip() for h in header], path, 1 + offset, delimiter)
     while True:
         try:
             cells = next(reader)
         except StopIteration:
             break
         except csv.Error as e:
-            raise DataError(path, f"malformed CSV: {e}", reader.line_num) from None
-        number = reader.line_num
+            raise DataError(path, f"malformed CSV: {e}", reader.line_num + offset) from None
+        number = reader.line_num + offset
         if not cells or not any(c.strip() for c in cells):
             continue
         if len(cells) != len(header):

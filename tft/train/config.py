@@ -107,8 +107,9 @@ RULES: dict[str, Rule] = {
     "head": Rule(str, "Classifier on the encoder: linear (the model family's own), cnn (TextCNN over the token states), "
                       "lstm or gru (recurrent, over each row's real tokens); for classification, regression and NER.",
                  choices=HEADS),
-    "head_dropout": Rule(float, "--head cnn/lstm/gru: dropout before the classifier (and between recurrent layers).",
-                         low=0, high=1, above=False),
+    "head_dropout": Rule(float, "--head cnn/lstm/gru: dropout before the classifier (and between recurrent layers); "
+                               "below 1 (at 1 the head sees only zeros and never learns).",
+                         low=0, high=1, below=True),
     "cnn_filter_sizes": Rule(str, "--head cnn: kernel widths in tokens, comma-separated.", metavar="2,3,4"),
     "cnn_filters": Rule(int, "--head cnn: filters per width.", low=1, high=4096),
     "rnn_hidden": Rule(int, "--head lstm/gru: hidden size per direction.", low=1, high=8192),

@@ -102,6 +102,19 @@ class TrainRecipe:
         self.dev_set = (FeatureDataset(self._features(self.data["dev"], dev_examples, cfg.limit_eval))
                         if dev_examples is not None else None)
         self.trainer = self._make_trainer(collator)
+        self._check_warmup()
+
+    def _check_warmup(self) -> None:
+        """A warm-up of more steps than the run has never reaches the peak learning rate: say so."""
+        cfg = self.cfg
+        if cfg.warmup < 1:
+            return
+        per_epoch = -(-len(self.train_set) // (cfg.batch_size * cfg.grad_accum * self.args.world_size))
+        total = cfg.max_steps if cfg.max_steps > 0 else int(np.ceil(per_epoch * cfg.epochs))
+        if int(cfg.warmup) >= total:
+            log.warning("--warmup %d steps is not shorter than the run (%d optimizer steps): the learning rate never "
+                        "reaches --lr %g; use fewer warm-up steps or a fraction (e.g. --warmup 0.1)", int(cfg.warmup),
+                        total, cfg.lr)
 
     def _resolve_task_and_model(self) -> None:
         cfg = self.cfg
@@ -136,7 +149,8 @@ class TrainRecipe:
         self.cfg.skip_preflight, self.resume_from = False, None
         self._resolve_task_and_model()
         train_examples, _ = self._read_data()
-        self.tokenizer = (train_tokenizer(texts_of(train_examples), max_length=max(512, self.cfg.max_seq_length))
+        cap = max_chars_for(self.cfg.max_seq_length, self.cfg.max_chars)
+        self.tokenizer = (train_tokenizer(texts_of(train_examples, cap), max_length=max(512, self.cfg.max_seq_length))
                           if is_scratch(self.model_name) else self._tokenizer_from(self.model_name))
         self.model = self._load_model()
         self._fit_tokenizer_to_family()
@@ -210,7 +224,8 @@ class TrainRecipe:
             if not (saved / "tokenizer.json").exists():
                 if not self.args.process_index == 0 and is_distributed_launch():
                     raise TftError("scratch tokenizer missing on a non-main rank")
-                tok = train_tokenizer(texts_of(train_examples), max_length=max(512, cfg.max_seq_length))
+                tok = train_tokenizer(texts_of(train_examples, max_chars_for(cfg.max_seq_length, cfg.max_chars)),
+                                      max_length=max(512, cfg.max_seq_length))
                 with atomic_dir(saved, overwrite=True) as tmp:
                     tok.save_pretrained(tmp)
         return self._tokenizer_from(str(self.output_dir / "scratch_tokenizer") if is_scratch(self.model_name)

@@ -57,7 +57,9 @@ def scratch_config(name: str, tokenizer, max_length: int):
                       pad_token_id=tokenizer.pad_token_id, **SIZES[size])
 
 
-def texts_of(examples) -> list[str]:
+def texts_of(examples, max_chars: int | None = None) -> list[str]:
+    """The texts a scratch tokenizer learns from, each cut at `max_chars` as training and serving cut them (a 200 MB
+    line would otherwise cost the tokenizer trainer tens of GB)."""
     out = []
     for ex in examples:
         if hasattr(ex, "tokens"):
@@ -66,4 +68,4 @@ def texts_of(examples) -> list[str]:
             out.append(ex.text)
             if ex.text_pair:
                 out.append(ex.text_pair)
-    return out
+    return [t[:max_chars] for t in out] if max_chars else out
