@@ -146,3 +146,86 @@ def test_a_copied_export_without_its_record_is_proven_by_its_manifest_hashes(tin
         f.write(b"\0")
     with pytest.raises(OutputError, match="model.onnx was changed after tft wrote it"):
         check_output_dir(export, what="export", marker="manifest.json", overwrite=True, legacy=earlier_export)
+
+
+# -- provenance: which checkpoint an export, a served model and a resumed run came from --------------------------
+def test_a_served_model_names_its_checkpoint_and_verify_refuses_another(tiny_export, tmp_path):
+    from tft.manifest import weights_fingerprint
+    from tft.serve.options import BuildOptions
+    from tft.serve.repository import build_repository
+    from tft.verify import VerificationError, check_provenance
+
+    export = tiny_export()
+    manifest = json.loads((export / "manifest.json").read_text())
+    trained = {"tokenizer.json": "a" * 64, "model.safetensors": "b" * 64}
+    manifest["checkpoint_manifest"]["files"] = trained
+    (export / "manifest.json").write_text(json.dumps(manifest))
+    repo = tmp_path / "repo"
+    build_repository(export, repo, BuildOptions(name="m"))
+    config = (repo / "m" / "config.pbtxt").read_text()
+    fingerprint = weights_fingerprint(trained)
+    assert fingerprint in config
+    check_provenance("ckpt", {"files": trained}, "m", {"weights_sha256": fingerprint})  # the same: no error
+    check_provenance("ckpt", {}, "m", {"weights_sha256": fingerprint})  # an older checkpoint records nothing
+    other = {**trained, "model.safetensors": "c" * 64}
+    with pytest.raises(VerificationError, match="m was exported from another checkpoint than ckpt"):
+        check_provenance("ckpt", {"files": other}, "m", {"weights_sha256": fingerprint})
+
+
+@pytest.mark.slow
+def test_another_runs_tokenizer_in_a_checkpoint_is_refused_by_export_and_eval(trained_pair, trained_ner, tmp_path):
+    import shutil
+
+    checkpoint = tmp_path / "best"
+    shutil.copytree(trained_pair / "best", checkpoint)
+    shutil.copy(trained_ner / "best" / "tokenizer.json", checkpoint / "tokenizer.json")
+    for args in (("export", "--checkpoint", checkpoint, "--output-dir", tmp_path / "export"),
+                 ("eval", "--checkpoint", checkpoint)):
+        line = one_line_error(run_tft("--quiet", *args))
+        assert "tokenizer.json: is not the tokenizer this checkpoint was trained with" in line
+    assert not (tmp_path / "export").exists()
+
+
+@pytest.mark.slow  # trains a model
+def test_resume_after_the_training_file_changed_is_refused(afqmc_dir, tmp_path):
+    out = tmp_path / "run"
+    args = ("train", "--task", "afqmc", "--data-dir", afqmc_dir, "--model", "scratch:tiny", "--output-dir", out,
+            "--max-steps", 2, "--eval-every", 1, "--batch-size", 2, "--no-plot")
+    assert run_tft(*args).returncode == 0
+    marker = json.loads((out / "tft-run.json").read_text())
+    marker["finished"] = False  # as a run killed after its checkpoints
+    (out / "tft-run.json").write_text(json.dumps(marker))
+    with open(afqmc_dir / "train.json", "a", encoding="utf-8") as f:
+        f.write('{"sentence1": "新的问题", "sentence2": "新的回答", "label": "0"}\n')
+    line = one_line_error(run_tft(*args, "--resume", "auto"))
+    assert "train.json changed since this run started" in line and "--overwrite" in line
+
+
+@pytest.mark.slow
+def test_infer_resume_against_another_model_is_refused(served, afqmc_sample, tmp_path):
+    out = tmp_path / "answers.jsonl"
+    (tmp_path / "answers.jsonl.partial").write_text("")
+    (tmp_path / "answers.jsonl.partial.by.json").write_text(json.dumps({"url": served.url, "model": "cluener"}))
+    line = one_line_error(run_tft("infer", "--url", served.url, "--model", "afqmc", "-i", afqmc_sample / "dev.json",
+                                  "-o", out, "--resume"))
+    assert "was answered by another server or model (model 'cluener' then, 'afqmc' now" in line
+    assert not out.exists()
+
+
+# -- answers that say what they are -----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_text_longer_than_the_model_reads_is_marked_truncated(served, trained_ner, tmp_path):
+    """Under the character cap but past the model's 128 tokens: the entities stop early, and the answer says so,
+    served and offline alike (it used to lose its tail silently)."""
+    text = "张三在北京大学工作，" * 30  # 300 characters, one token each
+    proc = run_tft("infer", "--url", served.url, "--model", "cluener", text, "张三在北京")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    long, short = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert long["truncated"] is True and "truncated" not in short
+    assert "1 texts longer than the model reads" in proc.stderr
+    (tmp_path / "in.txt").write_text(text + "\n张三在北京\n", encoding="utf-8")
+    proc = run_tft("predict", "--checkpoint", trained_ner / "best", tmp_path / "in.txt", "-o", tmp_path / "out.jsonl")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    offline = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert offline[0]["truncated"] is True and "truncated" not in offline[1]
+    assert offline[0]["entities"] == long["entities"]

@@ -123,7 +123,9 @@ def answer_items(items: list[dict], settings: TextSettings, tokenizer, logits_of
     logits = logits_of(features)
     shape = shape_of(settings.kind)
     out = []
-    for item, answer in zip(items, shape.answers(logits, features, items, tuple(labels), settings.word_joiner)):
-        cut = any(len(item.get(k) or "") > settings.max_chars for k in ("text", "text_pair"))
+    answers = shape.answers(logits, features, items, tuple(labels), settings.word_joiner)
+    for item, feature, answer in zip(items, features, answers):
+        # cut by --max-chars, or by the model's length (tokens past max_seq_length): the answer is about a prefix
+        cut = feature.get("truncated") or any(len(item.get(k) or "") > settings.max_chars for k in ("text", "text_pair"))
         out.append({**item, **answer, **({"truncated": True} if cut else {})})  # the answer is about the prefix
     return out

@@ -72,13 +72,43 @@ def read_checkpoint_manifest(directory: str | Path) -> dict:
 TOKENIZER_FILE = "tokenizer.json"
 
 
-def check_tokenizer_files(directory: str | Path) -> None:
+def check_tokenizer_files(directory: str | Path, recorded: dict | None = None) -> None:
     """A checkpoint carries the tokenizer it was trained with; without it transformers would quietly build
-    another one (a five-entry vocabulary: every character [UNK]) and every answer would be wrong."""
+    another one (a five-entry vocabulary: every character [UNK]) and every answer would be wrong. With the
+    checkpoint manifest's `files` record, the tokenizer and weights must be the ones training wrote (another run's
+    tokenizer.json copied in would export and evaluate, silently wrong)."""
     path = Path(directory) / TOKENIZER_FILE
     if not path.is_file():
         raise TftError(f"{directory}: has no {TOKENIZER_FILE}, the tokenizer the model was trained with; copy the "
                        "tokenizer files back from the training run (its best/ folder has them)")
+    from tft.fsutil import file_sha256
+
+    for name, sha in sorted((recorded or {}).items()):
+        here = Path(directory) / name
+        if here.is_file() and file_sha256(here) != sha:
+            what = "the tokenizer" if name == TOKENIZER_FILE else "the weights"
+            raise TftError(f"{here}: is not {what} this checkpoint was trained with (its sha256 differs from the one "
+                           f"{CHECKPOINT_MANIFEST} records); copy the files back from the training run's best/ folder")
+
+
+def checkpoint_files(directory: str | Path) -> dict:
+    """{file: sha256} of what identifies a checkpoint: its tokenizer, config and weights (recorded in tft.json)."""
+    from tft.fsutil import file_sha256
+
+    directory = Path(directory)
+    names = [TOKENIZER_FILE, "config.json", *sorted(p.name for p in directory.glob("*.safetensors"))]
+    return {name: file_sha256(directory / name) for name in names if (directory / name).is_file()}
+
+
+def weights_fingerprint(files: dict | None) -> str | None:
+    """One sha256 for a checkpoint's weights and tokenizer (the build puts it in the served model's settings, verify
+    compares it with the checkpoint it is given); None for a checkpoint written before tft recorded its files."""
+    import hashlib
+
+    if not files:
+        return None
+    text = json.dumps(sorted(files.items()))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 # --- the export manifest (`tft export` writes it, `tft serve` and `tft predict --onnx` read it) ---------------

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tft.answers import SERVED_SCORE_ATOL
 from tft.errors import TftError
+from tft.manifest import read_export_manifest, weights_fingerprint
 
 log = logging.getLogger("tft")
 MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.99}
@@ -56,6 +57,16 @@ def timed(fn, items: list[dict], latency_samples: int) -> tuple[list, dict]:
     return answers, stats
 
 
+def check_provenance(checkpoint, checkpoint_manifest: dict, what: str, settings: dict | None) -> None:
+    """`what` (a served model's settings, an export) must come from this checkpoint: the weights and tokenizer it
+    records. Either side written before tft recorded them is taken as it is."""
+    theirs, mine = (settings or {}).get("weights_sha256"), weights_fingerprint(checkpoint_manifest.get("files"))
+    if theirs and mine and theirs != mine:
+        raise VerificationError(f"{what} was exported from another checkpoint than {checkpoint} (its weights and "
+                                "tokenizer differ from the ones that checkpoint records); verify it against the "
+                                "checkpoint it came from")
+
+
 def verify(*, checkpoint, url: str, model: str, export_dir=None, artifact: str | None = None, data=None,
            data_dir=None, also: tuple[str, ...] = (), batch_size: int = 32, concurrency: int = 8,
            latency_samples: int = 30, max_listed: int = 50, device: str = "auto") -> dict:
@@ -87,6 +98,10 @@ def verify(*, checkpoint, url: str, model: str, export_dir=None, artifact: str |
     if info.tft and info.tft.get("task") != tm.manifest["task"]:
         raise VerificationError(f"{model} at {url} serves task {info.tft.get('task')!r}, the checkpoint is "
                                 f"{tm.manifest['task']!r}")
+    check_provenance(checkpoint, tm.manifest, f"{model} at {url}", info.tft)
+    if export_dir is not None:
+        check_provenance(checkpoint, tm.manifest, str(export_dir), {"weights_sha256": weights_fingerprint(
+            read_export_manifest(export_dir)["checkpoint_manifest"].get("files"))})
 
     def served(batch):
         answers, stats = client.infer(model, batch, batch_size=batch_size, concurrency=concurrency)

@@ -156,6 +156,8 @@ def encode_for_inference(texts: list[str], pairs: list[str] | None, tokenizer, m
         feat = _inputs(enc, names)
         if token_task:
             feat["word_ids"] = [-1 if w is None else w for w in enc.word_ids]
+        if enc.overflowing:  # tokens past max_length were cut: the answer is about the text's beginning
+            feat["truncated"] = True
         out.append(feat)
     return out
 

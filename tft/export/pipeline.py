@@ -158,7 +158,7 @@ def _export(checkpoint: Path, out: Path, cfg: ExportConfig, replace: bool) -> Pa
     from transformers import AutoConfig, AutoTokenizer
 
     cm = read_checkpoint_manifest(checkpoint)
-    check_tokenizer_files(checkpoint)
+    check_tokenizer_files(checkpoint, cm.get("files"))
     max_batch, max_len = cfg.max_batch, cfg.max_seq_length or cm["max_seq_length"]
     thresholds = cfg.thresholds()
     if cfg.parity_samples < 1:

@@ -384,7 +384,8 @@ def _infer(ctx, texts, url, model, ssl, root_certificates, private_key, certific
             _, stats = client.infer(model, source(), batch_size, concurrency, stream=OrderedWriter(handle),
                                     progress=not quiet)
         return stats, stats.answered + stats.failed + stats.unanswered
-    partial = PartialOutput(real_output(output), source, resume)
+    answered_by = {"url": opts.url, "model": model, "weights_sha256": (info.tft or {}).get("weights_sha256")}
+    partial = PartialOutput(real_output(output), source, resume, answered_by)
     with partial.open() as handle:
         _, stats = client.infer(model, partial.todo(), batch_size, concurrency, stream=OrderedWriter(handle),
                                 progress=not quiet)

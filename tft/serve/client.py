@@ -118,7 +118,12 @@ def canary_inputs(spec: dict):
 def decode_answers(result, info: ModelInfo, n: int) -> list[dict]:
     """A gRPC result -> n answers, decoded by the model's answer shape."""
     shape = info.shape
-    return shape.decode({name: result.as_numpy(name) for name in shape.output_names()}, n)
+    answers = shape.decode({name: result.as_numpy(name) for name in shape.output_names()}, n)
+    if "TRUNCATED" in info.outputs:  # the tokenizer step says which texts it cut (builds before it: chars only)
+        for answer, cut in zip(answers, result.as_numpy("TRUNCATED").reshape(-1)):
+            if cut:
+                answer["truncated"] = True
+    return answers
 
 
 def _ssl_kwargs(opts: ClientOptions) -> dict:
@@ -160,7 +165,7 @@ class Summary:
     unanswered: int = 0  # inputs left without any record (server down)
     seconds: float = 0.0
     retries: int = 0
-    truncated: int = 0  # answers about a text cut at the model's max_chars
+    truncated: int = 0  # answers about a text cut at the model's max_chars or max_seq_length
     first_error: str | None = None
 
     @property
@@ -218,11 +223,10 @@ class Client:
         try:
             answers = await self._send(client, info, texts, pairs, stats)
             cap = info.tft.get("max_chars")
-            if cap:  # the served tokenizer cut these texts at max_chars: the answer is about the prefix
-                for (_, item), answer in zip(batch, answers):
-                    if truncated(item, cap):
-                        answer["truncated"] = True
-                        stats.truncated += 1
+            for (_, item), answer in zip(batch, answers):
+                if cap and truncated(item, cap):  # the served tokenizer cut it at max_chars: an answer about a prefix
+                    answer["truncated"] = True
+                stats.truncated += bool(answer.get("truncated"))  # or the step said its tokens were cut
             return [(i, a) for (i, _), a in zip(batch, answers)]
         except InferenceServerException as e:
             if len(batch) == 1:
@@ -359,17 +363,20 @@ class PartialOutput:
     input order (reading the input again), atomically.
     """
 
-    def __init__(self, output, source: Callable[[], Iterator[dict]], resume: bool):
+    def __init__(self, output, source: Callable[[], Iterator[dict]], resume: bool, answered_by: dict | None = None):
         from pathlib import Path
 
         self.output = Path(output)
         self.path = self.output.with_name(self.output.name + ".partial")
-        self.source, self.resume = source, resume
+        # which server, model and served build answered: a resume against another one would mix two models' answers
+        self.by_path = self.output.with_name(self.output.name + ".partial.by.json")
+        self.source, self.resume, self.answered_by = source, resume, answered_by or {}
         self.known: dict[str, dict] = {}
         self.stale = self.kept = 0
         if resume:
             if not self.path.exists():
                 raise TftError(f"{self.path}: nothing to resume (no interrupted run)")
+            self._check_same_answerer()
             self._drop_torn_line()
             self.known = self._read()
             wanted = {item_key(item) for item in source()}
@@ -377,6 +384,18 @@ class PartialOutput:
             self.kept = len(self.known) - self.stale
         elif self.path.exists():
             raise TftError(f"{self.path} exists from an interrupted run: add --resume to finish it, or delete it")
+
+    def _check_same_answerer(self) -> None:
+        try:
+            earlier = json.loads(self.by_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # a partial from before tft recorded who answered
+        changed = [k for k in ("url", "model", "weights_sha256") if earlier.get(k) != self.answered_by.get(k)]
+        if changed:
+            what = ", ".join(f"{k} {earlier.get(k)!r} then, {self.answered_by.get(k)!r} now" for k in changed)
+            raise TftError(f"{self.path}: was answered by another server or model ({what}); resuming would mix two "
+                           "models' answers in one file: resume against the same one, or delete the partial to start "
+                           "over")
 
     def todo(self) -> Iterator[dict]:
         """The inputs still to ask, as they are read."""
@@ -418,6 +437,8 @@ class PartialOutput:
 
     def open(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.resume:
+            self.by_path.write_text(json.dumps(self.answered_by) + "\n", encoding="utf-8")
         return open(self.path, "a", encoding="utf-8")
 
     def finish(self) -> None:
@@ -426,6 +447,7 @@ class PartialOutput:
 
         if not self.resume:  # the partial holds every answer in input order already
             os.replace(self.path, self.output)
+            self.by_path.unlink(missing_ok=True)
             return
         answers = self._read()  # kept and new answers: resuming reads the answers it completes
         tmp = self.output.with_name(f".{self.output.name}.tmp-{os.getpid()}")
@@ -441,3 +463,4 @@ class PartialOutput:
             if tmp.exists():
                 tmp.unlink()
         self.path.unlink(missing_ok=True)
+        self.by_path.unlink(missing_ok=True)

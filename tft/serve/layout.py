@@ -19,7 +19,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tft.answers import shape_of
-from tft.manifest import SERVE_MANIFEST, default_opt_shape, serving_fields
+from tft.manifest import SERVE_MANIFEST, default_opt_shape, serving_fields, weights_fingerprint
 from tft.predictions import max_chars_for
 from tft.serve.backends import BACKENDS, RepositoryError
 from tft.serve.options import BuildOptions
@@ -66,6 +66,11 @@ def to_pbtxt(config) -> str:
 
 def parse_pbtxt(text: str):
     return text_format.Parse(text, mc.ModelConfig())
+
+
+# per text, whether the tokenizer step cut it (past --max-chars, or tokens past max_seq_length); repositories built
+# before it lack the output, and their clients mark only texts over max_chars
+TRUNCATED = "TRUNCATED"
 
 
 class Layout:
@@ -131,6 +136,7 @@ class Layout:
             _tensor(c.output, name, "TYPE_INT64", [-1])
         if self.token_task:
             _tensor(c.output, "OFFSETS", "TYPE_INT64", [-1, 2])
+        _tensor(c.output, TRUNCATED, "TYPE_BOOL", [1])
         _instances(c, self.opts)
         return c
 
@@ -204,6 +210,7 @@ class Layout:
             _tensor(c.input, "TEXT_PAIR", "TYPE_STRING", [1], optional=True)
         for name, dtype, dims in self.outputs:
             _tensor(c.output, name, dtype, dims)
+        _tensor(c.output, TRUNCATED, "TYPE_BOOL", [1])
 
         def step(model, inputs: dict, outputs: dict):
             s = c.ensemble_scheduling.step.add()
@@ -217,6 +224,7 @@ class Layout:
         tok_out = {n: f"_{n}" for n in self.inputs}
         if self.token_task:
             tok_out["OFFSETS"] = "_offsets"
+        tok_out[TRUNCATED] = TRUNCATED  # straight to the client: which texts were cut before the model read them
         step(self.tokenizer, tok_in, tok_out)
         step(self.model, {n: f"_{n}" for n in self.inputs}, {"logits": "_logits"})
         post_in = {"logits": "_logits", **({"TEXT": "TEXT", "OFFSETS": "_offsets"} if self.token_task else {})}
@@ -228,7 +236,10 @@ class Layout:
             "text_pair_field": f["text_pair_field"], "label_field": f["label_field"],
             "word_joiner": f["word_joiner"], "labels": self.labels,
             "max_seq_length": self.manifest["max_seq_length"],
-            "max_chars": self.tokenizer_settings()["max_chars"]}, ensure_ascii=False),
+            "max_chars": self.tokenizer_settings()["max_chars"],
+            # which checkpoint this model was exported from: verify refuses to compare it with another
+            "weights_sha256": weights_fingerprint(self.manifest.get("checkpoint_manifest", {}).get("files"))},
+            ensure_ascii=False),
             "tft_record": f"{record_version}/{SERVE_MANIFEST}"})
         return c
 

@@ -29,7 +29,7 @@ class TorchModel:
 
         self.checkpoint = Path(checkpoint)
         self.manifest = read_checkpoint_manifest(checkpoint)
-        check_tokenizer_files(checkpoint)
+        check_tokenizer_files(checkpoint, self.manifest.get("files"))
         self.task = task_of(self.manifest)
         self.labels = tuple(self.manifest["labels"])
         self.settings = TextSettings.of(self.manifest)

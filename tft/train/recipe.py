@@ -25,7 +25,7 @@ from tft.data.features import encode, make_collator, mark_words_as_spaced, max_c
 from tft.errors import TftError, first_line
 from tft.families import family_of, usable_positions
 from tft.fsutil import atomic_dir, atomic_write_json, command_line, hold
-from tft.manifest import check_tokenizer_files, now, versions, write_checkpoint_manifest
+from tft.manifest import checkpoint_files, check_tokenizer_files, now, versions, write_checkpoint_manifest
 from tft.tasks import get_task
 from tft import metrics as task_metrics
 from tft.train.config import TrainConfig
@@ -79,6 +79,7 @@ class TrainRecipe:
         if self.resume_from:  # its tokenizer is the one its weights were trained with: never build another
             check_tokenizer_files(self.resume_from)
         train_examples, dev_examples = self._read_data()
+        self._check_same_data()
         self.args = self._training_args(has_dev=dev_examples is not None)
         with self.args.main_process_first(desc="tokenizer"):
             self.tokenizer = self._load_tokenizer(train_examples)
@@ -115,6 +116,18 @@ class TrainRecipe:
             log.warning("--warmup %d steps is not shorter than the run (%d optimizer steps): the learning rate never "
                         "reaches --lr %g; use fewer warm-up steps or a fraction (e.g. --warmup 0.1)", int(cfg.warmup),
                         total, cfg.lr)
+
+    def _check_same_data(self) -> None:
+        """A resumed run continues on the training file it started with: the run marker records its sha256."""
+        from tft.fsutil import file_sha256
+
+        path = self.data["train"].path
+        self.settings["train_sha256"] = file_sha256(path)
+        recorded = ((read_marker(self.output_dir) or {}).get("settings") or {}).get("train_sha256")
+        if self.resume_from and recorded and recorded != self.settings["train_sha256"]:
+            raise TftError(f"--resume: {path} changed since this run started (its sha256 differs from the one "
+                           f"{self.output_dir / 'tft-run.json'} records); continuing would mix two trainings: restore "
+                           "the file, or --overwrite to start over")
 
     def _resolve_task_and_model(self) -> None:
         cfg = self.cfg
@@ -432,6 +445,7 @@ class TrainRecipe:
                 self.model.save_config(Path(tmp))
             (Path(tmp) / "training_args.bin").unlink(missing_ok=True)  # a pickle; best/ holds safetensors + JSON only
             self.tokenizer.save_pretrained(str(tmp))
+            files = checkpoint_files(tmp)  # what export, eval and verify prove they read
             dev = self.final_metrics.get("dev", {})
             write_checkpoint_manifest(tmp, {
                 "task": task.name, "kind": task.kind.name, "text_field": task.text_field,
@@ -443,7 +457,7 @@ class TrainRecipe:
                 "main_metric": task.main_metric, "metrics": {k: v for k, v in dev.items() if k != "per_type"},
                 "base_model": self.model_name, "smoke_test_model": is_scratch(self.model_name),
                 "model_type": self.model.config.model_type, "padding_side": self.tokenizer.padding_side,
-                "head": cfg.head, "preflight": getattr(self, "preflight", skipped_record()),
+                "head": cfg.head, "preflight": getattr(self, "preflight", skipped_record()), "files": files,
                 "data_dir": str(Path(self.data.data_dir).resolve()), "created": now(), "versions": versions(),
                 "command": command_line(), "train_config": {k: v for k, v in vars(cfg).items()},
             })

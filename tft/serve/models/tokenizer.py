@@ -54,8 +54,8 @@ class TritonPythonModel:
         if tensor is None:
             if required:
                 raise RequestError(f"{name} is required by this sentence-pair model")
-            return None
-        texts = []
+            return None, None
+        texts, capped = [], []
         for row, value in enumerate(tensor.as_numpy().reshape(-1)):
             raw = value if isinstance(value, bytes) else str(value).encode("utf-8")
             try:
@@ -65,7 +65,8 @@ class TritonPythonModel:
             if not text.strip():
                 raise RequestError(f"{name}[{row}] is empty")
             texts.append(text[: self.max_chars])  # cap before tokenizing: a 1 MB text costs no more than max_chars
-        return texts
+            capped.append(len(text) > self.max_chars)
+        return texts, capped
 
     def _encode_inputs(self, texts, pairs):
         if self.token_task:
@@ -78,14 +79,16 @@ class TritonPythonModel:
         parsed, all_texts, all_pairs = [], [], []
         for request in requests:
             try:
-                texts = self._texts(request, "TEXT", True)
-                pairs = self._texts(request, "TEXT_PAIR", True) if self.pair_task else None
+                texts, capped = self._texts(request, "TEXT", True)  # capped: each row cut at max_chars
+                pairs, pair_capped = self._texts(request, "TEXT_PAIR", True) if self.pair_task else (None, None)
+                if pairs is not None:
+                    capped = [a or b for a, b in zip(capped, pair_capped)]
                 if pairs is not None and len(pairs) != len(texts):
                     raise RequestError(f"TEXT has {len(texts)} rows but TEXT_PAIR has {len(pairs)}")
             except RequestError as e:
                 parsed.append(e)
                 continue
-            parsed.append((len(all_texts), len(texts)))
+            parsed.append((len(all_texts), len(texts), capped))
             all_texts += texts
             all_pairs += pairs or []
         encodings, spans = self._encode_inputs(all_texts, all_pairs if self.pair_task else None) if all_texts \
@@ -96,7 +99,7 @@ class TritonPythonModel:
             if isinstance(item, RequestError):
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=invalid_argument(f"tokenizer: {item}")))
                 continue
-            start, count = item
+            start, count, capped = item
             encs = encodings[start:start + count]
             width = max(len(e.ids) for e in encs)
             # bucket lengths for fixed-shape backends, never past the longest the model takes
@@ -106,6 +109,8 @@ class TritonPythonModel:
                 "attention_mask": np.zeros((count, width), dtype=np.int64),
                 "token_type_ids": np.zeros((count, width), dtype=np.int64),
                 "OFFSETS": np.full((count, width, 2), -1, dtype=np.int64),
+                # cut before the model read it: past max_chars, or tokens past max_seq_length
+                "TRUNCATED": np.array([[bool(c or e.overflowing)] for c, e in zip(capped, encs)], dtype=bool),
             }
             for row, enc in enumerate(encs):
                 n = len(enc.ids)
