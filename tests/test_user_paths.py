@@ -229,3 +229,29 @@ def test_a_text_longer_than_the_model_reads_is_marked_truncated(served, trained_
     offline = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
     assert offline[0]["truncated"] is True and "truncated" not in offline[1]
     assert offline[0]["entities"] == long["entities"]
+
+
+@pytest.mark.slow
+def test_infer_answers_a_live_pipe_line_by_line(served):
+    """`-i -` reads stdin as it arrives: each line is answered while the producer is still writing (it used to wait
+    for 32 lines or the end of the pipe), and --resume, which reads its input twice, is refused for stdin."""
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "tft", "infer", "--url", served.url, "--model", "cluener", "-i", "-"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for text in ("张三在北京大学", "李四去了上海"):
+            start = time.monotonic()
+            proc.stdin.write(text + "\n")
+            proc.stdin.flush()
+            answer = json.loads(proc.stdout.readline())  # the pipe is still open
+            assert answer["text"] == text and "entities" in answer and time.monotonic() - start < 20
+        proc.stdin.close()
+        assert proc.wait(60) == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+    line = one_line_error(run_tft("infer", "--url", served.url, "--model", "cluener", "-i", "-", "-o", "x.jsonl",
+                                  "--resume"), code=2)
+    assert "stdin (-i -) cannot be read twice" in line

@@ -42,22 +42,14 @@ def read_inputs(path: str | Path, task: Task) -> list[dict]:
 def iter_inputs(path: str | Path, task: Task) -> Iterator[dict]:
     """`read_inputs` one item at a time, as the file is read (plain text lines and JSON lines: a client's memory
     stays flat whatever the file's size; other formats are read whole, as their readers check whole files)."""
+    if str(path) == "-":  # stdin: plain text lines, answered as they arrive (a live pipe)
+        import sys
+
+        yield from text_lines(((n, line.rstrip("\r\n")) for n, line in enumerate(sys.stdin, 1)), task, "<stdin>")
+        return
     path = Path(path)
     if path.suffix in (".txt", ".text") and task.reader not in ("columns",):
-        count = 0
-        for number, line in read_lines(path):
-            if not line.strip():
-                continue
-            count += 1
-            if task.is_pair:
-                parts = line.split("\t")
-                if len(parts) != 2:
-                    raise DataError(path, "expected two tab-separated texts for a sentence-pair task", number)
-                yield {"id": f"line-{number}", "text": parts[0], "text_pair": parts[1]}
-            else:
-                yield {"id": f"line-{number}", "text": line}
-        if not count:
-            raise DataError(path, "no texts to predict")
+        yield from text_lines(read_lines(path), task, path)
         return
     if task.reader == "json":
         count = 0
@@ -71,6 +63,24 @@ def iter_inputs(path: str | Path, task: Task) -> Iterator[dict]:
     if not examples:
         raise DataError(path, "no examples to predict")
     yield from items_from_examples(examples, task)
+
+
+def text_lines(lines, task: Task, where) -> Iterator[dict]:
+    """Plain text lines -> items, one per non-blank line (pairs tab-separated), as they are read."""
+    count = 0
+    for number, line in lines:
+        if not line.strip():
+            continue
+        count += 1
+        if task.is_pair:
+            parts = line.split("\t")
+            if len(parts) != 2:
+                raise DataError(where, "expected two tab-separated texts for a sentence-pair task", number)
+            yield {"id": f"line-{number}", "text": parts[0], "text_pair": parts[1]}
+        else:
+            yield {"id": f"line-{number}", "text": line}
+    if not count:
+        raise DataError(where, "no texts to predict")
 
 
 def items_from_examples(examples: list, task: Task) -> list[dict]:

@@ -291,7 +291,7 @@ def _item_source(info, texts, input_path):
     if input_path:
         if info.tft:
             task = task_of(info.tft)
-        elif not input_path.endswith(".txt"):
+        elif not input_path.endswith(".txt") and input_path != "-":
             raise click.UsageError(f"{info.name} was not built by `tft serve build`, so its task's file format is "
                                    "unknown: give plain .txt lines (pairs tab-separated)")
         else:
@@ -317,8 +317,9 @@ def _text_items(info, texts) -> list[dict]:
 @click.command("infer")
 @click.argument("texts", nargs=-1)
 @client_options
-@click.option("-i", "--input", "input_path", type=click.Path(exists=True, dir_okay=False),
-              help="The task's own file format, or .txt lines (pairs tab-separated).")
+@click.option("-i", "--input", "input_path", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+              help="The task's own file format, or .txt lines (pairs tab-separated); `-`: text lines from stdin, "
+                   "answered as they arrive.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="JSON lines, in input order (default: stdout).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096), help="Texts per request.")
@@ -341,6 +342,9 @@ def infer_command(ctx, texts, url, model, ssl, root_certificates, private_key, c
         raise click.UsageError("--resume needs -o OUTPUT")
     from tft.fsutil import check_output_file, hold, written_in_place
 
+    if resume and input_path == "-":
+        raise click.UsageError("--resume reads the input again to find what is missing, and stdin (-i -) cannot be "
+                               "read twice: save the input to a file and resume from that")
     if resume and written_in_place(output):
         raise click.UsageError(f"--resume: -o {output} is a device or a pipe, which keeps no answers to resume from")
     if output is not None and not resume:

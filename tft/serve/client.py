@@ -15,6 +15,7 @@ prefix of the input, which is what `tft infer --resume` relies on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -251,7 +252,6 @@ class Client:
         batch_size = max(1, min(batch_size, info.max_batch))
         concurrency = max(1, concurrency)
         window = 4 * concurrency * batch_size  # inputs read but not yet handed over
-        source = enumerate(items)
         state = {"read": 0, "next": 0}
         done: dict[int, tuple[dict, dict]] = {}  # answered out of order, waiting for an earlier one
         progressed = asyncio.Event()
@@ -260,21 +260,21 @@ class Client:
         client = aio.InferenceServerClient(self.opts.url, **_ssl_kwargs(self.opts))
         down = asyncio.Event()
 
-        def take() -> list[tuple[int, dict]]:
-            batch = []
-            for index, item in source:
-                batch.append((index, {"text": item} if isinstance(item, (str, bytes)) else item))
-                if len(batch) == batch_size:
-                    break
+        feed = InputFeed(items, window)
+        taking = asyncio.Lock()
+
+        async def take() -> list[tuple[int, dict]]:
+            async with taking:  # one batch at a time, in input order
+                batch = await feed.batch(batch_size, LINGER_S)
             state["read"] += len(batch)
-            return batch
+            return [(index, {"text": item} if isinstance(item, (str, bytes)) else item) for index, item in batch]
 
         async def worker():
             while not down.is_set():
                 while state["read"] - state["next"] >= window and not down.is_set():
                     progressed.clear()
                     await progressed.wait()  # an earlier batch is slow: read no further ahead
-                batch = take()
+                batch = await take()
                 if not batch:
                     return
                 try:
@@ -301,7 +301,10 @@ class Client:
         finally:
             bar.close()
             await client.close()
-        return state["read"] + (sum(1 for _ in source) if down.is_set() else 0)
+        unread = 0
+        while down.is_set() and (rest := await feed.batch(1 << 16, 0.0)):  # counted as unanswered
+            unread += len(rest)
+        return state["read"] + unread
 
     def infer(self, model: str, items: Iterable[dict] | Iterable[str], batch_size: int = 32, concurrency: int = 8,
               on_answer: Callable[[int, dict], None] | None = None, progress: bool = False,
@@ -330,6 +333,72 @@ class Client:
         stats.seconds = time.perf_counter() - start
         stats.unanswered = read - stats.answered - stats.failed
         return kept, stats
+
+
+LINGER_S = 0.05  # a batch waits at most this long for more inputs once it has one (a live pipe is answered promptly)
+
+
+class InputFeed:
+    """The inputs, read in a thread as they come (a file or a live pipe) and handed out in batches: a batch goes as
+    soon as it is full, or LINGER_S after its first input, so a line typed into a pipe is answered within a batch's
+    delay, not when 32 lines have arrived. At most `window` inputs are read ahead."""
+
+    END = object()
+
+    def __init__(self, items: Iterator, window: int):
+        import threading
+
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.room = threading.Semaphore(window)
+        self.stopped = threading.Event()
+        self.finished = False
+        self.error: BaseException | None = None
+        threading.Thread(target=self._pump, args=(items,), daemon=True, name="tft-input").start()
+
+    def _pump(self, items) -> None:
+        try:
+            for pair in enumerate(items):
+                while not self.room.acquire(timeout=0.2):
+                    if self.stopped.is_set():
+                        return
+                self.loop.call_soon_threadsafe(self.queue.put_nowait, pair)
+        except BaseException as e:  # noqa: BLE001 - a bad input line: raised where the batches are taken
+            self.error = e
+        finally:
+            if not self.stopped.is_set():
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is taking batches any more
+                    self.loop.call_soon_threadsafe(self.queue.put_nowait, self.END)
+
+    async def _get(self, timeout: float | None):
+        item = await (asyncio.wait_for(self.queue.get(), timeout) if timeout is not None else self.queue.get())
+        if item is self.END:
+            self.finished = True
+            if self.error is not None:
+                raise self.error
+            return None
+        self.room.release()
+        return item
+
+    async def batch(self, size: int, linger: float) -> list:
+        if self.finished:
+            return []
+        first = await self._get(None)
+        if first is None:
+            return []
+        out, deadline = [first], self.loop.time() + linger
+        while len(out) < size and not self.finished:
+            try:
+                item = await self._get(max(0.0, deadline - self.loop.time()))
+            except asyncio.TimeoutError:
+                break
+            if item is None:
+                break
+            out.append(item)
+        return out
+
+    def stop(self) -> None:
+        self.stopped.set()
 
 
 class OrderedWriter:
