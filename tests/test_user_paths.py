@@ -255,3 +255,26 @@ def test_infer_answers_a_live_pipe_line_by_line(served):
     line = one_line_error(run_tft("infer", "--url", served.url, "--model", "cluener", "-i", "-", "-o", "x.jsonl",
                                   "--resume"), code=2)
     assert "stdin (-i -) cannot be read twice" in line
+
+
+def test_a_port_that_is_not_triton_grpc_gets_a_line_that_says_what_was_found(tmp_path):
+    """An HTTP server where gRPC was expected, --ssl against a plain server, nothing listening: one line each,
+    saying what to change, and none of gRPC's C-core log lines."""
+    import http.server
+    import socket
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        line = one_line_error(run_tft("infer", "--url", url, "--model", "m", "hello"))
+        assert "something answers there, but not gRPC" in line and "8001" in line
+        line = one_line_error(run_tft("infer", "--url", url, "--model", "m", "--ssl", "hello"))
+        assert "it does not speak TLS" in line and "drop --ssl" in line
+    finally:
+        server.shutdown()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    line = one_line_error(run_tft("infer", "--url", f"127.0.0.1:{free}", "--model", "m", "hello"))
+    assert "nothing listens there (connection refused)" in line

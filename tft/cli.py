@@ -41,6 +41,9 @@ def setup_logging(verbose: int, quiet: bool) -> None:
             lib = logging.NullHandler()
         # read when transformers is imported (if ever: the client commands never do)
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        # gRPC's C core logs handshake failures on stderr in its own format (read when grpc is imported): tft says
+        # what they mean in its one line instead
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         _quiet_imported_libraries()

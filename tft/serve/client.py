@@ -87,6 +87,28 @@ def is_retryable(error: Exception) -> bool:
     return status in RETRYABLE_STATUS or any(t in text for t in RETRYABLE_TEXT)
 
 
+# what gRPC's own words mean for the user: (a piece of its message, with --ssl or not or either, what to say)
+CONNECTION_HINTS = (
+    ("Connection refused", None, "nothing listens there (connection refused): is the server started, and is this its "
+                                 "gRPC port (Triton's default 8001)?"),
+    ("Tls handshake failed", True, "it does not speak TLS (the handshake failed): drop --ssl, or give the port where "
+                                   "the server terminates TLS"),
+    ("Failed parsing HTTP/2", False, "something answers there, but not gRPC (an HTTP server, or Triton's HTTP port "
+                                     "8000 rather than its gRPC port 8001): give the gRPC port"),
+    ("Socket closed", False, "the server closed the connection at once: if it expects TLS, add --ssl (and "
+                             "--root-certificates for a private CA)"),
+    ("Deadline Exceeded", None, "no answer within --timeout: is the address right and the server up?"),
+)
+
+
+def explain_connection(message: str, opts) -> str:
+    """gRPC's raw connection error as one line saying what was found and what to do; the raw text otherwise."""
+    for piece, with_ssl, hint in CONNECTION_HINTS:
+        if piece.lower() in message.lower() and (with_ssl is None or with_ssl == bool(opts.ssl)):
+            return hint
+    return message
+
+
 def one_line(error: Exception) -> str:
     msg = error.message() if hasattr(error, "message") and error.message() else str(error)
     return " ".join(str(msg).split())[:500]
@@ -147,8 +169,8 @@ def model_info(opts: ClientOptions, model: str) -> ModelInfo:
     try:
         config = client.get_model_config(model, headers=opts.headers or None, client_timeout=opts.timeout).config
     except InferenceServerException as e:
-        if is_retryable(e):
-            raise ClientError(f"cannot reach Triton at {opts.url}: {one_line(e)}") from None
+        if is_retryable(e) or "Tls handshake" in str(e):
+            raise ClientError(f"cannot reach Triton at {opts.url}: {explain_connection(one_line(e), opts)}") from None
         raise ClientError(f"model {model!r} at {opts.url}: {one_line(e)}") from None
     finally:
         client.close()
