@@ -39,12 +39,11 @@ test-slow: $(STAMP)
 test-real-data: $(STAMP)
 	$(PYTEST) -m realdata
 
-# the whole suite as a newcomer meets it: a fresh clone of this commit with nothing beside it (no ../shared), run
-# with this checkout's environment (the clone's own tft first on the path; -o: no reinstall into this .venv)
-test-newcomer: $(STAMP)
-	set -e; here=$$(pwd); clone=$$(mktemp -d)/tft; trap 'rm -rf "$$(dirname $$clone)"' EXIT; \
-	git clone -q . "$$clone"; cd "$$clone"; \
-	env -u TFT_SHARED_DATASETS PYTHONPATH="$$clone" $(MAKE) -o "$$here/$(STAMP)" test VENV="$$here/$(VENV)"
+# the whole suite as a newcomer meets it: a fresh clone of this commit in an empty folder (no ../shared beside it),
+# with its own .venv made by its own `make test`, exactly as the README says
+test-newcomer:
+	set -e; clone=$$(mktemp -d)/tft; trap 'rm -rf "$$(dirname $$clone)"' EXIT; \
+	git clone -q . "$$clone"; cd "$$clone"; env -u TFT_SHARED_DATASETS $(MAKE) test
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py $(if $(DATA),--data-dir $(DATA)) --model $(MODEL)

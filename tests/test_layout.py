@@ -35,8 +35,11 @@ def test_every_step_config_renders_from_a_manifest_dict(backend, device, platfor
     threads = dict(model.parameters).get("intra_op_thread_count")
     assert (threads.string_value if threads else None) == ("2" if backend == "onnxruntime" else None)
     ensemble = parse_pbtxt(to_pbtxt(layout.ensemble_config({s: 3 for s in layout.steps}, 3)))
-    assert [o.name for o in ensemble.output] == ["LABEL", "SCORE"] and [i.name for i in ensemble.input] == [
+    # TRUNCATED: the tokenizer step's own output, straight to the client (which texts were cut)
+    assert [o.name for o in ensemble.output] == ["LABEL", "SCORE", "TRUNCATED"] and [i.name for i in ensemble.input] == [
         "TEXT", "TEXT_PAIR"]
+    tokenizer_step = ensemble.ensemble_scheduling.step[0]
+    assert dict(tokenizer_step.output_map)["TRUNCATED"] == "TRUNCATED"
     assert [s.model_version for s in ensemble.ensemble_scheduling.step] == [3, 3, 3]
     assert json.loads(ensemble.parameters["tft"].string_value)["kind"] == "pair_classification"
     assert layout.tokenizer_settings()["pad_to_multiple_of"] == (1 if backend == "python" else 16)
@@ -49,7 +52,7 @@ def test_ner_layout_serves_entities_with_offsets():
     layout = Layout(NER, BuildOptions(name="n"))
     assert layout.outputs == [("ENTITIES", "TYPE_STRING", [1])] and not layout.pair_task
     tok = layout.tokenizer_config()
-    assert [o.name for o in tok.output][-1] == "OFFSETS" and list(tok.output[-1].dims) == [-1, 2]
+    assert [o.name for o in tok.output][-2:] == ["OFFSETS", "TRUNCATED"] and list(tok.output[-2].dims) == [-1, 2]
     assert list(layout.postprocess_config().input[0].dims) == [-1, 3]
 
 

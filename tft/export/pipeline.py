@@ -228,11 +228,13 @@ def _export(checkpoint: Path, out: Path, cfg: ExportConfig, replace: bool) -> Pa
             if fused is not None:
                 check("fp32-optimized", "fp32", tmp / "model.opt.onnx", extra={"fused_operators": fused})
         if cfg.int8:
-            check("int8", "int8", quantize.quantize_int8(fp32, tmp / "model.int8.onnx"))
+            check("int8", "int8", quantize.quantize_int8(fp32, tmp / "model.int8.onnx"),
+                  extra={"activation_scales": "dynamic"})
         if cfg.int8_static:
             calibration = calibration_inputs(cm, tokenizer, max_len, cfg.calibration_samples, onnx_cfg.inputs)
             check("int8-static", "int8", quantize.quantize_int8_static(fp32, tmp / "model.int8-static.onnx", calibration),
-                  extra={"calibration_samples": sum(len(b["input_ids"]) for b in calibration)})
+                  extra={"calibration_samples": sum(len(b["input_ids"]) for b in calibration),
+                         "activation_scales": "static"})
         if cfg.fp16 or cfg.trt:  # TensorRT 11 builds its fp16 engine from the fp16 graph (strong typing)
             # from the un-fused graph: a per-op fp32 block list cannot split ORT's fused Attention
             check("fp16", "fp16", quantize.convert_fp16(fp32, tmp / "model.fp16.onnx", onnx_cfg.family.fp16_keep_fp32))

@@ -53,6 +53,12 @@ def target_exclusions(manifest: dict, backend: str, target) -> dict[str, str]:
                               "the plain graph is served"}
 
 
+def activation_scales(artifact: dict) -> str:
+    """'dynamic' where a quantized graph computes activation scales per batch (export records it; exports written
+    before it did name their dynamic int8 graph `int8`), else 'static'."""
+    return artifact.get("activation_scales") or ("dynamic" if artifact["name"] == "int8" else "static")
+
+
 def choose_artifact(manifest: dict, runtime: str, device: str, exclude: dict | None = None) -> tuple[dict, list[dict]]:
     """`--artifact auto`: the fastest artifact (rows/s measured by export's serving-batch parity) that this
     backend's runtime serves on this device, whose gate passed and whose answers are batch-invariant.
@@ -79,6 +85,11 @@ def choose_artifact(manifest: dict, runtime: str, device: str, exclude: dict | N
             # tft verify would reject it: the same file's scores, served in other batches, differ by more
             entry["skipped"] = (f"scores move with the batch by up to {parity['score_drift']:.3g} (verify allows "
                                 f"{SERVED_SCORE_ATOL[art['precision']]:g})")
+        elif activation_scales(art) == "dynamic":
+            # measured batch-invariant on export's sampled batches, yet the server forms others: a tiny ConvBERT's
+            # int8 passed export's drift check and was served 0.016 from its own file (verify allows 0.01)
+            entry["skipped"] = ("dynamic int8 computes its activation scales per batch, so a row's scores follow its "
+                                "neighbours; serve it with --artifact int8 where verify's int8 rule is enough")
         elif best is None or entry["rows_per_s"] > best[1]["rows_per_s"]:
             best = (art, entry)
         considered.append(entry)
