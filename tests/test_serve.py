@@ -44,8 +44,8 @@ def test_every_config_parses_back_into_model_config(served):
     assert [(i.name, i.data_type, list(i.dims), i.optional) for i in tok.input] == [
         ("TEXT", mc.TYPE_STRING, [1], False), ("TEXT_PAIR", mc.TYPE_STRING, [1], True)]
     assert all(i.allow_ragged_batch for i in configs["afqmc_model"].input)
-    assert [o.name for o in configs["afqmc"].output] == ["LABEL", "SCORE"]
-    assert [o.name for o in configs["cluener"].output] == ["ENTITIES"]
+    assert [o.name for o in configs["afqmc"].output] == ["LABEL", "SCORE", "TRUNCATED"]
+    assert [o.name for o in configs["cluener"].output] == ["ENTITIES", "TRUNCATED"]
     assert [s.model_name for s in configs["cluener"].ensemble_scheduling.step] == [
         "cluener_tokenizer", "cluener_model", "cluener_postprocess"]
     assert "OFFSETS" in [o.name for o in configs["cluener_tokenizer"].output]

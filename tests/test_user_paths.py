@@ -205,10 +205,11 @@ def test_resume_after_the_training_file_changed_is_refused(afqmc_dir, tmp_path):
 def test_infer_resume_against_another_model_is_refused(served, afqmc_sample, tmp_path):
     out = tmp_path / "answers.jsonl"
     (tmp_path / "answers.jsonl.partial").write_text("")
-    (tmp_path / "answers.jsonl.partial.by.json").write_text(json.dumps({"url": served.url, "model": "cluener"}))
+    (tmp_path / "answers.jsonl.partial.by.json").write_text(json.dumps({"url": served.url, "model": "cluener",
+                                                                       "weights_sha256": None}))
     line = one_line_error(run_tft("infer", "--url", served.url, "--model", "afqmc", "-i", afqmc_sample / "dev.json",
                                   "-o", out, "--resume"))
-    assert "was answered by another server or model (model 'cluener' then, 'afqmc' now" in line
+    assert "was answered by another server or model (model 'cluener' then, 'afqmc' now, weights_sha256 None then" in line
     assert not out.exists()
 
 

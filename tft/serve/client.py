@@ -481,7 +481,8 @@ class PartialOutput:
             earlier = json.loads(self.by_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return  # a partial from before tft recorded who answered
-        changed = [k for k in ("url", "model", "weights_sha256") if earlier.get(k) != self.answered_by.get(k)]
+        # the model and the checkpoint it came from, not the address: a restarted server on another port is the same
+        changed = [k for k in ("model", "weights_sha256") if earlier.get(k) != self.answered_by.get(k)]
         if changed:
             what = ", ".join(f"{k} {earlier.get(k)!r} then, {self.answered_by.get(k)!r} now" for k in changed)
             raise TftError(f"{self.path}: was answered by another server or model ({what}); resuming would mix two "
