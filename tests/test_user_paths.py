@@ -279,3 +279,66 @@ def test_a_port_that_is_not_triton_grpc_gets_a_line_that_says_what_was_found(tmp
         free = s.getsockname()[1]
     line = one_line_error(run_tft("infer", "--url", f"127.0.0.1:{free}", "--model", "m", "hello"))
     assert "nothing listens there (connection refused)" in line
+
+
+# -- rollback follows what was served ----------------------------------------------------------------------------
+def test_rollback_never_returns_to_a_build_the_user_rolled_back_from(tiny_export, tmp_path):
+    """v1, v2; rollback to v1 (v2 was bad); a new v3; the next rollback goes to v1, the build served before v3,
+    not back to v2 (it used to pick the newest earlier version)."""
+    from tft.serve.options import BuildOptions
+    from tft.serve.records import read_serve_manifests
+    from tft.serve.repository import build_repository
+
+    repo = tmp_path / "repo"
+    for name in ("a", "b"):
+        build_repository(tiny_export(name), repo, BuildOptions())
+    assert run_tft("serve", "rollback", "--repository", repo, "--name", "afqmc").returncode == 0
+    build_repository(tiny_export("c"), repo, BuildOptions())
+    record = read_serve_manifests(repo)["afqmc"]
+    assert (record["version"], record["served_before"], record["rolled_back"]) == (3, [1], [2])
+    proc = run_tft("serve", "rollback", "--repository", repo, "--name", "afqmc")
+    assert proc.returncode == 0 and "rolled back from v3 to v1" in proc.stdout, proc.stderr
+    line = one_line_error(run_tft("serve", "rollback", "--repository", repo, "--name", "afqmc"))
+    assert "every build served before v1 was rolled back from; --to V chooses one anyway" in line
+    assert run_tft("serve", "rollback", "--repository", repo, "--name", "afqmc", "--to", 2).returncode == 0
+    assert read_serve_manifests(repo)["afqmc"]["rolled_back"] == [1, 3]  # v2 chosen again: no longer refused
+
+
+@pytest.mark.slow
+def test_a_live_server_follows_builds_and_rollbacks_into_its_repository(tiny_export, tmp_path):
+    """`tft serve start` runs Triton in explicit model control: a build or rollback into its repository used to
+    leave it answering the old version ("rolled back from v2 to v1" while v2 answered). It now loads what the
+    repository commits within its health interval."""
+    import time
+
+    from helpers import ServeProcess
+    from tft.serve.client import Client
+    from tft.serve.options import BuildOptions
+    from tft.serve.repository import build_repository
+
+    repo = tmp_path / "repo"
+    build_repository(tiny_export("a", labels=("0", "1")), repo, BuildOptions())
+    (tmp_path / "s").mkdir()
+    server = ServeProcess(repo, tmp_path / "s", health_interval=0.5).wait_ready()
+    try:
+        def label() -> str:
+            answers, _ = Client(server.url).infer("afqmc", [{"text": "good film", "text_pair": "bad film"}])
+            return answers[0]["label"]
+
+        def becomes(expected: str) -> float:
+            start = time.monotonic()
+            while label() != expected:
+                assert time.monotonic() - start < 30, server.output()[-2000:]
+                time.sleep(0.2)
+            return time.monotonic() - start
+
+        first = label()
+        flipped = "0" if first == "1" else "1"
+        build_repository(tiny_export("b", labels=("1", "0")), repo, BuildOptions())  # the same graph, labels swapped
+        becomes(flipped)
+        proc = run_tft("serve", "rollback", "--repository", repo, "--name", "afqmc")
+        assert proc.returncode == 0 and "loads it within its --health-interval" in proc.stdout
+        becomes(first)
+        assert "the repository commits v1 now (v2 was served): loaded it" in server.output()
+    finally:
+        server.stop()

@@ -51,7 +51,8 @@ def build_command(export_dir, repository, config_file, **options):
                f"{record['device']})")
     for entry in record.get("artifact_choice") or ():
         click.echo(f"  {'*' if entry['chosen'] else ' '} {describe_choice(entry)}")
-    click.echo(f"start it with: tft serve start --repository {repository}")
+    click.echo(f"a `tft serve start` serving {repository} loads it within its --health-interval; start one with: "
+               f"tft serve start --repository {repository}; any other Triton must be told to load {record['name']}")
 
 
 @serve_group.command("rollback")
@@ -67,7 +68,7 @@ def rollback_command(repository, name, to, wait):
     \b
       tft serve rollback --name afqmc            # back to the build before the current one
       tft serve rollback --name afqmc --to 3     # back to v3
-    A running server serves it after its next load (`tft serve start` loads at start).
+    A running `tft serve start` serves it within its --health-interval; any other Triton must load it again.
     """
     from tft.serve.rollback import rollback
 
@@ -75,6 +76,8 @@ def rollback_command(repository, name, to, wait):
     click.echo(f"{name}: rolled back from v{record['rolled_back_from']} to v{record['version']} "
                f"(artifact {record.get('artifact')}, built {record.get('created')} from {record.get('export')})")
     click.echo(f"build record: {repository / name / str(record['version']) / 'tft-serve.json'}")
+    click.echo(f"a `tft serve start` serving {repository} loads it within its --health-interval; any other Triton "
+               f"must be told to load {name}")
 
 
 @serve_group.command("deploy")

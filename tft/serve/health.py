@@ -108,11 +108,54 @@ class HealthLoop(threading.Thread):
         log.warning("health: reloaded %s: %s", ", ".join(named or steps), "answering again" if ok else "still failing")
         return ok
 
+    def follow(self, client) -> list[str]:
+        """Load what the repository commits now where it differs from what is served: a `tft serve build` or
+        `tft serve rollback` into the live repository is served within one interval (Triton runs in explicit model
+        control mode, so it would keep the old version). Skipped while a build holds the repository."""
+        from tft.fsutil import OutputError, hold
+        from tft.serve.records import read_serve_manifests
+
+        followed = []
+        try:
+            with hold(self.server.repository, shared=True, option="--repository"):
+                committed = read_serve_manifests(self.server.repository)
+                headers = self.server.admin_headers() or None
+                for ensemble, spec in list(self.canaries.items()):
+                    record = committed.get(ensemble)
+                    if record is None or record.get("version") == spec.get("version"):
+                        continue
+                    self._switch(client, ensemble, spec, record, headers)
+                    log.warning("%s: the repository commits v%s now (v%s was served): loaded it", ensemble,
+                                record["version"], spec.get("version"))
+                    self.canaries[ensemble] = record
+                    followed.append(ensemble)
+        except OutputError:
+            pass  # a build is writing: next interval
+        except Exception as e:  # noqa: BLE001 - the canary below says whether what is served still answers
+            log.error("health: could not load the repository's new state: %s", str(e).splitlines()[0][:300])
+        return followed
+
+    @staticmethod
+    def _switch(client, ensemble: str, served: dict, record: dict, headers) -> None:
+        """As a build commits, with no gap: each step loads its old and new versions together (a config override),
+        the ensemble loads the new pins, then each step keeps only what the repository lists."""
+        old = served.get("model_versions", {})
+        new = record.get("model_versions", {})
+        for model in record.get("steps", []):
+            config = client.get_model_config(model, headers=headers, as_json=True)["config"]
+            both = sorted({int(v) for v in (old.get(model), new.get(model)) if v is not None})
+            config["version_policy"] = {"specific": {"versions": both}}
+            client.load_model(model, headers=headers, config=json.dumps(config))
+        client.load_model(ensemble, headers=headers)
+        for model in record.get("steps", []):
+            client.load_model(model, headers=headers)  # its config.pbtxt as committed: the new version only
+
     def run(self):
         client = self.server.client()
         while not self.stopped.wait(self.interval):
             if self.server.process is None or self.server.process.poll() is not None or self.restart_requested.is_set():
                 continue
+            self.follow(client)
             for ensemble, spec in self.canaries.items():
                 error = self.check(client, ensemble, spec)
                 if error is not None and not self.reload(client, ensemble, spec, error):

@@ -51,6 +51,19 @@ def next_version(model_dir: Path) -> int:
     return max(numbers, default=0) + 1
 
 
+def history_after(previous: dict | None, served: int, rolled_back_from: int | None = None) -> dict:
+    """The serving history a new committed record carries: the versions served before it (the previous record's
+    own, then itself), and the versions rolled back from (never offered as a rollback target again)."""
+    if previous is None:
+        return {"served_before": [], "rolled_back": []}
+    before = [v for v in previous.get("served_before", []) if v != served]
+    if rolled_back_from is None:
+        before.append(previous["version"])
+    # a build chosen again (`rollback --to V`) is no longer one the user left
+    rolled = sorted({*previous.get("rolled_back", []), *([rolled_back_from] if rolled_back_from else [])} - {served})
+    return {"served_before": [v for v in before if v not in rolled and v != served], "rolled_back": rolled}
+
+
 def clean_stale(repository: Path) -> None:
     """Remove what a killed build left: hidden staging folders (never visible to Triton as models)."""
     if not repository.is_dir():
@@ -256,6 +269,9 @@ def _build(export_dir: Path, repository: Path, opts: BuildOptions) -> dict:
         "python_packages": python_packages(opts.backend, target_record(opts)),
         "target": target_record(opts),
         "version_compatible": bool(artifact.get("version_compatible")),  # launchers pass Triton the backend flag
+        # what was served before this build, oldest first, and the builds the user rolled back from: a rollback
+        # goes to the build served before, never back to one it left
+        **history_after(old_record, served=versions[layout.ensemble]),
         "files": {}, "created": now(), "versions": versions_info(),
     }
     staged: dict[str, Path] = {}

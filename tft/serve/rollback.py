@@ -18,7 +18,7 @@ from tft.manifest import SERVE_MANIFEST, read_serve_record
 from tft.serve.backends import RepositoryError
 from tft.serve.layout import parse_pbtxt, read_config, to_pbtxt, with_versions
 from tft.serve.records import read_serve_manifests
-from tft.serve.repository import SAVED_CONFIG, recover, write_requirements
+from tft.serve.repository import SAVED_CONFIG, history_after, recover, write_requirements
 
 log = logging.getLogger("tft")
 
@@ -43,11 +43,13 @@ def rollback(repository: str | Path, name: str, to: int | None = None, wait: boo
         if current is None:
             raise RepositoryError(f"{repository}: no model {name!r} built by `tft serve build`")
         known = builds(repository, name)
-        earlier = [v for v in known if v < current["version"]]
-        target_version = to if to is not None else (earlier[-1] if earlier else None)
-        if target_version is None:
+        target_version = to if to is not None else previous_build(current, known)
+        if target_version is None and len(known) <= 1:
             raise RepositoryError(f"{repository / name}: v{current['version']} is its first build; nothing to roll "
                                   "back to")
+        if target_version is None:
+            raise RepositoryError(f"{repository / name}: every build served before v{current['version']} was rolled "
+                                  f"back from; --to V chooses one anyway ({', '.join(f'v{v}' for v in known)})")
         if target_version == current["version"]:
             raise RepositoryError(f"--to {to}: {name} serves v{to} already")
         if target_version not in known:
@@ -75,11 +77,25 @@ def rollback(repository: str | Path, name: str, to: int | None = None, wait: boo
         for model in [*steps, name]:
             record["files"][f"{model}/config.pbtxt"] = file_sha256(repository / model / "config.pbtxt")
         record["rolled_back_from"] = current["version"]
+        record.update(history_after(current, served=target_version, rolled_back_from=current["version"]))
         atomic_write_json(repository / name / str(target_version) / SERVE_MANIFEST, record)
         atomic_write_json(repository / name / SERVE_MANIFEST, record)
         write_requirements(repository, record)
         log.info("%s: %s rolled back from v%s to v%s", repository, name, current["version"], target_version)
         return record
+
+
+def previous_build(current: dict, known: dict[int, dict]) -> int | None:
+    """The build served before the current one that the user did not roll back from. Records written before tft
+    kept the history: the newest earlier version."""
+    if "served_before" not in current:
+        earlier = [v for v in known if v < current["version"]]
+        return earlier[-1] if earlier else None
+    rolled = set(current.get("rolled_back", []))
+    for version in reversed(current["served_before"]):
+        if version in known and version not in rolled:
+            return version
+    return None
 
 
 def _check_files(repository: Path, record: dict) -> None:
