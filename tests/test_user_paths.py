@@ -342,3 +342,26 @@ def test_a_live_server_follows_builds_and_rollbacks_into_its_repository(tiny_exp
         assert "the repository commits v1 now (v2 was served): loaded it" in server.output()
     finally:
         server.stop()
+
+
+def test_the_current_folder_and_a_full_disk_are_refused_before_the_work(tmp_path, monkeypatch):
+    """`--output-dir .` was an internal error after the whole export (a folder cannot be renamed onto the current
+    one); a disk without room failed after the work with no path."""
+    import collections
+    import shutil as shutil_mod
+
+    from tft.fsutil import OutputError, check_free_space, check_output_dir
+
+    (tmp_path / "ckpt").mkdir()
+    for out in (".", "sub/.."):
+        line = one_line_error(run_tft("export", "--checkpoint", tmp_path / "ckpt", "--output-dir", out, cwd=tmp_path))
+        assert f"--output-dir {out}: is the current folder" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    with pytest.raises(OutputError, match="is the current folder"):
+        check_output_dir("/", what="export", marker="manifest.json")
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil_mod, "disk_usage", lambda _: usage(10 << 30, 10 << 30, 5 << 20))
+    with pytest.raises(OutputError, match=r"--output-dir .*out/deeper: 5 MiB free on its disk, this export needs about "
+                                          r"100 MiB"):
+        check_free_space(tmp_path / "out" / "deeper", 100 << 20, what="this export")
+    check_free_space(tmp_path / "out", 1 << 20)  # room enough: nothing said

@@ -118,6 +118,7 @@ def check_output_dir(path, *, what: str, marker: str, option: str = "--output-di
     """
     path = Path(path)
     resolved = path.resolve()
+    _refuse_unrenamable(path, resolved, option)
     for p in protect:
         if p is not None and _inside(resolved, Path(p).resolve()):
             raise OutputError(f"{option} {path}: would replace {p}, an input of this command; choose another folder")
@@ -181,6 +182,30 @@ def written_in_place(path) -> bool:
 def real_output(path) -> Path:
     """The file tft writes for `path`: a symlink's target (the link stays a link), else `path` itself."""
     return Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+
+
+def _refuse_unrenamable(path: Path, resolved: Path, option: str) -> None:
+    """A folder tft writes is built beside it and renamed into place: the current folder, `/`, a mount point or a
+    name ending in `.`/`..` cannot be (the rename would fail after all the work)."""
+    if resolved == Path.cwd().resolve() or path.name in ("", ".", "..") or resolved.parent == resolved:
+        raise OutputError(f"{option} {path}: is the current folder (or ends in . or ..); tft writes a new folder and "
+                          "renames it into place: give a folder name inside it, e.g. {option} ./out".replace(
+                              "{option}", option))
+    if resolved.exists() and os.path.ismount(resolved):
+        raise OutputError(f"{option} {path}: is a mount point, which cannot be replaced by a rename; give a folder "
+                          "inside it")
+
+
+def check_free_space(path, needed: int, option: str = "--output-dir", what: str = "it") -> None:
+    """Refuse before the work when the disk holding `path` has less free room than `needed` bytes (an estimate of
+    what will be written), naming the path and both figures."""
+    probe = Path(path).resolve()
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise OutputError(f"{option} {path}: {free / 2**20:,.0f} MiB free on its disk, {what} needs about "
+                          f"{needed / 2**20:,.0f} MiB; free some room or choose another disk")
 
 
 def check_output_file(path, *, option: str = "-o", overwrite: bool = False, inputs=()) -> None:

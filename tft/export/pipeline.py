@@ -25,7 +25,8 @@ from tft.export.options import ExportConfig
 from tft.export.parity import ParityError, compare, parity_batches, serving_batches
 from tft.predictions import pad_batch
 from tft.export.runtime import OrtModel
-from tft.fsutil import atomic_dir, atomic_write_json, check_output_dir, file_sha256, hold, mark_owned
+from tft.fsutil import (atomic_dir, atomic_write_json, check_free_space, check_output_dir, file_sha256, hold,
+                        mark_owned)
 from tft.inference import items_from_examples, task_of
 from tft.manifest import (EXPORT_MANIFEST, check_tokenizer_files, default_opt_shape, now, read_checkpoint_manifest,
                           versions)
@@ -150,8 +151,17 @@ def run_export(checkpoint, cfg: ExportConfig | None = None, **options) -> Path:
                                 protect=(checkpoint, run_dir), legacy=earlier_export)
 
     check()  # before the lock: a destination never to be written gets no lock file beside it
+    check_free_space(out, export_size_estimate(checkpoint, cfg), what="this export")
     with hold(out, wait=cfg.wait):
         return _export(checkpoint, out, cfg, replace=check())  # again: what another writer did meanwhile
+
+
+def export_size_estimate(checkpoint: Path, cfg: ExportConfig) -> int:
+    """Bytes an export writes, from the checkpoint's weights: the fp32 and fused graphs about their size each, an
+    int8 graph a quarter, fp16 a half, TensorRT engines about the fp16 graph; 10% to spare."""
+    weights = sum(p.stat().st_size for p in Path(checkpoint).glob("*.safetensors"))
+    factor = 2 + 0.25 * (bool(cfg.int8) + bool(cfg.int8_static)) + 0.5 * bool(cfg.fp16 or cfg.trt) + 0.5 * bool(cfg.trt)
+    return int(weights * factor * 1.1)
 
 
 def _export(checkpoint: Path, out: Path, cfg: ExportConfig, replace: bool) -> Path:

@@ -30,7 +30,7 @@ from tft.tasks import get_task
 from tft import metrics as task_metrics
 from tft.train.config import TrainConfig
 from tft.train.feature_cache import feature_fingerprint, load_features, save_features
-from tft.fsutil import clear_own_dir
+from tft.fsutil import check_free_space, clear_own_dir
 from tft.train.preflight import PreflightError, check_model, skipped_record
 from tft.train.rundir import CLAIMED_ENV, claim, mark, read_marker, tool_entry
 from tft.train.scratch import is_scratch, scratch_config, scratch_size, texts_of, train_tokenizer
@@ -85,6 +85,10 @@ class TrainRecipe:
             self.tokenizer = self._load_tokenizer(train_examples)
         self.model = self._load_model()
         self._fit_tokenizer_to_family()
+        if is_rank0():
+            # each checkpoint holds the weights and AdamW's two moments; best/ the weights again
+            weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+            check_free_space(self.output_dir, weights * (3 * cfg.save_total_limit + 1), what="this run's checkpoints")
         try:
             self.preflight = self._preflight(train_examples)
         except PreflightError:
