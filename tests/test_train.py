@@ -323,3 +323,25 @@ def test_a_warm_up_longer_than_the_run_is_said(afqmc_dir, tmp_path):
                    tmp_path / "r", "--max-steps", 3, "--batch-size", 2, "--warmup", 50, "--no-plot")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--warmup 50 steps is not shorter than the run (3 optimizer steps)" in proc.stderr
+
+
+def test_an_unreachable_rank0_node_is_one_line_within_the_rendezvous_timeout(afqmc_dir, tmp_path):
+    """It used to wait torchrun's 900 s and print ~200 lines of C++ frames."""
+    import socket
+    import time
+
+    from tft.train.cli import torchrun_command
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    start = time.monotonic()
+    proc = run_tft("train", "--task", "afqmc", "--data-dir", afqmc_dir, "--model", "scratch:tiny", "--nproc-per-node",
+                   1, "--nnodes", 2, "--node-rank", 1, "--master-addr", "127.0.0.1", "--master-port", port,
+                   "--rdzv-timeout", 2, "--output-dir", tmp_path / "run")
+    line = one_line_error(proc)
+    assert f"cannot reach the rank-0 node at 127.0.0.1:{port} within 2 s (--rdzv-timeout)" in line
+    assert time.monotonic() - start < 30 and not (tmp_path / "run").exists()
+    launch = {"nproc_per_node": 8, "nnodes": 2, "node_rank": 1, "master_addr": "10.0.0.1", "master_port": 29500,
+              "rdzv_backend": "static", "rdzv_endpoint": None, "rdzv_id": "tft", "rdzv_timeout": 300, "max_restarts": 0}
+    assert "--rdzv-conf=timeout=300" in torchrun_command(launch, tmp_path / "c.yaml")  # torchrun waits as long

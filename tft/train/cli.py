@@ -16,7 +16,7 @@ from tft.errors import TftError
 from tft.train.config import TrainConfig, click_options, load_yaml, merge
 
 LAUNCH_KEYS = ("nproc_per_node", "nnodes", "node_rank", "master_addr", "master_port", "rdzv_backend", "rdzv_endpoint",
-               "rdzv_id", "max_restarts")
+               "rdzv_id", "rdzv_timeout", "max_restarts")
 
 
 def launch_options(f):
@@ -36,6 +36,9 @@ def launch_options(f):
         click.option("--rdzv-endpoint", metavar="HOST:PORT",
                      help="With --rdzv-backend c10d: the rendezvous host and port."),
         click.option("--rdzv-id", default="tft", show_default=True, help="With --rdzv-backend c10d: the job's id."),
+        click.option("--rdzv-timeout", type=click.IntRange(1, 86400), default=300, show_default=True,
+                     help="Seconds the nodes wait for each other (torchrun's own default is 600-900); a node that "
+                          "cannot reach the rank-0 node in this time stops with one line."),
         click.option("--max-restarts", type=click.IntRange(0, 100), default=0, show_default=True,
                      help="torchrun restarts of the worker group after a failure (resumes from the newest "
                           "checkpoint)."),
@@ -45,7 +48,8 @@ def launch_options(f):
 
 
 LAUNCH_DEFAULTS = {"nproc_per_node": 1, "nnodes": 1, "node_rank": 0, "master_addr": None, "master_port": 29500,
-                   "rdzv_backend": "static", "rdzv_endpoint": None, "rdzv_id": "tft", "max_restarts": 0}
+                   "rdzv_backend": "static", "rdzv_endpoint": None, "rdzv_id": "tft", "rdzv_timeout": 300,
+                   "max_restarts": 0}
 
 
 @click.command("train", context_settings={"max_content_width": 100})
@@ -125,6 +129,8 @@ def torchrun_command(launch: dict, config_path: Path) -> list[str]:
     else:
         cmd += [f"--node-rank={launch['node_rank']}", f"--master-addr={launch.get('master_addr') or '127.0.0.1'}",
                 f"--master-port={launch['master_port']}"]
+    if launch.get("rdzv_timeout"):
+        cmd.append(f"--rdzv-conf=timeout={launch['rdzv_timeout']}")
     if launch.get("max_restarts"):
         cmd.append(f"--max-restarts={launch['max_restarts']}")
     return cmd + ["-m", "tft", "train", "--config", str(config_path)]
@@ -143,6 +149,9 @@ def launch_distributed(cfg: TrainConfig, launch: dict) -> int:
         raise TftError("--nnodes > 1 needs --master-addr: the address of the rank-0 node, the same on every node "
                        "(or --rdzv-backend c10d with --rdzv-endpoint)")
     out = Path(cfg.output_dir)
+    if launch["node_rank"] > 0 and launch["rdzv_backend"] == "static":
+        # torchrun would wait its full timeout, then print pages of C++ frames: say it in one line instead
+        wait_for_rank0(launch["master_addr"], launch["master_port"], launch["rdzv_timeout"])
     from tft.fsutil import hold
     from tft.tasks import get_task
     from tft.train.rundir import claim
@@ -157,6 +166,24 @@ def launch_distributed(cfg: TrainConfig, launch: dict) -> int:
                 click.echo(f"{out} already finished training; nothing to do (--overwrite starts it over)", err=True)
                 return 0
         return _launch(cfg, launch, out)
+
+
+def wait_for_rank0(host: str, port: int, timeout: float) -> None:
+    """Until `timeout`, try to reach the rank-0 node's rendezvous port (it may start after this node)."""
+    import socket
+
+    deadline, last = time.monotonic() + timeout, "no answer"
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=min(5.0, max(0.1, deadline - time.monotonic()))):
+                return
+        except OSError as e:
+            last = e.strerror or type(e).__name__
+        if time.monotonic() >= deadline:
+            raise TftError(f"cannot reach the rank-0 node at {host}:{port} within {timeout:g} s (--rdzv-timeout): "
+                           f"{last}; start rank 0 first, and check --master-addr and that the port is open between "
+                           "the nodes")
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
 def _launch(cfg: TrainConfig, launch: dict, out: Path) -> int:
