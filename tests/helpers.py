@@ -82,7 +82,7 @@ def run_tft(*args, cwd=None, timeout=600, env=None):
 class ServeProcess:
     """`tft serve start` as a user runs it (a real tritonserver child), on free 127.0.0.1 ports."""
 
-    def __init__(self, repository: Path, workdir: Path, health_interval: float = 1.0, extra=()):
+    def __init__(self, repository: Path, workdir: Path, health_interval: float = 1.0, extra=(), env=None):
         import subprocess
         import sys
 
@@ -98,7 +98,7 @@ class ServeProcess:
                "--metrics-port", str(self.ports.metrics), "--ready-file", str(self.ready_file),
                "--health-interval", str(health_interval), "--log-file", str(self.triton_log), *extra]
         self.process = subprocess.Popen(cmd, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
     def wait_ready(self, timeout: float = 180.0) -> "ServeProcess":
         import time

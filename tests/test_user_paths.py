@@ -365,3 +365,27 @@ def test_the_current_folder_and_a_full_disk_are_refused_before_the_work(tmp_path
                                           r"100 MiB"):
         check_free_space(tmp_path / "out" / "deeper", 100 << 20, what="this export")
     check_free_space(tmp_path / "out", 1 << 20)  # room enough: nothing said
+
+
+@pytest.mark.slow
+def test_serve_start_runs_where_the_home_and_cache_cannot_be_written(tiny_export, tmp_path):
+    """Kubernetes' readOnlyRootFilesystem, a read-only home: the cache tft writes while serving (the Python
+    backend's links, Triton's log) falls back to the temporary folder with one line, and TFT_CACHE chooses."""
+    from helpers import ServeProcess
+    from tft.serve.client import Client
+    from tft.serve.options import BuildOptions
+    from tft.serve.repository import build_repository
+
+    repo = tmp_path / "repo"
+    build_repository(tiny_export(), repo, BuildOptions())
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")  # nothing can be made under it, whoever runs (root included)
+    (tmp_path / "s").mkdir()
+    server = ServeProcess(repo, tmp_path / "s", env={"TFT_CACHE": str(blocker / "cache"), "HOME": str(blocker)})
+    try:
+        server.wait_ready()
+        answers, _ = Client(server.url).infer("afqmc", [{"text": "good film", "text_pair": "bad film"}])
+        assert answers[0]["label"] in ("0", "1")
+        assert "cannot be written (a read-only home or cache?): using" in server.output()
+    finally:
+        server.stop()

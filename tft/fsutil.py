@@ -35,6 +35,29 @@ def cache_root() -> Path:
     return Path(os.environ.get("TFT_CACHE", Path.home() / ".cache" / "tft")).expanduser()
 
 
+_FALLBACKS: set = set()
+
+
+def writable_cache(*parts: str) -> Path:
+    """A folder under the user cache for what tft writes while it runs (Triton's logs, its backend links); where the
+    cache cannot be written (a read-only home or root filesystem, as Kubernetes' readOnlyRootFilesystem gives), one
+    under the temporary folder instead, said once. TFT_CACHE chooses the cache."""
+    preferred = cache_root().joinpath(*parts)
+    try:
+        preferred.mkdir(parents=True, exist_ok=True)
+        if os.access(preferred, os.W_OK | os.X_OK):
+            return preferred
+    except OSError:
+        pass
+    fallback = Path(tempfile.gettempdir()) / f"tft-cache-{os.getuid()}" / Path(*parts)
+    fallback.mkdir(parents=True, exist_ok=True)
+    if str(preferred) not in _FALLBACKS:
+        _FALLBACKS.add(str(preferred))
+        log.warning("%s cannot be written (a read-only home or cache?): using %s; set TFT_CACHE to a writable "
+                    "folder to choose", preferred, fallback)
+    return fallback
+
+
 def _umask() -> int:
     old = os.umask(0o022)
     os.umask(old)

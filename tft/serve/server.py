@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tft.fsutil import cache_root
+from tft.fsutil import writable_cache
 from tft.serve.triton import ServerError, backend_directory, pytriton_dir, server_env, stub_safe, system_triton
 
 log = logging.getLogger("tft")
@@ -126,8 +126,7 @@ class TritonServer:
             if port_in_use(self.host, port):
                 raise ServerError(f"{self.host}:{port} ({name}) is already in use; pick another with --{name}-port")
         if self.log_file is None:  # in the user cache, named by time and pid: never loose in the temporary folder
-            logs = cache_root() / "logs"
-            logs.mkdir(parents=True, exist_ok=True)
+            logs = writable_cache("logs")
             self.log_file = logs / f"tritonserver-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
         self._log = open(self.log_file, "ab")
         self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,

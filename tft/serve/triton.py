@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from tft.errors import TftError
-from tft.fsutil import cache_root
+from tft.fsutil import writable_cache
 
 
 class ServerError(TftError):
@@ -69,7 +69,7 @@ def backend_directory(root: Path | None = None) -> Path:
     stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.exists():
         raise ServerError(f"nvidia-pytriton has no Python-backend stub for Python {version} ({stub})")
-    base = cache_root() / "triton-backends" / version
+    base = writable_cache("triton-backends", version)
     if not stub_safe(base):  # the stub is started from here: a path it cannot take gets a plain one
         base = Path(tempfile.gettempdir()) / f"tft-triton-backends-{os.getuid()}" / version
     target = base / "python"
