@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -403,3 +404,86 @@ def test_the_dockerfile_passes_the_version_compatible_flag_when_a_build_asks(tmp
                          env={"PATH": "/usr/bin:/bin", "TFT_TRITON_ARGS": "--log-verbose=1"}).stdout
     assert ("--backend-config=tensorrt,version-compatible=true" in out) == compatible
     assert out.split()[-1] == "--log-verbose=1"
+
+
+# -- the InferenceService as KServe's controller makes a Pod of it ------------------------------------------------
+STOCK_RUNTIME = REPO / "tests" / "data" / "kserve" / "kserve-tritonserver.yaml"  # kserve/kserve@94adc24, Apache-2.0
+RFC1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _strategic_merge(base, patch, key: str | None = None):
+    """Kubernetes' strategic merge patch for the Container fields tft sets (what KServe's MergeRuntimeContainers
+    applies): maps merged key by key, env by name, volumeMounts by mountPath, other lists replaced."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for k, v in patch.items():
+            out[k] = _strategic_merge(base.get(k), v, k) if k in base else v
+        return out
+    merge_key = {"env": "name", "volumeMounts": "mountPath", "ports": "containerPort"}.get(key)
+    if merge_key and isinstance(base, list) and isinstance(patch, list):
+        merged = {item[merge_key]: item for item in base}
+        merged.update({item[merge_key]: item for item in patch})
+        return list(merged.values())
+    return patch
+
+
+def _quantity(value: str) -> float:
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9}
+    for unit, factor in units.items():
+        if str(value).endswith(unit):
+            return float(str(value)[: -len(unit)]) * factor
+    return float(value)
+
+
+def kserve_pod(service: dict) -> dict:
+    """The Pod KServe makes of tft's InferenceService on its stock Triton runtime: the predictor's model merged into
+    the runtime's kserve-container (args appended, as KServe does), the predictor's volumes and init containers."""
+    runtime = yaml.safe_load(STOCK_RUNTIME.read_text(encoding="utf-8"))["spec"]["containers"][0]
+    runtime = {**runtime, "image": "nvcr.io/nvidia/tritonserver:23.05-py3"}
+    predictor = service["spec"]["predictor"]
+    model = {k: v for k, v in predictor["model"].items() if k not in ("modelFormat", "storageUri", "runtimeVersion")}
+    container = _strategic_merge(runtime, {k: v for k, v in model.items() if k != "args"})
+    container["args"] = [*runtime.get("args", []), *model.get("args", [])]
+    if "runtimeVersion" in predictor["model"]:
+        container["image"] = f"nvcr.io/nvidia/tritonserver:{predictor['model']['runtimeVersion']}"
+    spec = {"containers": [container], "volumes": predictor["volumes"],
+            **({"initContainers": predictor["initContainers"]} if "initContainers" in predictor else {})}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{service['metadata']['name']}-predictor-0"},
+            "spec": spec}
+
+
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+@pytest.mark.parametrize("name", ["afqmc", "peoples_daily", "Upper.Case_Model"])
+def test_kserve_on_its_stock_runtime_makes_a_valid_pod(tiny_export, tmp_path, device, name):
+    """KServe merges the predictor into its stock runtime's container key by key: the runtime's limits.cpu "1" under
+    tft's request of 2 CPUs was a pod the API server refuses; a model name with '_', '.' or capitals made invalid
+    object names; the init container that installs the packages needs KServe's raw deployment mode (Knative drops
+    initContainers unless a feature flag that is off by default is on)."""
+    import kubernetes_validate
+
+    from tft.serve.deploy import DEPLOYMENT_MODE, kserve_manifest
+    from tft.serve.options import BuildOptions
+    from tft.serve.repository import build_repository
+
+    backend = {"cpu": {}, "gpu": {"backend": "onnxruntime", "device": "gpu"}}[device]
+    record = build_repository(tiny_export(), tmp_path / "repo", BuildOptions(name=name, **backend))
+    for built_image in (None, "registry.example/tft-triton:1"):
+        config_map, service = kserve_manifest(record, storage_uri="s3://bucket/repo", device=device,
+                                              built_image=built_image)
+        pod = kserve_pod(service)
+        kubernetes_validate.validate(config_map, KUBE_VERSION, strict=True)
+        kubernetes_validate.validate(pod, KUBE_VERSION, strict=True)
+        [container] = pod["spec"]["containers"]
+        requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+        for resource, amount in requests.items():
+            assert resource not in limits or _quantity(amount) <= _quantity(limits[resource]), (resource, requests,
+                                                                                              limits)
+        assert DNS1035.match(service["metadata"]["name"]) and len(service["metadata"]["name"]) <= 45
+        names = [config_map["metadata"]["name"], *(v["name"] for v in pod["spec"]["volumes"]),
+                 *(c["name"] for c in pod["spec"].get("initContainers", []))]
+        assert all(RFC1123.match(n) and len(n) <= 63 for n in names), names
+        assert {"name": "TFT_PROBE_MODEL", "value": name} in container["env"]  # the real name reaches the probe
+        raw = service["metadata"]["annotations"].get(DEPLOYMENT_MODE)
+        assert (raw == "RawDeployment") == ("initContainers" in pod["spec"]) == (built_image is None)
+        assert container["args"][:2] == ["tritonserver", "--model-store=/mnt/models"]  # KServe appends ours

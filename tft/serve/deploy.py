@@ -93,6 +93,26 @@ def _check_device(record: dict, device: str) -> None:
                        "`tft serve build --backend onnxruntime|tensorrt --device gpu` to serve it on GPUs")
 
 
+def kube_name(name: str, limit: int = 63, dns1035: bool = False) -> str:
+    """A model name as a Kubernetes object name: lower case, letters, digits and '-' (RFC 1123; a Service name also
+    starts with a letter, DNS-1035), at most `limit` characters. The real name stays in the probe's settings."""
+    text = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+    if dns1035 and not text[:1].isalpha():
+        text = "m-" + text
+    return text[:limit].rstrip("-") or "model"
+
+
+# KServe's Serverless mode (Knative) drops a predictor's initContainers unless Knative's
+# kubernetes.podspec-init-containers feature flag is on (off by default); the packages' init container needs the raw
+# (Standard) mode, which keeps the PodSpec as written. KServe reads this annotation (GetDeploymentMode) and maps the
+# legacy RawDeployment value to Standard in its newer releases.
+DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
+# KServe merges the predictor into its stock runtime's container key by key (MergeRuntimeContainers: a strategic merge
+# patch); that runtime (config/runtimes/kserve-tritonserver.yaml) sets limits.cpu "1": a request above it without a
+# limit of our own makes a pod the API server rejects. Requests and limits are both set here.
+KSERVE_RESOURCES = {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}}
+
+
 def kserve_manifest(record: dict, *, storage_uri: str, device: str = "cpu", gpus: int = 1,
                     image_tag: str = DEFAULT_TAG, built_image: str | None = None, min_replicas: int = 2,
                     max_replicas: int = 8, shm_size: str = "1Gi") -> list[dict]:
@@ -108,9 +128,11 @@ def kserve_manifest(record: dict, *, storage_uri: str, device: str = "cpu", gpus
     if not URL_RE.match(storage_uri) and not storage_uri.startswith("pvc://"):
         raise TftError(f"--model-url {storage_uri!r}: use s3://, gs://, as:// or pvc://NAME/path")
     name = record["ensemble"]
-    probe = f"{name}-tft-probe"
+    service_name = kube_name(name, limit=45, dns1035=True)  # KServe adds "-predictor" (and Knative more) to it
+    probe = kube_name(f"{service_name}-tft-probe")
     config_map = {"apiVersion": "v1", "kind": "ConfigMap",
-                  "metadata": {"name": probe, "labels": {"app.kubernetes.io/name": "tft-triton", "tft.dev/model": name}},
+                  "metadata": {"name": probe, "labels": {"app.kubernetes.io/name": "tft-triton",
+                                                         "tft.dev/model": service_name}},
                   "data": {"canary.json": json.dumps(canary_body(record), ensure_ascii=False, separators=(",", ":")),
                            "canary.py": PROBE_SCRIPT}}
     packages = [] if built_image else list(record.get("python_packages", []))
@@ -127,7 +149,7 @@ def kserve_manifest(record: dict, *, storage_uri: str, device: str = "cpu", gpus
         "modelFormat": {"name": "triton"}, "storageUri": storage_uri,
         "args": ["--strict-readiness=true", "--exit-on-error=false", *launch_flags(record)],
         "env": env,
-        "resources": {"requests": {"cpu": "2", "memory": "4Gi", **gpu}, "limits": {"memory": "8Gi", **gpu}},
+        "resources": {"requests": {**KSERVE_RESOURCES["requests"], **gpu}, "limits": {**KSERVE_RESOURCES["limits"], **gpu}},
         # ready only once every model (and a TensorRT warm-up) has loaded; the canary then keeps it honest
         "startupProbe": {"httpGet": {"path": "/v2/health/ready", "port": 8080}, "periodSeconds": 5,
                          "failureThreshold": 120},
@@ -146,9 +168,11 @@ def kserve_manifest(record: dict, *, storage_uri: str, device: str = "cpu", gpus
             "name": "tft-packages", "image": f"{TRITON_IMAGE}:{image_tag}",
             "command": ["pip", "install", "--no-cache-dir", "--target", SITE, *packages],
             "volumeMounts": [{"name": "site", "mountPath": SITE}]}]
+    annotations = {"serving.kserve.io/enable-prometheus-scraping": "true"}
+    if packages:
+        annotations[DEPLOYMENT_MODE] = "RawDeployment"
     service = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-               "metadata": {"name": name.replace("_", "-"),
-                            "annotations": {"serving.kserve.io/enable-prometheus-scraping": "true"}},
+               "metadata": {"name": service_name, "annotations": annotations},
                "spec": {"predictor": predictor}}
     return [config_map, service]
 
