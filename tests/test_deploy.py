@@ -487,3 +487,40 @@ def test_kserve_on_its_stock_runtime_makes_a_valid_pod(tiny_export, tmp_path, de
         raw = service["metadata"]["annotations"].get(DEPLOYMENT_MODE)
         assert (raw == "RawDeployment") == ("initContainers" in pod["spec"]) == (built_image is None)
         assert container["args"][:2] == ["tritonserver", "--model-store=/mnt/models"]  # KServe appends ours
+
+
+def test_a_gpu_hosts_onnxruntime_gpu_is_read_as_the_onnxruntime_the_steps_need(monkeypatch):
+    """`tft-toolchain[gpu]` installs the distribution onnxruntime-gpu: the build used to say onnxruntime "is not
+    installed" there. The recorded requirement stays plain onnxruntime (the Python-backend step runs on the CPU)."""
+    import importlib.metadata as metadata
+
+    from tft.serve.repository import python_packages
+
+    real = metadata.version
+
+    def gpu_host(name):
+        if name == "onnxruntime":
+            raise metadata.PackageNotFoundError(name)
+        return "1.19.2" if name == "onnxruntime-gpu" else real(name)
+
+    monkeypatch.setattr(metadata, "version", gpu_host)
+    assert "onnxruntime==1.19.2" in python_packages("python")
+
+
+def test_deploy_follows_the_builds_device(tiny_export, tmp_path):
+    """`serve deploy --device` defaulted to cpu whatever the build: a GPU repository got resources.gpu 0 and
+    restart-looped. It now defaults to the build's device, and a CPU deploy of a GPU build is one line."""
+    from helpers import one_line_error
+
+    from tft.serve.options import BuildOptions
+    from tft.serve.repository import build_repository
+
+    build_repository(tiny_export(), tmp_path / "repo", BuildOptions(name="g", backend="onnxruntime", device="gpu"))
+    out = tmp_path / "values.yaml"
+    proc = run_tft("serve", "deploy", "--repository", tmp_path / "repo", "--chart-values", out, "--pvc", "models")
+    assert proc.returncode == 0, proc.stderr
+    values = yaml.safe_load(out.read_text(encoding="utf-8"))
+    assert values["device"] == "gpu" and values["resources"]["gpu"] == 1
+    line = one_line_error(run_tft("serve", "deploy", "--repository", tmp_path / "repo", "--chart-values",
+                                  tmp_path / "cpu.yaml", "--pvc", "models", "--device", "cpu"))
+    assert "--device cpu: g was built for GPUs" in line and not (tmp_path / "cpu.yaml").exists()

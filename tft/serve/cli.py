@@ -89,7 +89,8 @@ def rollback_command(repository, name, to, wait):
 @click.option("--kserve", "kserve_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a KServe InferenceService (and its probe ConfigMap) instead; needs --model-url "
                    "(s3://, gs://, as:// or pvc://CLAIM/path).")
-@click.option("--device", type=click.Choice(SERVE_DEVICES), default="cpu", show_default=True)
+@click.option("--device", type=click.Choice(SERVE_DEVICES),
+              help="Where the pods run the model.  [default: the device the build was made for]")
 @click.option("--gpus", type=click.IntRange(1, 64), default=1, show_default=True, help="GPUs per pod with --device gpu.")
 @click.option("--image", help="Triton image (default: NVIDIA's nvcr.io/nvidia/tritonserver).")
 @click.option("--image-tag", default=DEFAULT_TARGET, show_default=True,
@@ -132,6 +133,12 @@ def deploy_command(repository, name, values_file, kserve_file, device, gpus, ima
         name = next(iter(records))
     if name not in records:
         raise TftError(f"{repository}: no model {name!r} (it has {', '.join(sorted(records))})")
+    built_device = records[name].get("device", "cpu")
+    if device is None:  # a GPU build deployed with no GPU restart-loops: the build says where it runs
+        device = built_device
+    elif device == "cpu" and built_device == "gpu":
+        raise TftError(f"--device cpu: {name} was built for GPUs (backend {records[name].get('backend')}); deploy it "
+                       "with --device gpu, or build it again for the CPU")
     if image is None:  # NVIDIA's image: a release tft's table knows, the one the repository was built for
         from tft.serve.targets import target_of
 

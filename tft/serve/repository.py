@@ -373,13 +373,30 @@ def python_packages(backend: str, target: dict | None = None) -> list[str]:
     when the target runs this Python, else ranges its pip resolves to wheels for its own Python (numpy < 2 kept, for
     Triton's string tensors); tests resolve them for every target's Python (tests/test_targets.py)."""
     import platform
-    from importlib.metadata import version
 
     names = ("numpy", "tokenizers", *BACKENDS[backend].packages)
     here = ".".join(platform.python_version().split(".")[:2])
     if target is not None and not target["python"].startswith(here + "."):
         return [PACKAGE_RANGES[name] for name in names]
-    return [f"{name}=={version(name)}" for name in names]
+    return [f"{name}=={installed_version(name)}" for name in names]
+
+
+# a package the served steps import, and the distributions that install it: a GPU host's `tft-toolchain[gpu]` has
+# onnxruntime-gpu, whose releases carry the same version numbers; the Python-backend step runs on the CPU, so the
+# requirement recorded for the container names plain onnxruntime either way
+DISTRIBUTIONS = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml")}
+
+
+def installed_version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for distribution in DISTRIBUTIONS.get(package, (package,)):
+        try:
+            return version(distribution)
+        except PackageNotFoundError:
+            continue
+    raise RepositoryError(f"the Python package {package!r} is not installed here (none of "
+                          f"{', '.join(DISTRIBUTIONS.get(package, (package,)))}); the served steps need it")
 
 
 def canary_item(export_dir: Path, manifest: dict, pair: bool) -> dict:
