@@ -19,6 +19,10 @@ REFUSED = {
     "fnet": ("preflight (padding)", "padded in a batch"),  # token mixing by FFT: padding moves every answer
     "longformer": ("preflight (onnx)", "runs at the traced shape"),  # windowed attention: the trace holds its length
     "nystromformer": ("preflight (train step)", "padded batch"),  # landmarks over a fixed number of segments
+    # a convolution over the whole sequence, and an embedding that mixes each token with its neighbours: the padded
+    # positions' tokens reach the answers (ConvBERT was served 1.2e-4 from its own export in the family matrix)
+    "convbert": ("preflight (padding)", "what sits in padded positions reaches its answers"),
+    "mobilebert": ("preflight (padding)", "what sits in padded positions reaches its answers"),
 }
 
 
