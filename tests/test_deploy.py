@@ -524,3 +524,43 @@ def test_deploy_follows_the_builds_device(tiny_export, tmp_path):
     line = one_line_error(run_tft("serve", "deploy", "--repository", tmp_path / "repo", "--chart-values",
                                   tmp_path / "cpu.yaml", "--pvc", "models", "--device", "cpu"))
     assert "--device cpu: g was built for GPUs" in line and not (tmp_path / "cpu.yaml").exists()
+
+
+def test_every_launcher_passes_what_the_build_needs(tiny_export, tmp_path, monkeypatch):
+    """A version-compatible engine needs --backend-config=tensorrt,version-compatible=true from whatever starts
+    Triton: `serve start`, the pipeline's and verify's servers (all TritonServer), Helm and KServe, from one function;
+    and a build that warms TensorRT engines gets the longer readiness budget in each."""
+    from tft.serve import server as server_mod
+    from tft.serve.backends import READY_SECONDS, VERSION_COMPATIBLE_FLAG, WARMUP_READY_SECONDS, ready_budget
+    from tft.serve.deploy import chart_values, kserve_manifest
+    from tft.serve.options import BuildOptions
+    from tft.serve.repository import build_repository
+
+    repo = tmp_path / "repo"
+    record = build_repository(tiny_export(), repo, BuildOptions(name="m"))
+    system = tmp_path / "triton"  # a full Triton install (its tensorrt backend present), as in NVIDIA's image
+    (system / "bin").mkdir(parents=True)
+    monkeypatch.setattr(server_mod, "system_triton", lambda: system)
+    plain = server_mod.TritonServer(repo)
+    assert VERSION_COMPATIBLE_FLAG not in plain.command() and ready_budget(plain.records()) == READY_SECONDS
+    saved = repo / "m" / "tft-serve.json"
+    compatible = {**record, "version_compatible": True, "ort_tensorrt": True}
+    saved.write_text(json.dumps(compatible))
+    (repo / "m" / str(record["version"]) / "tft-serve.json").write_text(json.dumps(compatible))
+    command = server_mod.TritonServer(repo).command()
+    assert command.count(VERSION_COMPATIBLE_FLAG) == 1
+    assert server_mod.TritonServer(repo, extra_args=[VERSION_COMPATIBLE_FLAG]).command().count(
+        VERSION_COMPATIBLE_FLAG) == 1  # given by hand too: once
+    assert ready_budget(server_mod.TritonServer(repo).records()) == WARMUP_READY_SECONDS
+    monkeypatch.setattr(server_mod, "system_triton", lambda: None)  # the embedded Triton: no tensorrt backend
+    assert VERSION_COMPATIBLE_FLAG not in server_mod.TritonServer(repo).command()
+    assert chart_values(compatible)["extraArgs"] == [VERSION_COMPATIBLE_FLAG]
+    model = kserve_manifest(compatible, storage_uri="s3://b/r")[1]["spec"]["predictor"]["model"]
+    assert VERSION_COMPATIBLE_FLAG in model["args"]
+    probe = model["startupProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= WARMUP_READY_SECONDS
+    values = chart_values(compatible)
+    startup = values["probes"]["startup"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= WARMUP_READY_SECONDS
+    assert "probes" not in chart_values(record)  # the chart's own 10 minutes cover a plain build
+    # the Dockerfile's CMD reads the record itself: test_the_dockerfile_passes_the_version_compatible_flag_...

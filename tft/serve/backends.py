@@ -58,3 +58,25 @@ def backends_help() -> str:
 
 class RepositoryError(TftError):
     """The model repository cannot be built from this export with these options."""
+
+
+# -- what a launcher of Triton owes a build: one place, read by `serve start`, the pipeline's and verify's servers,
+# the Dockerfile's CMD (the same flag), the Helm values and KServe ------------------------------------------------
+# Triton's tensorrt backend runs a version-compatible engine only when started with this (tensorrt_backend README)
+VERSION_COMPATIBLE_FLAG = "--backend-config=tensorrt,version-compatible=true"
+READY_SECONDS = 120  # loading a repository of ONNX graphs and Python steps
+# ONNX Runtime's TensorRT provider builds its engines in the model's warm-up, before Triton calls the model ready: a
+# BERT-base takes minutes, per shape profile
+WARMUP_READY_SECONDS = 900
+
+
+def launch_flags(records) -> list[str]:
+    """tritonserver flags the builds (one record, or several) need beyond the defaults."""
+    records = [records] if isinstance(records, dict) else list(records)
+    return [VERSION_COMPATIBLE_FLAG] if any(r.get("version_compatible") for r in records) else []
+
+
+def ready_budget(records) -> int:
+    """Seconds a launcher waits for the builds to load: longer where a warm-up builds TensorRT engines."""
+    records = [records] if isinstance(records, dict) else list(records)
+    return WARMUP_READY_SECONDS if any(r.get("ort_tensorrt") for r in records) else READY_SECONDS

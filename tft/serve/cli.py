@@ -189,8 +189,11 @@ def deploy_command(repository, name, values_file, kserve_file, device, gpus, ima
 @click.option("--python-env", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A virtual environment whose packages the Python-backend models use instead of tft's (say, one "
               "holding only model_repository/tft-requirements.txt, as a container would).")
+@click.option("--ready-timeout", type=click.FloatRange(1, 86400), metavar="SECONDS",
+              help="How long to wait for every model to load.  [default: 120 s; 900 s where a build warms TensorRT "
+                   "engines (--ort-tensorrt)]")
 def start_command(repository, host, grpc_port, http_port, metrics_port, models, health_interval, log_file,
-                  ready_file, extra, python_env):
+                  ready_file, extra, python_env, ready_timeout):
     """Run the embedded Triton (the `tritonserver` binary of nvidia-pytriton, CPU, Python backend) in the
     foreground until Ctrl-C. Waits for the models to be ready and prints the endpoints."""
     from tft.fsutil import atomic_write_json, check_output_file, hold
@@ -206,14 +209,9 @@ def start_command(repository, host, grpc_port, http_port, metrics_port, models, 
         check_output_file(ready_file, option="--ready-file", overwrite=True)
     if python_env is not None and not (python_env / "bin" / "python3").exists():
         raise click.BadParameter(f"{python_env}: not a virtual environment (no bin/python3)", param_hint="--python-env")
-    from tft.serve.triton import system_triton
-
-    if system_triton() is not None and any(r.get("version_compatible") for r in read_serve_manifests(repository)
-                                           .values()):
-        # Triton's tensorrt backend runs a version-compatible engine only when told to (its README)
-        extra = (*extra, "--backend-config=tensorrt,version-compatible=true")
+    # the flags the builds need (a version-compatible engine) come from the records: TritonServer.build_flags
     server = TritonServer(repository, ports, host=host, models=list(models) or None, log_file=log_file,
-                          extra_args=list(extra), python_env=python_env)
+                          extra_args=list(extra), python_env=python_env, ready_timeout=ready_timeout)
     server.preflight()
     recover_interrupted(repository)
     stop_on_signals()

@@ -13,13 +13,13 @@ from __future__ import annotations
 import re
 
 from tft.errors import TftError
+from tft.serve.backends import VERSION_COMPATIBLE_FLAG, launch_flags, ready_budget  # noqa: F401 - re-exported
 from tft.serve.targets import DEFAULT_TARGET
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver"
 DEFAULT_TAG = DEFAULT_TARGET  # the release deploy/Dockerfile, the chart and KServe use
 URL_RE = re.compile(r"^(s3|gs|as)://.+")
-# Triton's tensorrt backend runs a version-compatible engine only when started with this (its README)
-VERSION_COMPATIBLE_FLAG = "--backend-config=tensorrt,version-compatible=true"
+CHART_STARTUP_SECONDS = 600  # deploy/helm/tft-triton/values.yaml: probes.startup, 5 s x 120
 SITE = "/opt/tft-site"  # where the recorded Python packages are installed beside the stock image's own
 
 # The liveness probe: one real request through the ensemble (KServe v2 HTTP API); any error fails it. The Helm chart
@@ -42,11 +42,6 @@ if not answer.get("outputs"):
     print(f"canary failed: no outputs in {answer}", file=sys.stderr)
     sys.exit(1)
 '''
-
-
-def launch_flags(record: dict) -> list[str]:
-    """tritonserver flags a build needs beyond the defaults (every launcher passes them)."""
-    return [VERSION_COMPATIBLE_FLAG] if record.get("version_compatible") else []
 
 
 def canary_body(record: dict) -> dict:
@@ -77,6 +72,8 @@ def chart_values(record: dict, *, device: str = "cpu", gpus: int = 1, image: str
         "device": device,
         "resources": {"gpu": gpus if device == "gpu" else 0},
     }
+    if ready_budget(record) > CHART_STARTUP_SECONDS:  # the build warms TensorRT engines while it loads
+        values["probes"] = {"startup": {"periodSeconds": 5, "failureThreshold": -(-ready_budget(record) // 5)}}
     if model_url:
         values["modelRepository"] = {"source": "url", "url": model_url, "credentialsSecret": credentials_secret}
     else:
@@ -152,7 +149,7 @@ def kserve_manifest(record: dict, *, storage_uri: str, device: str = "cpu", gpus
         "resources": {"requests": {**KSERVE_RESOURCES["requests"], **gpu}, "limits": {**KSERVE_RESOURCES["limits"], **gpu}},
         # ready only once every model (and a TensorRT warm-up) has loaded; the canary then keeps it honest
         "startupProbe": {"httpGet": {"path": "/v2/health/ready", "port": 8080}, "periodSeconds": 5,
-                         "failureThreshold": 120},
+                         "failureThreshold": max(120, -(-ready_budget(record) // 5))},
         "livenessProbe": {"exec": {"command": ["python3", "/opt/tft-probe/canary.py"]}, "periodSeconds": 15,
                           "timeoutSeconds": 10, "failureThreshold": 3},
         "volumeMounts": mounts + ([{"name": "site", "mountPath": SITE, "readOnly": True}] if packages else []),

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tft.fsutil import writable_cache
+from tft.serve.backends import launch_flags, ready_budget
 from tft.serve.triton import ServerError, backend_directory, pytriton_dir, server_env, stub_safe, system_triton
 
 log = logging.getLogger("tft")
@@ -82,6 +83,7 @@ class TritonServer:
     models: list[str] | None = None  # None: every model in the repository
     log_file: Path | None = None
     extra_args: list[str] = field(default_factory=list)
+    ready_timeout: float | None = None  # None: what the builds need (a TensorRT warm-up waits longer)
     python_env: Path | None = None  # a venv whose packages the Python stubs use instead of this one's
     process: subprocess.Popen | None = None
 
@@ -108,7 +110,21 @@ class TritonServer:
                 f"--grpc-address={self.host}", f"--grpc-port={self.ports.grpc}",
                 f"--http-address={self.host}", f"--http-port={self.ports.http}",
                 f"--metrics-address={self.host}", f"--metrics-port={self.ports.metrics}",
-                "--allow-gpu-metrics=false", "--log-verbose=0", *self.extra_args]
+                "--allow-gpu-metrics=false", "--log-verbose=0", *self.build_flags(system), *self.extra_args]
+
+    def records(self) -> list[dict]:
+        from tft.serve.records import read_serve_manifests
+
+        try:
+            return list(read_serve_manifests(self.repository).values())
+        except Exception:  # noqa: BLE001 - preflight and the integrity check say what is wrong with the repository
+            return []
+
+    def build_flags(self, system) -> list[str]:
+        """What the committed builds need from every launcher (tft.serve.backends.launch_flags); the embedded Triton
+        has no tensorrt backend to configure."""
+        flags = launch_flags(self.records()) if system else []
+        return [f for f in flags if f not in self.extra_args]
 
     def preflight(self) -> None:
         """What would stop Triton before it starts, said at once in one line."""
@@ -186,8 +202,10 @@ class TritonServer:
 
         return grpcclient.InferenceServerClient(self.grpc_url, **self.tls())
 
-    def wait_ready(self, timeout: float = 120.0) -> list[str]:
-        """Block until the server is live and the requested models are ready; return their names."""
+    def wait_ready(self, timeout: float | None = None) -> list[str]:
+        """Block until the server is live and the requested models are ready (within `ready_timeout`, or what the
+        builds need: tft.serve.backends.ready_budget); return their names."""
+        timeout = timeout or self.ready_timeout or ready_budget(self.records())
         deadline = time.monotonic() + timeout
         client = self.client()
         while time.monotonic() < deadline:
