@@ -183,3 +183,32 @@ def test_ort_tensorrt_builds_one_engine_for_the_whole_shape_range_while_loading(
     plain = parse_pbtxt(to_pbtxt(Layout(MANIFEST, BuildOptions(name="m", backend="onnxruntime",
                                                                device="gpu")).model_config()))
     assert not plain.model_warmup and not plain.optimization.execution_accelerators.gpu_execution_accelerator
+
+
+def test_ort_tensorrt_serves_what_export_checked_and_never_a_partitioned_graph(tiny_export):
+    """--ort-tensorrt ran every artifact at FP16 (an fp32 artifact then failed verify's fp32 rule), and --artifact
+    auto could pick the fused or dynamic-int8 graph, which ONNX Runtime refuses with explicit shape profiles."""
+    import json
+
+    from tft.errors import TftError
+    from tft.serve.artifacts import pick_artifact, tensorrt_partitioned
+    from tft.serve.layout import Layout
+    from tft.serve.options import BuildOptions
+
+    gpu = dict(name="m", backend="onnxruntime", device="gpu", ort_tensorrt=True)
+    assert Layout(MANIFEST, BuildOptions(**gpu), precision="fp32").ort_tensorrt_parameters()["precision_mode"] == "FP32"
+    assert Layout(MANIFEST, BuildOptions(**gpu), precision="fp16").ort_tensorrt_parameters()["precision_mode"] == "FP16"
+    export = tiny_export()
+    manifest = json.loads((export / "manifest.json").read_text())
+    fp32 = manifest["artifacts"][0]
+    parity = {**fp32["parity"], "rows_per_s": 1000.0}
+    manifest["artifacts"] += [{**fp32, "name": "fp32-optimized", "file": "model.opt.onnx", "parity": parity,
+                               "fused_operators": {"Attention": 2}},
+                              {**fp32, "name": "fp16", "precision": "fp16", "parity": {**parity, "rows_per_s": 500.0}}]
+    assert set(tensorrt_partitioned(manifest)) == {"fp32-optimized"}
+    chosen = pick_artifact(manifest, BuildOptions(**gpu))
+    assert chosen["name"] == "fp16" and "fp32-optimized" in {c["name"] for c in chosen["choice"] if c.get("skipped")}
+    with pytest.raises(TftError, match="--artifact fp32-optimized: ONNX Runtime's fused operators are its own"):
+        pick_artifact(manifest, BuildOptions(**gpu, artifact="fp32-optimized"))
+    assert pick_artifact(manifest, BuildOptions(name="m", backend="onnxruntime", device="gpu"))["name"] == \
+        "fp32-optimized"  # without TensorRT inside, the fused graph is ONNX Runtime's own and may be served

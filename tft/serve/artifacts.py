@@ -127,6 +127,19 @@ def engine_runs_on(built, hardware_compatible: bool, target: tuple[int, int]) ->
     return built is not None and tuple(built) == tuple(target)
 
 
+def tensorrt_partitioned(manifest: dict) -> dict[str, str]:
+    """Artifacts TensorRT inside ONNX Runtime would take only in pieces, with the rest on CUDA: ONNX Runtime refuses
+    explicit shape profiles on a partitioned graph (the fused graph's contrib operators, dynamic int8's
+    DynamicQuantizeLinear and MatMulInteger), so --ort-tensorrt serves the plain graphs only."""
+    out = {}
+    for art in manifest.get("artifacts", ()):
+        if art.get("fused_operators") or art["name"] == "fp32-optimized":
+            out[art["name"]] = "ONNX Runtime's fused operators are its own: TensorRT would take the graph in pieces"
+        elif art["precision"] == "int8" and activation_scales(art) == "dynamic":
+            out[art["name"]] = "dynamic int8's DynamicQuantizeLinear/MatMulInteger: TensorRT would take it in pieces"
+    return out
+
+
 def pick_artifact(manifest: dict, opts: BuildOptions, target=None) -> dict:
     backend = BACKENDS[opts.backend]
     if backend.runtime == "tensorrt":
@@ -153,7 +166,8 @@ def pick_artifact(manifest: dict, opts: BuildOptions, target=None) -> dict:
                 return art
         raise RepositoryError("the export has no TensorRT engine; run `tft export --trt` on a machine with "
                               "an NVIDIA GPU and TensorRT, or use --backend onnxruntime|python")
-    exclude = target_exclusions(manifest, opts.backend, target)
+    exclude = {**target_exclusions(manifest, opts.backend, target),
+               **(tensorrt_partitioned(manifest) if opts.ort_tensorrt else {})}
     if opts.artifact == "auto":
         try:
             chosen, considered = choose_artifact(manifest, backend.runtime, "gpu" if opts.gpu else "cpu", exclude)

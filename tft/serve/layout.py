@@ -76,9 +76,10 @@ TRUNCATED = "TRUNCATED"
 class Layout:
     """Names, tensor shapes and per-version settings of one served model, from the export manifest."""
 
-    def __init__(self, manifest: dict, opts: BuildOptions):
+    def __init__(self, manifest: dict, opts: BuildOptions, precision: str = "fp32"):
         opts = opts.for_export(manifest)  # the name and max batch the options leave to the export
         self.manifest, self.opts = manifest, opts
+        self.precision = precision  # the served artifact's: what TensorRT inside ONNX Runtime runs it in
         self.fields = serving_fields(manifest)  # never the checkpoint manifest: the export says what serving needs
         spec = kind_of(manifest["kind"])
         self.shape = shape_of(spec)
@@ -171,7 +172,9 @@ class Layout:
 
     def ort_tensorrt_parameters(self) -> dict[str, str]:
         cache = self.opts.ort_tensorrt_cache
-        params = {"precision_mode": "FP16", "max_workspace_size_bytes": str(self.opts.ort_tensorrt_workspace),
+        # the precision export checked the artifact in: an fp32 graph served at FP16 fails verify's fp32 rule
+        params = {"precision_mode": "FP16" if self.precision == "fp16" else "FP32",
+                  "max_workspace_size_bytes": str(self.opts.ort_tensorrt_workspace),
                   "trt_engine_cache_enable": "1", "trt_engine_cache_path": cache,
                   # tactic timings kept across restarts: a rebuilt engine (new pod, new shape range) builds faster
                   "trt_timing_cache_enable": "1", "trt_timing_cache_path": cache}

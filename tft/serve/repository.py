@@ -212,7 +212,7 @@ def _build(export_dir: Path, repository: Path, opts: BuildOptions) -> dict:
     manifest, artifact, model_file, tokenizer_json, opts = validate(export_dir, repository, opts)
     if "pad_token_id" not in manifest:  # exports written before the manifest recorded it
         manifest = {**manifest, "pad_token_id": _pad_id(tokenizer_json)}
-    layout = Layout(manifest, opts)
+    layout = Layout(manifest, opts, precision=artifact["precision"])
     names = [*layout.steps, layout.ensemble]
     if repository.is_dir():
         recover(repository, layout.ensemble)
@@ -262,6 +262,7 @@ def _build(export_dir: Path, repository: Path, opts: BuildOptions) -> dict:
         "kind": manifest["kind"], "task": manifest["task"], "pair": layout.pair_task, "labels": layout.labels,
         "outputs": [n for n, _, _ in layout.outputs], "max_batch": opts.max_batch, "instances": opts.instances,
         "device": "gpu" if opts.gpu else "cpu", "ort_tensorrt": opts.ort_tensorrt,
+        "ort_tensorrt_precision": layout.ort_tensorrt_parameters()["precision_mode"] if opts.ort_tensorrt else None,
         "dynamic_batching": opts.dynamic_batching, "queue_delay_us": opts.queue_delay_us, "model_versions": versions,
         "canary": canary_item(export_dir, manifest, layout.pair_task),
         # what the Python-backend steps import, as installed here: a container needs these (numpy < 2 for
