@@ -206,9 +206,9 @@ def test_ort_tensorrt_serves_what_export_checked_and_never_a_partitioned_graph(t
                                "fused_operators": {"Attention": 2}},
                               {**fp32, "name": "fp16", "precision": "fp16", "parity": {**parity, "rows_per_s": 500.0}}]
     assert set(tensorrt_partitioned(manifest)) == {"fp32-optimized"}
-    chosen = pick_artifact(manifest, BuildOptions(**gpu))
+    chosen = pick_artifact(manifest, BuildOptions(**gpu, artifact="auto"))
     assert chosen["name"] == "fp16" and "fp32-optimized" in {c["name"] for c in chosen["choice"] if c.get("skipped")}
     with pytest.raises(TftError, match="--artifact fp32-optimized: ONNX Runtime's fused operators are its own"):
         pick_artifact(manifest, BuildOptions(**gpu, artifact="fp32-optimized"))
-    assert pick_artifact(manifest, BuildOptions(name="m", backend="onnxruntime", device="gpu"))["name"] == \
+    assert pick_artifact(manifest, BuildOptions(name="m", backend="onnxruntime", device="gpu", artifact="auto"))["name"] == \
         "fp32-optimized"  # without TensorRT inside, the fused graph is ONNX Runtime's own and may be served
