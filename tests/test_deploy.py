@@ -564,3 +564,52 @@ def test_every_launcher_passes_what_the_build_needs(tiny_export, tmp_path, monke
     assert startup["periodSeconds"] * startup["failureThreshold"] >= WARMUP_READY_SECONDS
     assert "probes" not in chart_values(record)  # the chart's own 10 minutes cover a plain build
     # the Dockerfile's CMD reads the record itself: test_the_dockerfile_passes_the_version_compatible_flag_...
+
+
+@pytest.mark.parametrize("release, ort_tensorrt, precision, cuda, env", [
+    ("24.10", False, "fp32", {"use_tf32": "0"}, {}),  # the cuda accelerator takes use_tf32 from r24.06
+    ("24.05", False, "fp32", {}, {"NVIDIA_TF32_OVERRIDE": "0"}),
+    ("24.10", True, "fp32", {}, {"NVIDIA_TF32_OVERRIDE": "0"}),  # TensorRT inside ONNX Runtime: no switch
+    ("24.10", False, "fp16", {}, {}),
+])
+def test_fp32_is_served_in_fp32_on_gpus(tiny_export, tmp_path, release, ort_tensorrt, precision, cuda, env,
+                                        monkeypatch):
+    """Served fp32 ran in TF32 on Ampere and newer (served != export past 1e-4): TF32 is turned off per target, by
+    the cuda accelerator's use_tf32 where the onnxruntime backend takes it, else by the container's
+    NVIDIA_TF32_OVERRIDE, which every launcher sets from the build record; and for --device tensorrt parity."""
+    from tft.export.runtime import tf32_off_environment
+    from tft.serve import server as server_mod
+    from tft.serve.deploy import chart_values, kserve_manifest
+    from tft.serve.layout import Layout, parse_pbtxt, to_pbtxt
+    from tft.serve.options import BuildOptions
+    from tft.serve.repository import build_repository
+
+    opts = BuildOptions(name="m", backend="onnxruntime", device="gpu", ort_tensorrt=ort_tensorrt,
+                        triton_image=f"{release}-py3")
+    manifest = json.loads((tiny_export() / "manifest.json").read_text())
+    layout = Layout(manifest, opts, precision=precision)
+    model = parse_pbtxt(to_pbtxt(layout.model_config()))
+    accelerators = {a.name: dict(a.parameters) for a in model.optimization.execution_accelerators
+                    .gpu_execution_accelerator}
+    assert accelerators.get("cuda", {}) == cuda and layout.tf32()[1] == env
+    if precision == "fp32" and release == "24.10" and not ort_tensorrt:
+        record = build_repository(tiny_export("b"), tmp_path / "repo", BuildOptions(
+            name="m", backend="onnxruntime", device="gpu", ort_tensorrt=True))
+        assert record["container_env"] == {"NVIDIA_TF32_OVERRIDE": "0"}
+        assert chart_values(record, device="gpu")["env"] == {"NVIDIA_TF32_OVERRIDE": "0"}
+        kserve_env = kserve_manifest(record, storage_uri="s3://b/r", device="gpu")[1]["spec"]["predictor"]["model"]["env"]
+        assert {"name": "NVIDIA_TF32_OVERRIDE", "value": "0"} in kserve_env
+        started = {}
+        monkeypatch.setattr(server_mod.subprocess, "Popen", lambda cmd, **kw: started.update(kw) or _Stopped())
+        monkeypatch.setattr(server_mod, "port_in_use", lambda *a: False)
+        server_mod.TritonServer(tmp_path / "repo", log_file=tmp_path / "t.log").start()
+        assert started["env"]["NVIDIA_TF32_OVERRIDE"] == "0"
+        assert tf32_off_environment("tensorrt", "fp32") == {"NVIDIA_TF32_OVERRIDE": "0"}
+        assert tf32_off_environment("tensorrt", "fp16") == tf32_off_environment("cuda", "fp32") == {}
+
+
+class _Stopped:
+    pid, returncode = 0, 0
+
+    def poll(self):
+        return 0

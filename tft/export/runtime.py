@@ -43,6 +43,13 @@ def providers_for(device: str | None, available: list[str], cache_dir: Path | No
     return chain
 
 
+def tf32_off_environment(device: str | None, precision: str) -> dict[str, str]:
+    """NVIDIA_TF32_OVERRIDE=0 where an fp32 artifact runs on TensorRT: TensorRT computes fp32 layers in TF32 on Ampere
+    and newer by default and ONNX Runtime's TensorRT provider has no option against it; the variable, read when the
+    CUDA libraries start, turns TF32 off in cuBLAS, cuDNN and TensorRT alike."""
+    return {"NVIDIA_TF32_OVERRIDE": "0"} if device == "tensorrt" and precision == "fp32" else {}
+
+
 def check_provider(path, requested: list, got: list[str]) -> None:
     """The provider asked for first is the one the session runs on: ONNX Runtime falls back to the CPU, silently,
     where the CUDA or TensorRT libraries cannot be loaded."""
@@ -65,6 +72,10 @@ class OrtModel:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        import os
+
+        for key, value in tf32_off_environment(device, precision).items():
+            os.environ.setdefault(key, value)  # before the session starts the CUDA libraries
         providers = providers or providers_for(device, ort.get_available_providers(), precision=precision)
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.providers = self.session.get_providers()

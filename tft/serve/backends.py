@@ -76,7 +76,35 @@ def launch_flags(records) -> list[str]:
     return [VERSION_COMPATIBLE_FLAG] if any(r.get("version_compatible") for r in records) else []
 
 
+def launch_env(records) -> dict[str, str]:
+    """The environment the builds ask of the server's process or container (their `container_env`)."""
+    records = [records] if isinstance(records, dict) else list(records)
+    out: dict[str, str] = {}
+    for record in records:
+        out.update(record.get("container_env") or {})
+    return out
+
+
 def ready_budget(records) -> int:
     """Seconds a launcher waits for the builds to load: longer where a warm-up builds TensorRT engines."""
     records = [records] if isinstance(records, dict) else list(records)
     return WARMUP_READY_SECONDS if any(r.get("ort_tensorrt") for r in records) else READY_SECONDS
+
+
+# TF32: on Ampere and newer the CUDA libraries compute fp32 matrix products in TF32 unless told not to, and served
+# fp32 answers then drift past export's 1e-4 parity. The onnxruntime backend passes a `cuda` accelerator's parameters
+# to ONNX Runtime's CUDA provider (onnxruntime_backend README, "ONNX Runtime with CUDA Execution Provider
+# optimization"), `use_tf32` among them (the CUDA provider's option, onnxruntime cuda_execution_provider_info) from
+# r24.06; elsewhere, and under TensorRT (no TF32 switch in ONNX Runtime's TensorRT provider), the container's
+# NVIDIA_TF32_OVERRIDE=0 does it.
+CUDA_ACCELERATOR_USE_TF32_FROM = "24.06"
+
+
+def tf32_off(backend: str, gpu: bool, ort_tensorrt: bool, precision: str, release: str) -> tuple[dict, dict]:
+    """(the `cuda` accelerator's parameters, the container's environment) that keep an fp32 artifact in fp32 on the
+    GPU; both empty where nothing needs turning off (the CPU, fp16, or a backend that is not ONNX Runtime's)."""
+    if not gpu or precision != "fp32" or backend not in ("onnxruntime", "tensorrt"):
+        return {}, {}
+    if backend == "onnxruntime" and not ort_tensorrt and release >= CUDA_ACCELERATOR_USE_TF32_FROM:
+        return {"use_tf32": "0"}, {}
+    return {}, {"NVIDIA_TF32_OVERRIDE": "0"}

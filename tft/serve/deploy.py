@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from tft.errors import TftError
-from tft.serve.backends import VERSION_COMPATIBLE_FLAG, launch_flags, ready_budget  # noqa: F401 - re-exported
+from tft.serve.backends import VERSION_COMPATIBLE_FLAG, launch_env, launch_flags, ready_budget  # noqa: F401
 from tft.serve.targets import DEFAULT_TARGET
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver"
@@ -72,6 +72,8 @@ def chart_values(record: dict, *, device: str = "cpu", gpus: int = 1, image: str
         "device": device,
         "resources": {"gpu": gpus if device == "gpu" else 0},
     }
+    if launch_env(record):  # TF32 off for fp32 where no model setting can do it
+        values["env"] = launch_env(record)
     if ready_budget(record) > CHART_STARTUP_SECONDS:  # the build warms TensorRT engines while it loads
         values["probes"] = {"startup": {"periodSeconds": 5, "failureThreshold": -(-ready_budget(record) // 5)}}
     if model_url:
@@ -137,6 +139,7 @@ def kserve_manifest(record: dict, *, storage_uri: str, device: str = "cpu", gpus
     env = [{"name": "TFT_PROBE_URL", "value": "http://127.0.0.1:8080"}, {"name": "TFT_PROBE_MODEL", "value": name}]
     if packages:
         env.append({"name": "PYTHONPATH", "value": SITE})
+    env += [{"name": key, "value": value} for key, value in launch_env(record).items()]
     mounts = [{"name": "probe", "mountPath": "/opt/tft-probe", "readOnly": True},
               {"name": "shm", "mountPath": "/dev/shm"}]
     volumes = [{"name": "probe", "configMap": {"name": probe}},

@@ -155,6 +155,12 @@ class Layout:
             _tensor(c.input, name, "TYPE_INT64", [-1], ragged=backend.ragged)
         _tensor(c.output, "logits", "TYPE_FP32", self.logits_dims)
         _instances(c, self.opts, gpu=self.opts.gpu)
+        cuda, _ = self.tf32()
+        if cuda:  # fp32 served in fp32: TF32 off in ONNX Runtime's CUDA provider
+            accelerator = c.optimization.execution_accelerators.gpu_execution_accelerator.add()
+            accelerator.name = "cuda"
+            for key, value in cuda.items():
+                accelerator.parameters[key] = value
         if self.opts.ort_tensorrt:  # per the onnxruntime_backend README: TensorRT inside ONNX Runtime
             accelerator = c.optimization.execution_accelerators.gpu_execution_accelerator.add()
             accelerator.name = "tensorrt"
@@ -162,6 +168,14 @@ class Layout:
                 accelerator.parameters[key] = value
             self._warmup(c)
         return c
+
+    def tf32(self) -> tuple[dict, dict]:
+        """(cuda accelerator parameters, container environment) keeping an fp32 artifact in fp32 on the target."""
+        from tft.serve.backends import tf32_off
+        from tft.serve.targets import DEFAULT_TARGET, target_of
+
+        release = target_of(self.opts.triton_image or DEFAULT_TARGET).tag.split("-", 1)[0]
+        return tf32_off(self.opts.backend, self.opts.gpu, self.opts.ort_tensorrt, self.precision, release)
 
     def ort_tensorrt_profile(self) -> dict[str, tuple[int, int]]:
         """The one shape range TensorRT builds for inside ONNX Runtime: batch 1..max, length 1..the export's longest.

@@ -263,6 +263,9 @@ def _build(export_dir: Path, repository: Path, opts: BuildOptions) -> dict:
         "outputs": [n for n, _, _ in layout.outputs], "max_batch": opts.max_batch, "instances": opts.instances,
         "device": "gpu" if opts.gpu else "cpu", "ort_tensorrt": opts.ort_tensorrt,
         "ort_tensorrt_precision": layout.ort_tensorrt_parameters()["precision_mode"] if opts.ort_tensorrt else None,
+        # what the server's container needs in its environment (every launcher sets it): TF32 off for fp32 where
+        # no model setting can turn it off
+        "container_env": layout.tf32()[1],
         "dynamic_batching": opts.dynamic_batching, "queue_delay_us": opts.queue_delay_us, "model_versions": versions,
         "canary": canary_item(export_dir, manifest, layout.pair_task),
         # what the Python-backend steps import, as installed here: a container needs these (numpy < 2 for

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tft.fsutil import writable_cache
-from tft.serve.backends import launch_flags, ready_budget
+from tft.serve.backends import launch_env, launch_flags, ready_budget
 from tft.serve.triton import ServerError, backend_directory, pytriton_dir, server_env, stub_safe, system_triton
 
 log = logging.getLogger("tft")
@@ -145,8 +145,9 @@ class TritonServer:
             logs = writable_cache("logs")
             self.log_file = logs / f"tritonserver-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
         self._log = open(self.log_file, "ab")
+        env = {**launch_env(self.records()), **server_env(self.python_env)}  # the user's own setting wins
         self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
-                                        env=server_env(self.python_env), start_new_session=True,
+                                        env=env, start_new_session=True,
                                         preexec_fn=_die_with_parent(os.getpid()))
         return self
 
