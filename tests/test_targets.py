@@ -159,3 +159,29 @@ def test_the_trt_extra_installs_the_tensorrt_every_target_runs():
     spec = next(Requirement(r) for r in extras["trt"] if r.startswith("tensorrt")).specifier
     assert "11.0.0" not in spec and "11.4.0" not in spec
     assert all(version in spec for version in TRTLLM_TENSORRT.values())
+
+
+def test_tensorrt_of_each_image_from_its_sources_and_the_major_it_runs():
+    """The release notes give the TensorRT of 24.08, 24.10, 24.12 and 25.01; the others are unknown here (one line
+    asking for --tensorrt-version); 26.06 and later run TensorRT 11, which the trt11 extra installs."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    from helpers import REPO
+    from tft.errors import TftError
+    from tft.serve.artifacts import engine_loads_on
+    from tft.serve.targets import TARGETS, tensorrt_of_image
+
+    assert tensorrt_of_image("24.10-py3") == "10.5.0.18" and tensorrt_of_image("nvcr.io/nvidia/tritonserver:25.01-py3") \
+        == "10.8.0.43"
+    with pytest.raises(TftError, match=r"24.11-py3 \(TensorRT 10\).*--tensorrt-version.*dpkg -l \| grep tensorrt"):
+        tensorrt_of_image("24.11-py3")
+    assert {t.tensorrt_major for tag, t in TARGETS.items() if tag < "26.06"} == {10}
+    assert {t.tensorrt_major for tag, t in TARGETS.items() if tag >= "26.06"} == {11}
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    spec = next(Requirement(r) for r in extras["trt11"] if r.startswith("tensorrt")).specifier
+    assert "11.4.0" in spec and "10.16.1" not in spec
+    # the build number counts where both sides give it, as TensorRT checks
+    assert engine_loads_on("10.5.0.18", "10.5.0.18", False) and not engine_loads_on("10.5.0.17", "10.5.0.18", False)
+    assert engine_loads_on("10.5.0", "10.5.0.18", False)  # a side without its build number: as far as it says

@@ -215,7 +215,8 @@ def test_gpu_repository_configs(tiny_export, tmp_path):
     shapes = {which: ",".join(f"{n}:{b}x{s}" for n in ("input_ids", "attention_mask", "token_type_ids"))
               for which, (b, s) in {"min": (1, 1), "opt": (8, 64), "max": (16, 64)}.items()}
     assert accelerator.name == "tensorrt" and dict(accelerator.parameters) == {
-        "precision_mode": "FP16", "max_workspace_size_bytes": str(1 << 30), "trt_engine_cache_enable": "1",
+        # the tiny export serves its fp32 graph: TensorRT inside ONNX Runtime runs it in FP32, as export checked it
+        "precision_mode": "FP32", "max_workspace_size_bytes": str(1 << 30), "trt_engine_cache_enable": "1",
         "trt_engine_cache_path": "/tmp/tft-ort-trt-cache", "trt_timing_cache_enable": "1",
         "trt_timing_cache_path": "/tmp/tft-ort-trt-cache",
         **{f"trt_profile_{which}_shapes": value for which, value in shapes.items()}}
@@ -313,11 +314,15 @@ def test_serve_build_refuses_an_engine_from_another_tensorrt(tiny_export, tmp_pa
                    "--triton-image", "nvcr.io/nvidia/tritonserver:24.11-trtllm-python-py3")
     assert proc.returncode == 1 and "not the onnxruntime or tensorrt backends (server issue #7346); serve with " \
         "24.11-py3" in proc.stderr
-    # the -py3 image: its TensorRT is in NVIDIA's Frameworks Support Matrix, not tft's table: given by hand
+    # a -py3 image whose TensorRT only NVIDIA's Frameworks Support Matrix lists, not tft's table: given by hand
+    proc = run_tft("serve", "build", "--export", export, "--repository", repo, "--backend", "tensorrt",
+                   "--triton-image", "24.11")
+    assert proc.returncode == 1 and "give it with --tensorrt-version X.Y.Z.B" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not repo.exists()
+    # one whose release notes list it (24.10: 10.5.0.18): checked without being asked
     proc = run_tft("serve", "build", "--export", export, "--repository", repo, "--backend", "tensorrt",
                    "--triton-image", "24.10")
-    assert proc.returncode == 1 and "give it with --tensorrt-version X.Y.Z" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and not repo.exists()
+    assert proc.returncode == 1 and "the server's TensorRT 10.5.0.18 cannot load it" in proc.stderr
     proc = run_tft("serve", "build", "--export", export, "--repository", repo, "--backend", "tensorrt",
                    "--triton-image", "24.12-py3", "--tensorrt-version", "10.7.0")
     assert proc.returncode == 0, proc.stderr
@@ -430,3 +435,21 @@ def test_serve_build_checks_an_engine_against_the_serving_gpu(tiny_export, tmp_p
         with pytest.raises(RepositoryError, match=f"a GPU of compute capability {gpu} cannot run it"):
             build_repository(export, tmp_path / "repo", opts)
         assert not (tmp_path / "repo").exists()
+
+
+def test_the_pipeline_takes_the_images_tensorrt_and_checks_it_before_training(tmp_path):
+    """`tft pipeline --backend tensorrt --triton-image T` could never pass (no --tensorrt-version there, and the table
+    lacked every image's TensorRT); now an unknown one is one line before training, and it can be given."""
+    from helpers import one_line_error, run_tft
+
+    from tft.pipeline import PIPELINE, PipelineConfig, check_engine_target
+    from tft.serve.options import BuildOptions
+    from tft.train.config import TrainConfig
+
+    line = one_line_error(run_tft("pipeline", "--task", "sst2", "--data-dir", tmp_path, "--backend", "tensorrt",
+                                  "--triton-image", "24.11-py3", "--output-dir", tmp_path / "p"))
+    assert "24.11-py3 (TensorRT 10)" in line and "--tensorrt-version" in line and not (tmp_path / "p").exists()
+    own = PIPELINE.build({"backend": "tensorrt", "triton_image": "24.11-py3", "tensorrt_version": "10.6.0.26"}, {})
+    config = PipelineConfig.compose(TrainConfig(task="sst2"), own, tmp_path / "p", trt=True)
+    assert config.build.tensorrt_version == "10.6.0.26"
+    check_engine_target(BuildOptions(backend="tensorrt", triton_image="24.10-py3"))  # the table knows 24.10's

@@ -162,6 +162,7 @@ class PipelineOptions:
     serve: bool = False
     grpc_port: int | None = None
     triton_image: str | None = None
+    tensorrt_version: str | None = None
 
 
 PIPELINE = Options(PipelineOptions, {
@@ -179,7 +180,18 @@ PIPELINE = Options(PipelineOptions, {
     "grpc_port": Rule(int, "With --serve: gRPC port (default 8001; else a free one).", low=1, high=65535),
     "triton_image": Rule(str, "The Triton image the repository is for (YY.MM-py3): packages for its Python, no graph "
                               "fused by another ONNX Runtime (see `tft serve build --triton-image`).", metavar="TAG"),
+    "tensorrt_version": Rule(str, "With --backend tensorrt: the serving image's TensorRT (X.Y.Z.B), where tft's table "
+                                  "of images does not list it; checked before training.", metavar="VERSION"),
 }, click_types=True)
+
+
+def check_engine_target(build: BuildOptions) -> None:
+    """A TensorRT engine for an image: its TensorRT must be known (tft's table, or --tensorrt-version)."""
+    from tft.serve.backends import BACKENDS
+    from tft.serve.targets import tensorrt_of_image
+
+    if BACKENDS[build.backend].runtime == "tensorrt" and build.triton_image and not build.tensorrt_version:
+        tensorrt_of_image(build.triton_image)
 
 
 @dataclass(frozen=True)
@@ -197,7 +209,8 @@ class PipelineConfig:
         export = ExportConfig(output_dir=str(out / "export"), int8=own.int8, trt=trt, max_batch=own.max_batch,
                               device=own.device, overwrite=True, optional_int8=True)
         build = BuildOptions(name=own.name or train.task, max_batch=own.max_batch, artifact=own.artifact,
-                             backend=own.backend, triton_image=own.triton_image)
+                             backend=own.backend, triton_image=own.triton_image, tensorrt_version=own.tensorrt_version)
+        check_engine_target(build)  # before hours of training, not after
         return cls(train, export, build, out, own)
 
     def settings(self) -> dict:

@@ -14,15 +14,17 @@ from tft.serve.options import BuildOptions
 
 
 def engine_loads_on(built: str, serving: str, version_compatible: bool) -> bool:
-    """An engine loads on the TensorRT that built it (major.minor.patch); a version-compatible one also on
+    """An engine loads on the TensorRT that built it, to the build number where both give one (TensorRT itself
+    checks the full version: 10.5.0.18 and 10.5.0.17 are different releases); a version-compatible one also on
     later releases of the same major, and a TensorRT 10 one on TensorRT 11 (TensorRT 11's support matrix)."""
     def parts(version):
-        return tuple(int(p) for p in re.findall(r"\d+", str(version))[:3])
+        return tuple(int(p) for p in re.findall(r"\d+", str(version))[:4])
 
     b, s = parts(built), parts(serving)
     if version_compatible:
-        return s >= b and (b[:1] == s[:1] or (b[:1] == (10,) and s[:1] == (11,)))
-    return b == s
+        return s[:3] >= b[:3] and (b[:1] == s[:1] or (b[:1] == (10,) and s[:1] == (11,)))
+    digits = min(len(b), len(s), 4)
+    return b[:3] == s[:3] and b[:digits] == s[:digits]
 
 
 # `--artifact auto` serves only artifacts whose answers never changed with their batch on the dev rows export

@@ -8,8 +8,11 @@ Sources, read from triton-inference-server/server at each release branch rYY.MM 
   * Python: the image's Ubuntu (build.py's base image: 22.04 up to 24.10, 24.04 from 24.11), whose Python is 3.10.12 and
     3.12.3; compatibility.md's vllm-python-py3 table, built on the same base, lists the same;
   * CUDA: compatibility.md's vllm-python-py3 table (the release's base image; 24.10's release notes say CUDA 12.6.2).
-The TensorRT inside the -py3 images is listed only in NVIDIA's Frameworks Support Matrix, which tft could not read:
-give it with --tensorrt-version for a TensorRT engine. The -trtllm-python-py3 images carry the TensorRT-LLM and Python
+  * TensorRT of the -py3 images: the release notes list it for some releases ("The container also includes the
+    following"; TENSORRT_SOURCES names the page per row): 24.08 10.3.0.26, 24.10 10.5.0.18, 24.12 10.7.0.23, 25.01
+    10.8.0.43. The others are listed only in NVIDIA's Frameworks Support Matrix, which tft could not read: they are
+    unknown here (give --tensorrt-version for an engine). Their TensorRT major: 10 from 24.05 (the first release on
+    TensorRT 10) to 26.05, 11 from 26.06 (server commit d898a0f adds the TensorRT 11 QA for 26.06). The -trtllm-python-py3 images carry the TensorRT-LLM and Python
 backends, not the tensorrt or onnxruntime ones (a Triton maintainer, server issue #7346): tft refuses them for those
 backends; their TensorRT (compatibility.md's trtllm-python-py3 table) is kept for --tensorrt-version's check.
 """
@@ -37,6 +40,11 @@ class Target:
     backends: tuple[str, ...] = PY3_BACKENDS
 
     @property
+    def tensorrt_major(self) -> int:
+        """10 up to 26.05, 11 from 26.06 (the module docstring names the sources)."""
+        return 11 if self.tag.split("-", 1)[0] >= TENSORRT_11_FROM else 10
+
+    @property
     def python(self) -> str:
         return UBUNTU_PYTHON[self.ubuntu]
 
@@ -45,8 +53,15 @@ class Target:
         return ".".join(self.python.split(".")[:2])
 
 
+TENSORRT_11_FROM = "26.06"
+# the release notes that list a -py3 image's TensorRT (docs.nvidia.com/deeplearning/triton-inference-server/
+# release-notes/rel-YY-MM.html, "The container also includes the following")
+TENSORRT_SOURCES = {"24.08": "10.3.0.26", "24.10": "10.5.0.18", "24.12": "10.7.0.23", "25.01": "10.8.0.43"}
+
+
 def _py3(release, triton, ort, cuda):
-    return Target(f"{release}-py3", triton, ort, cuda, "22.04" if release <= "24.10" else "24.04")
+    return Target(f"{release}-py3", triton, ort, cuda, "22.04" if release <= "24.10" else "24.04",
+                  tensorrt=TENSORRT_SOURCES.get(release))
 
 
 TARGETS: dict[str, Target] = {t.tag: t for t in (
@@ -107,10 +122,10 @@ def tensorrt_of_image(image: str) -> str:
                               f"the tensorrt backend (server issue #7346); serve engines with {tag.split('-')[0]}-py3")
     target = target_of(image)
     if target.tensorrt is None:
-        raise RepositoryError(f"--triton-image {image!r}: the TensorRT inside {target.tag} is listed only in NVIDIA's "
-                              "Frameworks Support Matrix, which tft's table does not hold; give it with "
-                              "--tensorrt-version X.Y.Z (docker run IMAGE python3 -c 'import tensorrt; "
-                              "print(tensorrt.__version__)')")
+        raise RepositoryError(f"--triton-image {image!r}: the TensorRT inside {target.tag} (TensorRT "
+                              f"{target.tensorrt_major}) is listed only in NVIDIA's Frameworks Support Matrix, which "
+                              "tft's table does not hold; give it with --tensorrt-version X.Y.Z.B (docker run IMAGE "
+                              "dpkg -l | grep tensorrt)")
     return target.tensorrt
 
 
