@@ -67,10 +67,12 @@ class OrtModel:
                  precision: str = "fp32"):
         import onnxruntime as ort
 
+        from tft.cpus import available_cpus
+
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
+        # the CPUs this process is given (a pod's quota), not the machine's cores ONNX Runtime would count
+        options.intra_op_num_threads = threads or available_cpus()
+        options.inter_op_num_threads = 1
         options.log_severity_level = 3
         import os
 

@@ -13,16 +13,41 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 
+def available_cpus(root="/sys/fs/cgroup"):
+    """tft/cpus.py's, copied: this file runs inside Triton without tft. The affinity mask capped by the cgroup CPU
+    quota (a pod's resources.limits.cpu)."""
+    import math
+    import os
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    quota = None
+    try:
+        limit, period = open(os.path.join(root, "cpu.max")).read().split()[:2]
+        quota = None if limit == "max" else int(limit) / int(period)
+    except (OSError, ValueError):
+        try:
+            limit = int(open(os.path.join(root, "cpu", "cpu.cfs_quota_us")).read())
+            period = int(open(os.path.join(root, "cpu", "cpu.cfs_period_us")).read())
+            quota = limit / period if limit > 0 and period > 0 else None
+        except (OSError, ValueError):
+            quota = None
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, cpus)
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         here = Path(args["model_repository"]) / args["model_version"]
         settings = json.loads((here / "step.json").read_text(encoding="utf-8"))  # this version's own
         options = ort.SessionOptions()
-        threads = int(settings.get("intra_op_threads", 0))
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
+        # the build's --threads, else the CPUs the container is given (its cgroup quota), not the node's cores
+        options.intra_op_num_threads = int(settings.get("intra_op_threads") or 0) or available_cpus()
+        options.inter_op_num_threads = 1
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(here / settings.get("onnx_file", "model.onnx")), options,
                                             providers=["CPUExecutionProvider"])
