@@ -147,6 +147,10 @@ class TrainRecipe:
         self.model_name = cfg.model or task.default_model
         if is_scratch(self.model_name):
             scratch_size(self.model_name)  # a bad name is one line before the run folder is created
+        elif self.model_name.startswith(("/", "./", "../", "~")) and not Path(self.model_name).expanduser().exists():
+            # a path, not a hub name: say so, not the hub's rules for repository ids
+            raise TftError(f"--model {self.model_name}: no such folder (a local model is a folder holding config.json, "
+                           "the weights and a tokenizer)")
 
     def _read_data(self):
         cfg, task = self.cfg, self.task
