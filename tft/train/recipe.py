@@ -170,8 +170,8 @@ class TrainRecipe:
         self.cfg.skip_preflight, self.resume_from = False, None
         self._resolve_task_and_model()
         train_examples, _ = self._read_data()
-        cap = max_chars_for(self.cfg.max_seq_length, self.cfg.max_chars)
-        self.tokenizer = (train_tokenizer(texts_of(train_examples, cap), max_length=max(512, self.cfg.max_seq_length))
+        self.tokenizer = (train_tokenizer(texts_of(train_examples, tokenizer_text_cap(self.cfg)),
+                                          max_length=max(512, self.cfg.max_seq_length))
                           if is_scratch(self.model_name) else self._tokenizer_from(self.model_name))
         self.model = self._load_model()
         self._fit_tokenizer_to_family()
@@ -245,7 +245,7 @@ class TrainRecipe:
             if not (saved / "tokenizer.json").exists():
                 if not self.args.process_index == 0 and is_distributed_launch():
                     raise TftError("scratch tokenizer missing on a non-main rank")
-                tok = train_tokenizer(texts_of(train_examples, max_chars_for(cfg.max_seq_length, cfg.max_chars)),
+                tok = train_tokenizer(texts_of(train_examples, tokenizer_text_cap(cfg)),
                                       max_length=max(512, cfg.max_seq_length))
                 with atomic_dir(saved, overwrite=True) as tmp:
                     tok.save_pretrained(tmp)
@@ -481,6 +481,13 @@ class TrainRecipe:
 
             plot_history(self.trainer.state.log_history, task.main_metric, self.output_dir / "training.png")
         return best
+
+
+def tokenizer_text_cap(cfg: TrainConfig) -> int:
+    """Characters of each text a scratch tokenizer learns from: the larger of --max-chars and the default cap (32 x
+    max seq length, at least 4,096). It bounds the trainer's memory (a 200 MB line cost 15 GB), and a small --max-chars
+    still leaves the vocabulary learnt from whole words."""
+    return max(max_chars_for(cfg.max_seq_length, cfg.max_chars), max_chars_for(cfg.max_seq_length, None))
 
 
 def native_cuda_bf16() -> bool:
