@@ -293,7 +293,7 @@ def test_a_repository_answers_from_an_environment_holding_only_its_recorded_pack
 
     repo = tmp_path / "repo"
     assert run_tft("serve", "build", "--export", pair_export, "--repository", repo, "--name", "ce").returncode == 0
-    requirements = (repo / "tft-requirements.txt").read_text().split()
+    requirements = [line for line in (repo / "tft-requirements.txt").read_text().splitlines() if not line.startswith("#")]
     assert {r.split("==")[0] for r in requirements} == {"numpy", "tokenizers", "onnxruntime"}
     env_dir = tmp_path / "container-env"
     venv.EnvBuilder(with_pip=True).create(env_dir)
@@ -613,3 +613,38 @@ class _Stopped:
 
     def poll(self):
         return 0
+
+
+@pytest.mark.parametrize("image_python, ok", [("3.11", True), ("3.10", False)])
+def test_the_dockerfile_refuses_pins_for_another_python(tiny_export, tmp_path, image_python, ok):
+    """A build without --triton-image pins this machine's packages; on an image of another Python pip failed with a
+    resolver error. The Dockerfile's RUN, run by sh as Docker runs it (python3 and pip stand-ins), says it in one
+    line; ranges (a build for a target of another Python) pass."""
+    import platform
+    import stat
+    import subprocess
+
+    from tft.serve.options import BuildOptions
+    from tft.serve.repository import build_repository
+
+    here = ".".join(platform.python_version().split(".")[:2])
+    repo = tmp_path / "repo"
+    build_repository(tiny_export(), repo, BuildOptions(name="m"))
+    requirements = (repo / "tft-requirements.txt").read_text()
+    assert requirements.startswith(f"# for Python {here} ")
+    run = (REPO / "deploy" / "Dockerfile").read_text().split("\nRUN ", 1)[1].split("\nEXPOSE", 1)[0]
+    run = run.replace("\\\n", " ").replace("/tmp/tft-requirements.txt", str(repo / "tft-requirements.txt"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    version = here if ok else ("3.10" if here != "3.10" else "3.12")
+    for name, body in (("python3", f"echo {version}"), ("pip", "echo installed")):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(stat.S_IRWXU)
+    proc = subprocess.run(["/bin/sh", "-c", run], capture_output=True, text=True,
+                          env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TRITON_VERSION": "24.10"})
+    if ok:
+        assert proc.returncode == 0 and "installed" in proc.stdout, proc.stderr
+    else:
+        assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+            f"tft-requirements.txt pins packages for Python {here}; this image runs Python {version}: build the "
+            "repository with tft serve build --triton-image 24.10-py3, or use the image it was built for"]

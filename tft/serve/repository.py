@@ -366,7 +366,12 @@ def write_requirements(repository: Path, current: dict) -> None:
     for record in [current, *read_serve_manifests(repository).values()]:
         for requirement in record.get("python_packages", []):
             pins.setdefault(re.split(r"[=<>!~ ]", requirement, maxsplit=1)[0], requirement)
-    atomic_write_text(repository / REQUIREMENTS, "".join(f"{r}\n" for r in sorted(pins.values())))
+    pinned = any("==" in r for r in pins.values())  # pins are this machine's (python_packages): for its Python only
+    import platform
+
+    header = (f"# for Python {'.'.join(platform.python_version().split('.')[:2])} (pinned as installed where "
+              "`tft serve build` ran; deploy/Dockerfile refuses another image's Python)\n" if pinned else "")
+    atomic_write_text(repository / REQUIREMENTS, header + "".join(f"{r}\n" for r in sorted(pins.values())))
 
 
 PACKAGE_RANGES = {"numpy": "numpy>=1.21,<2", "tokenizers": "tokenizers>=0.20,<1", "onnxruntime": "onnxruntime>=1.18"}
