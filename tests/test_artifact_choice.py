@@ -136,3 +136,23 @@ def test_auto_serves_the_fastest_passing_batch_invariant_artifact(manifest, runt
 def test_auto_without_an_fp32_graph_or_candidate_says_so():
     with pytest.raises(TftError, match="no fp32 ONNX artifact"):
         choose_artifact({"artifacts": [artifact("int8", "int8", 10.0, passed=False)]}, "onnxruntime", "cpu")
+
+
+def test_auto_for_a_gpu_never_ranks_by_speeds_measured_on_the_cpu():
+    """An export made on a CPU host measures its artifacts there: the fused graph's CPU speed says nothing of the
+    serving GPU. Ranked by speed only where a GPU provider measured them; else by precision (fp16, then the plain
+    graph)."""
+    def on(provider, art):
+        return {**art, "measured_with": provider}
+
+    cpu = [on("CPUExecutionProvider", a) for a in (artifact("fp32", "fp32", 100.0),
+                                                    artifact("fp32-optimized", "fp32", 300.0),
+                                                    artifact("fp16", "fp16", 50.0))]
+    chosen, considered = choose_artifact({"artifacts": cpu}, "onnxruntime", "gpu")
+    assert chosen["name"] == "fp16"
+    assert next(c for c in considered if c["chosen"])["ranked"].startswith("by precision: its speed was measured")
+    no_fp16 = {"artifacts": cpu[:2]}
+    assert choose_artifact(no_fp16, "onnxruntime", "gpu")[0]["name"] == "fp32"
+    gpu = {"artifacts": [on("CUDAExecutionProvider", a) for a in cpu]}
+    assert choose_artifact(gpu, "onnxruntime", "gpu")[0]["name"] == "fp32-optimized"  # measured there: by speed
+    assert choose_artifact({"artifacts": cpu}, "onnxruntime", "cpu")[0]["name"] == "fp32-optimized"

@@ -224,9 +224,11 @@ def _export(checkpoint: Path, out: Path, cfg: ExportConfig, replace: bool) -> Pa
                  if result.metric else "",
                  f"  batch-invariant {result.batch_invariance:.2%}  {result.rows_per_s:.0f} rows/s"
                  if result.batch_invariance is not None else "")
+        # which provider measured its speed: `--artifact auto` ranks by speed only on the device that measured it
+        measured_with = (getattr(runner, "providers", None) or ["TensorrtExecutionProvider"])[0]
         artifacts.append({"name": name, "file": Path(path).name, "precision": precision, "runtime": runtime,
                           "sha256": file_sha256(path), "bytes": Path(path).stat().st_size, "parity": result.to_dict(),
-                          **(extra or {})})
+                          "measured_with": measured_with, **(extra or {})})
 
     with atomic_dir(out, overwrite=replace, owned_as="export") as tmp:
         start = time.perf_counter()

@@ -61,6 +61,13 @@ def activation_scales(artifact: dict) -> str:
     return artifact.get("activation_scales") or ("dynamic" if artifact["name"] == "int8" else "static")
 
 
+def measured_on_gpu(artifact: dict) -> bool:
+    """Whether export measured this artifact's speed on a GPU provider (exports before it recorded: taken as the
+    serving device's, as they were)."""
+    provider = artifact.get("measured_with")
+    return provider is None or provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
 def choose_artifact(manifest: dict, runtime: str, device: str, exclude: dict | None = None) -> tuple[dict, list[dict]]:
     """`--artifact auto`: the fastest artifact (rows/s measured by export's serving-batch parity) that this
     backend's runtime serves on this device, whose gate passed and whose answers are batch-invariant.
@@ -95,6 +102,13 @@ def choose_artifact(manifest: dict, runtime: str, device: str, exclude: dict | N
         elif best is None or entry["rows_per_s"] > best[1]["rows_per_s"]:
             best = (art, entry)
         considered.append(entry)
+    if best is not None and device == "gpu" and not measured_on_gpu(best[0]):
+        # speeds measured on the export host's CPU say nothing of the serving GPU: take the precision the GPU runs
+        # fastest that passed (fp16), else the plain graph
+        candidates = [(a, e) for a, e in zip(manifest["artifacts"], considered) if "skipped" not in e]
+        best = next(((a, e) for a, e in candidates if a["precision"] == "fp16"), None) or \
+            next(((a, e) for a, e in candidates if a["name"] == "fp32"), best)
+        best[1]["ranked"] = "by precision: its speed was measured on the CPU, not on the serving GPU"
     if best is None:
         fallback = default_artifact(manifest)
         for entry in considered:
