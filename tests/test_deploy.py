@@ -462,7 +462,7 @@ def test_kserve_on_its_stock_runtime_makes_a_valid_pod(tiny_export, tmp_path, de
     initContainers unless a feature flag that is off by default is on)."""
     import kubernetes_validate
 
-    from tft.serve.deploy import DEPLOYMENT_MODE, kserve_manifest
+    from tft.serve.deploy import DEPLOYMENT_MODE, PROGRESS_DEADLINE, kserve_manifest
     from tft.serve.options import BuildOptions
     from tft.serve.repository import build_repository
 
@@ -486,6 +486,10 @@ def test_kserve_on_its_stock_runtime_makes_a_valid_pod(tiny_export, tmp_path, de
         assert {"name": "TFT_PROBE_MODEL", "value": name} in container["env"]  # the real name reaches the probe
         raw = service["metadata"]["annotations"].get(DEPLOYMENT_MODE)
         assert (raw == "RawDeployment") == ("initContainers" in pod["spec"]) == (built_image is None)
+        if raw is None:  # Knative: its progress deadline outlasts the startup probe's budget
+            deadline = int(service["metadata"]["annotations"][PROGRESS_DEADLINE].rstrip("s"))
+            startup = container["startupProbe"]
+            assert deadline > startup["periodSeconds"] * startup["failureThreshold"]
         assert container["args"][:2] == ["tritonserver", "--model-store=/mnt/models"]  # KServe appends ours
 
 

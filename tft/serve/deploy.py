@@ -106,6 +106,9 @@ def kube_name(name: str, limit: int = 63, dns1035: bool = False) -> str:
 # (Standard) mode, which keeps the PodSpec as written. KServe reads this annotation (GetDeploymentMode) and maps the
 # legacy RawDeployment value to Standard in its newer releases.
 DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
+# Knative Serving's per-revision progress deadline (default 600 s, the same as tft's startup budget before): how long a
+# revision may take to become ready before Knative marks it failed
+PROGRESS_DEADLINE = "serving.knative.dev/progress-deadline"
 # KServe merges the predictor into its stock runtime's container key by key (MergeRuntimeContainers: a strategic merge
 # patch); that runtime (config/runtimes/kserve-tritonserver.yaml) sets limits.cpu "1": a request above it without a
 # limit of our own makes a pod the API server rejects. Requests and limits are both set here.
@@ -171,6 +174,8 @@ def kserve_manifest(record: dict, *, storage_uri: str, device: str = "cpu", gpus
     annotations = {"serving.kserve.io/enable-prometheus-scraping": "true"}
     if packages:
         annotations[DEPLOYMENT_MODE] = "RawDeployment"
+    else:  # Knative (Serverless): its 600 s progress deadline must outlast the startup budget, or it gives up first
+        annotations[PROGRESS_DEADLINE] = f"{ready_budget(record) + 600}s"
     service = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
                "metadata": {"name": service_name, "annotations": annotations},
                "spec": {"predictor": predictor}}
