@@ -163,7 +163,7 @@ def test_fp16_on_cpu_fails_clearly_or_falls_back_when_allowed(afqmc_sample, tmp_
     (["--fp16", "--bf16"], "--fp16 and --bf16 exclude each other"),
     (["--text-field", "x"], "has fixed fields"),
     (["--model", "scratch:huge"], "unknown scratch model 'scratch:huge'"),
-    (["--model", "/nonexistent/model"], "cannot load the tokenizer of '/nonexistent/model'"),
+    (["--model", "/nonexistent/model"], "--model /nonexistent/model: no such folder"),  # a path, not a hub name
     (["--early-stopping", "2", "--resume", "/nonexistent"], "not a complete training checkpoint"),
 ])
 def test_bad_flag_combinations_are_one_line_errors(afqmc_sample, tmp_path, args, message):
