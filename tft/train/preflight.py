@@ -211,8 +211,8 @@ def _check_train_step(subject: _Subject, features: list[dict], inputs) -> str:
                                    "tft batches texts of different lengths when it trains and serves, so it cannot "
                                    "serve this family") from None
             raise subject.fail("train step", f"forward and backward fail on a padded batch of {len(rows)}: "
-                               f"{first_line(e)}", "the model's own code fails on padded batches, so tft cannot train or serve it as it "
-                               "is") from None
+                               f"{first_line(e)}", "the model's own code fails on padded batches, so tft cannot "
+                               "train or serve it as it is") from None
         if not np.isfinite(loss):
             raise subject.fail("train step", f"the loss of a padded batch of {len(rows)} is {loss}",
                                "check the model's weights and config (a randomly initialised head must not give NaN)")
@@ -224,14 +224,12 @@ def _check_train_step(subject: _Subject, features: list[dict], inputs) -> str:
 
 
 def _runs_at_fixed_length(subject: _Subject, rows, inputs, left: bool) -> int | None:
-    """The one length this model runs at, if padding every row to the longest it takes makes it run."""
-    for width in (subject.max_len,):
-        try:
-            _forward_backward(subject, rows, inputs, width, left)
-            return width
-        except (RuntimeError, ValueError, TypeError, IndexError):
-            continue
-    return None
+    """--max-seq-length, if padding every row to it makes the model run (it needs one fixed length)."""
+    try:
+        _forward_backward(subject, rows, inputs, subject.max_len, left)
+        return subject.max_len
+    except (RuntimeError, ValueError, TypeError, IndexError):
+        return None
 
 
 def _answers_alike(subject: _Subject, features, inputs, left: bool) -> float:
