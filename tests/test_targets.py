@@ -43,6 +43,7 @@ def test_a_build_for_a_target_pins_packages_for_its_python_and_serves_the_plain_
     from tft.fsutil import file_sha256
     from tft.serve.options import BuildOptions
     from tft.serve.repository import build_repository
+    from tft.serve.targets import DEFAULT_TARGET
 
     export = tmp_path / "exp"
     shutil.copytree(tiny_export(), export)
@@ -54,9 +55,11 @@ def test_a_build_for_a_target_pins_packages_for_its_python_and_serves_the_plain_
     manifest["artifacts"].append(fused)
     manifest["versions"] = {"onnxruntime": "1.32.0"}
     (export / "manifest.json").write_text(json.dumps(manifest))
-    here = build_repository(export, tmp_path / "here", BuildOptions(artifact="auto"))
-    assert here["artifact"] == "fp32-optimized" and here["target"] is None
-    assert all("==" in p for p in here["python_packages"])  # pinned as installed on this machine
+    # without --triton-image: for the image deploy/Dockerfile and the chart use, not this machine (whose pins used to
+    # be recorded for a Python that image does not run)
+    default = build_repository(export, tmp_path / "default", BuildOptions(artifact="auto"))
+    assert default["target"]["tag"] == DEFAULT_TARGET and default["artifact"] == "fp32"
+    assert default["python_packages"] == ["numpy>=1.21,<2", "tokenizers>=0.20,<1", "onnxruntime>=1.18"]
     record = build_repository(export, tmp_path / "r", BuildOptions(artifact="auto", backend="python",
                                                                     triton_image="24.10-py3"))
     assert record["target"]["python"] == "3.10.12" and record["artifact"] == "fp32"

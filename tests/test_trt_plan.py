@@ -428,7 +428,8 @@ def test_serve_build_checks_an_engine_against_the_serving_gpu(tiny_export, tmp_p
 
     export = export_with_engine(tiny_export(), tmp_path, gpu="NVIDIA A100", compute_capability=built,
                                 hardware_compatible=hardware_compatible)
-    opts = BuildOptions(name="m", backend="tensorrt", gpu_capability=gpu)
+    # the serving TensorRT is the engine's own (without it the default image's, 24.10's 10.5.0.18, is checked)
+    opts = BuildOptions(name="m", backend="tensorrt", gpu_capability=gpu, tensorrt_version="10.7.0")
     if runs:
         assert build_repository(export, tmp_path / "repo", opts)["artifact"] == "tensorrt-fp16"
     else:

@@ -35,7 +35,7 @@ from tft.serve.layout import Layout, parse_pbtxt, read_config, structure, to_pbt
 from tft.serve.options import BuildOptions
 from tft.serve.options import check as check_options
 from tft.serve.records import owned_models, read_serve_manifests
-from tft.serve.targets import target_of, tensorrt_of_image
+from tft.serve.targets import DEFAULT_TARGET, target_of, tensorrt_of_image
 from tft.tasks import kind_of
 
 log = logging.getLogger("tft")
@@ -106,11 +106,12 @@ def validate(export_dir: Path, repository: Path, opts: BuildOptions) -> tuple[di
     the options completed from the export)."""
     manifest = read_export_manifest(export_dir)
     check_options(opts)
-    target = target_of(opts.triton_image) if opts.triton_image else None
-    if target is not None and opts.backend not in target.backends:
+    # no --triton-image: the image deploy/Dockerfile, the chart and KServe use (DEFAULT_TARGET), not this machine
+    target = target_of(opts.triton_image or DEFAULT_TARGET)
+    if opts.backend not in target.backends:
         raise RepositoryError(f"--backend {opts.backend}: {target.tag} has no {opts.backend} backend")
-    if target is not None and BACKENDS[opts.backend].runtime == "tensorrt" and not opts.tensorrt_version:
-        opts = dataclasses.replace(opts, tensorrt_version=tensorrt_of_image(opts.triton_image))
+    if BACKENDS[opts.backend].runtime == "tensorrt" and not opts.tensorrt_version:
+        opts = dataclasses.replace(opts, tensorrt_version=tensorrt_of_image(opts.triton_image or DEFAULT_TARGET))
     opts = opts.for_export(manifest)
     if not NAME_RE.match(opts.name):
         raise RepositoryError(f"--name {opts.name!r}: use letters, digits, '_', '-' and '.'")
@@ -133,10 +134,9 @@ def validate(export_dir: Path, repository: Path, opts: BuildOptions) -> tuple[di
     return manifest, artifact, model_file, tokenizer_json, opts
 
 
-def target_record(opts: BuildOptions) -> dict | None:
-    if not opts.triton_image:
-        return None
-    target = target_of(opts.triton_image)
+def target_record(opts: BuildOptions) -> dict:
+    """The image the repository is built for: --triton-image, or the default deploy/Dockerfile and the chart use."""
+    target = target_of(opts.triton_image or DEFAULT_TARGET)
     return {"tag": target.tag, "triton": target.triton, "python": target.python, "onnxruntime": target.onnxruntime,
             "cuda": target.cuda, "tensorrt": opts.tensorrt_version or target.tensorrt}
 
