@@ -180,7 +180,8 @@ def test_deploy_writes_values_that_render_and_refuses_bad_combinations(pair_expo
     assert data["model"]["name"] == "kc" and data["model"]["steps"] == ["kc_tokenizer", "kc_model", "kc_postprocess"]
     record = json.loads((repo / "kc" / "tft-serve.json").read_text())
     assert data["model"]["canary"]["inputs"][0]["data"] == [record["canary"]["text"]]
-    assert any(p.startswith("onnxruntime==") for p in data["image"]["pythonPackages"])
+    # built for the default image (24.10-py3, Python 3.10): ranges its pip resolves, not this machine's pins
+    assert "onnxruntime>=1.18" in data["image"]["pythonPackages"]
     objects = render(data)
     assert "--model-repository=s3://b/repo" in container(objects)["args"][0]
     before = values.read_bytes()
