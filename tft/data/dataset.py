@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections import Counter
@@ -25,6 +26,13 @@ class Split:
     @property
     def labeled(self) -> bool:
         return bool(self.examples) and _gold(self.examples[0]) is not None
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """The file's sha256, read once: the feature cache's key and a resumed run's check both use it."""
+        from tft.fsutil import file_sha256
+
+        return file_sha256(self.path)
 
 
 @dataclass

@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from tft.data.features import model_input_names
-from tft.fsutil import file_sha256
 from tft.predictions import max_chars_for
 
 
 def feature_fingerprint(split, tokenizer, max_length: int, labels, limit, task, max_chars=None) -> str:
     tok_json = tokenizer.backend_tokenizer.to_str()
-    key = {"file": file_sha256(split.path), "tokenizer": hashlib.sha256(tok_json.encode()).hexdigest(),
+    key = {"file": split.sha256, "tokenizer": hashlib.sha256(tok_json.encode()).hexdigest(),
            "inputs": list(model_input_names(tokenizer)), "max_length": max_length, "labels": list(labels),
            "limit": limit, "task": task.name, "fields": [task.text_field, task.text_pair_field, task.label_field],
            "max_chars": max_chars_for(max_length, max_chars), "format": 2}

@@ -123,10 +123,8 @@ class TrainRecipe:
 
     def _check_same_data(self) -> None:
         """A resumed run continues on the training file it started with: the run marker records its sha256."""
-        from tft.fsutil import file_sha256
-
         path = self.data["train"].path
-        self.settings["train_sha256"] = file_sha256(path)
+        self.settings["train_sha256"] = self.data["train"].sha256
         recorded = ((read_marker(self.output_dir) or {}).get("settings") or {}).get("train_sha256")
         if self.resume_from and recorded and recorded != self.settings["train_sha256"]:
             raise TftError(f"--resume: {path} changed since this run started (its sha256 differs from the one "
