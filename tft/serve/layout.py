@@ -60,6 +60,14 @@ def _instances(config, opts: BuildOptions, gpu: bool = False) -> None:
     group.kind = mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
 
 
+def _gpu_accelerator(config, name: str, parameters: dict) -> None:
+    """One of the onnxruntime backend's gpu_execution_accelerator entries, with its parameters."""
+    accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
+    accelerator.name = name
+    for key, value in parameters.items():
+        accelerator.parameters[key] = value
+
+
 def to_pbtxt(config) -> str:
     return text_format.MessageToString(config)
 
@@ -157,15 +165,9 @@ class Layout:
         _instances(c, self.opts, gpu=self.opts.gpu)
         cuda, _ = self.tf32()
         if cuda:  # fp32 served in fp32: TF32 off in ONNX Runtime's CUDA provider
-            accelerator = c.optimization.execution_accelerators.gpu_execution_accelerator.add()
-            accelerator.name = "cuda"
-            for key, value in cuda.items():
-                accelerator.parameters[key] = value
+            _gpu_accelerator(c, "cuda", cuda)
         if self.opts.ort_tensorrt:  # per the onnxruntime_backend README: TensorRT inside ONNX Runtime
-            accelerator = c.optimization.execution_accelerators.gpu_execution_accelerator.add()
-            accelerator.name = "tensorrt"
-            for key, value in self.ort_tensorrt_parameters().items():
-                accelerator.parameters[key] = value
+            _gpu_accelerator(c, "tensorrt", self.ort_tensorrt_parameters())
             self._warmup(c)
         return c
 
