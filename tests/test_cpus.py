@@ -17,7 +17,7 @@ def _served_available_cpus():
     """The copy in the Triton Python model, loaded without Triton (its imports stubbed)."""
     fake = types.ModuleType("triton_python_backend_utils")
     sys.modules.setdefault("triton_python_backend_utils", fake)
-    return runpy.run_path(str(REPO / "tft" / "serve" / "models" / "onnx_model.py"))["available_cpus"]
+    return runpy.run_path(str(REPO / "tft" / "serve" / "models" / "model_step.py"))["available_cpus"]
 
 
 @pytest.mark.parametrize("files, quota", [

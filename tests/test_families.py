@@ -191,7 +191,7 @@ def matrix(tmp_path_factory):
                                      batch_size=batch, lr=lr, max_seq_length=64, output_dir=str(root / "runs" / name),
                                      plot=False, cache=False, seed=0, **heads))
             export = run_export(best, ExportConfig(output_dir=str(root / "exports" / name), max_batch=16, int8=True,
-                                                   optional_int8=True, fp16=head not in NO_FP16_HEADS,
+                                                   optional_candidates=True, fp16=head not in NO_FP16_HEADS,
                                                    parity_samples=96, device="cpu"))
             record = build_repository(export, repo, BuildOptions(name=name, artifact="auto"))
             results[case] = {"best": best, "export": export, "record": record, "name": name}

@@ -66,7 +66,7 @@ def test_build_options_come_from_one_table():
     assert BUILD.rules["backend"].allowed() == tuple(BACKENDS)  # the CLI's choices are the registry's
     with pytest.raises(AttributeError):
         opts.backend = "python"  # frozen: a stage never edits another's options
-    for values, says in (({"device": "gpu"}, "the python backend runs ONNX Runtime on the CPU"),
+    for values, says in (({"device": "gpu"}, "the python backend runs on the CPU"),
                          ({"ort_tensorrt": True}, "--ort-tensorrt is ONNX Runtime's TensorRT accelerator"),
                          ({"name": "../x"}, "--name '../x': use letters")):
         with pytest.raises(TftError, match=says):

@@ -223,7 +223,7 @@ def test_gpu_repository_configs(tiny_export, tmp_path):
     assert [w.batch_size for w in c.model_warmup] == [8]
     tok = parse_pbtxt((repo / "g_tokenizer" / "config.pbtxt").read_text())
     assert tok.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU  # the Python steps stay on the CPU
-    for args, says in ((("--backend", "python", "--device", "gpu"), "the python backend runs ONNX Runtime on the CPU"),
+    for args, says in ((("--backend", "python", "--device", "gpu"), "the python backend runs on the CPU"),
                        (("--backend", "onnxruntime", "--ort-tensorrt"), "it needs --backend onnxruntime --device gpu")):
         proc = run_tft("serve", "build", "--export", pair_export, "--repository", tmp_path / "bad", *args)
         assert proc.returncode == 1 and says in proc.stderr and not (tmp_path / "bad").exists(), proc.stderr

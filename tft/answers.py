@@ -23,9 +23,10 @@ from tft.tasks import Kind, kind_of
 
 
 # how far a served score may be from the same file's score offline: float noise for fp32 and fp16; dynamic int8
-# computes its activation scales per batch, so its scores move with the batch the server forms. `tft verify` judges
+# computes its activation scales per batch, so its scores move with the batch the server forms; bf16's kernels round
+# differently at other batch shapes (OpenVINO bf16 on MiniLM SST-2: 0.005 at most). `tft verify` judges
 # served answers by it, and `--artifact auto` serves only artifacts whose scores export measured moving less.
-SERVED_SCORE_ATOL = {"fp32": 1e-4, "fp16": 1e-3, "int8": 1e-2}
+SERVED_SCORE_ATOL = {"fp32": 1e-4, "fp16": 1e-3, "int8": 1e-2, "bf16": 1e-2}
 
 
 class AnswerShape:

@@ -42,9 +42,10 @@ def dynamic_axes(inputs: tuple[str, ...], per_token: bool, output: str = "logits
 
 
 @contextlib.contextmanager
-def _exporter_output_to_log():
-    """The TorchScript exporter prints its whole IR graph to the process's stderr when an operator has no ONNX
-    symbolic (thousands of lines in front of the user's one): its output goes to the libraries' log (root logger) instead."""
+def library_output_to_log(library: str = "onnx_exporter"):
+    """What a library prints to the process's stdout/stderr goes to the libraries' log (root logger) instead: the
+    TorchScript exporter prints its whole IR graph when an operator has no ONNX symbolic, NNCF a progress bar and a
+    line per layer (thousands of lines in front of the user's one)."""
     sys.stdout.flush(), sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
     with tempfile.TemporaryFile() as sink:
@@ -59,7 +60,7 @@ def _exporter_output_to_log():
             sink.seek(0)
             text = sink.read().decode("utf-8", "replace").strip()
             if text:
-                logging.getLogger("onnx_exporter").warning("exporter output:\n%s", text[-20000:])
+                logging.getLogger(library).warning("%s output:\n%s", library, text[-20000:])
 
 
 def trace(model, inputs: tuple[str, ...], args: tuple, path: Path, opset: int, per_token: bool,
@@ -70,7 +71,7 @@ def trace(model, inputs: tuple[str, ...], args: tuple, path: Path, opset: int, p
 
     wrapper = logits_only(model, inputs)
     path = Path(path)
-    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings(), _exporter_output_to_log():
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings(), library_output_to_log():
         warnings.simplefilter("ignore")
         if exporter == "torchscript":
             torch.onnx.export(wrapper, args, str(path), input_names=list(inputs), output_names=[output],

@@ -36,7 +36,7 @@ PIPELINE_FILES = {"run", "export", "model_repository", "report.json", "report.md
                   "triton.log", PIPELINE_MARKER}
 
 
-AFTER_TRAINING = ("int8", "max_batch", "name", "artifact", "backend")  # options of the stages a resumed pipeline runs again
+AFTER_TRAINING = ("int8", "openvino", "max_batch", "name", "artifact", "backend")  # options of the stages a resumed pipeline runs again
 
 
 def claim_pipeline_dir(out: Path, settings: dict, resume: bool, overwrite: bool) -> None:
@@ -153,6 +153,7 @@ class PipelineOptions:
     """What `tft pipeline` adds to the training options; `compose` turns them into the export and build options."""
 
     int8: bool = True
+    openvino: bool | None = None  # None: OpenVINO candidates where the openvino package is installed
     trt: bool | None = None  # None: an engine where CUDA and TensorRT are both here
     name: str | None = None
     artifact: str = "auto"
@@ -167,6 +168,8 @@ class PipelineOptions:
 
 PIPELINE = Options(PipelineOptions, {
     "int8": Rule(bool, "Also export int8 as a candidate to serve (one failing its gate is set aside, not fatal)."),
+    "openvino": Rule(bool, "Also export OpenVINO IR as candidates to serve on the CPU: fp32, bf16 where the CPU has it "
+                           "natively, and (with --int8) NNCF int8.  [default: when OpenVINO is installed]"),
     "trt": Rule(bool, "Build a TensorRT engine.  [default: when CUDA and TensorRT are here]"),
     "name": Rule(str, "Served model name. Default: the task."),
     "artifact": Rule(str, "Export artifact to serve; auto: the fastest whose parity gate passed and whose answers do "
@@ -183,6 +186,12 @@ PIPELINE = Options(PipelineOptions, {
     "tensorrt_version": Rule(str, "With --backend tensorrt: the serving image's TensorRT (X.Y.Z.B), where tft's table "
                                   "of images does not list it; checked before training.", metavar="VERSION"),
 }, click_types=True)
+
+
+def openvino_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
 
 
 def check_engine_target(build: BuildOptions) -> None:
@@ -206,8 +215,10 @@ class PipelineConfig:
 
     @classmethod
     def compose(cls, train: TrainConfig, own: PipelineOptions, out: Path, trt: bool) -> "PipelineConfig":
+        openvino = openvino_installed() if own.openvino is None else own.openvino
         export = ExportConfig(output_dir=str(out / "export"), int8=own.int8, trt=trt, max_batch=own.max_batch,
-                              device=own.device, overwrite=True, optional_int8=True)
+                              openvino=openvino, openvino_int8=openvino and own.int8,
+                              device=own.device, overwrite=True, optional_candidates=True)
         build = BuildOptions(name=own.name or train.task, max_batch=own.max_batch, artifact=own.artifact,
                              backend=own.backend, triton_image=own.triton_image, tensorrt_version=own.tensorrt_version)
         check_engine_target(build)  # before hours of training, not after
@@ -217,8 +228,8 @@ class PipelineConfig:
         """What a resumed pipeline must share with the first run (tft-pipeline.json)."""
         own = self.own
         return {**{k: v for k, v in vars(self.train).items() if k not in ("resume", "overwrite", "output_dir", "wait")},
-                "int8": own.int8, "max_batch": own.max_batch, "name": own.name, "artifact": own.artifact,
-                "backend": own.backend}
+                "int8": own.int8, "openvino": own.openvino, "max_batch": own.max_batch, "name": own.name,
+                "artifact": own.artifact, "backend": own.backend}
 
 
 def run_pipeline(cfg: PipelineConfig, launch: dict, *, ports=None, host="127.0.0.1",

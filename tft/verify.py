@@ -1,15 +1,16 @@
 """`tft verify`: what Triton answers, against what was trained and what was exported, on a whole dev split.
 
 The same raw items go through three paths: the PyTorch checkpoint (`tft predict --checkpoint`), the
-export's ONNX artifact that is served (`tft predict --onnx`), and the served ensemble over gRPC. The
+export's artifact that is served, on its own runtime (ONNX Runtime or OpenVINO: `tft predict --export`), and the
+served ensemble over gRPC. The
 report gives each path's dev metric, throughput and single-text latency, their pairwise agreement,
 and every example where the served answer differs from PyTorch's.
 
 Gates (any failure -> VerificationError, exit 1):
   * served vs the exported artifact (same model file, same code): 100% agreement, scores within 1e-4
-    (fp32; 1e-3 fp16; 1e-2 int8, whose dynamic activation scales follow the batch the server forms);
+    (fp32; 1e-3 fp16; 1e-2 int8, whose dynamic activation scales follow the batch the server forms, and bf16);
   * served vs PyTorch: the export's own thresholds for the artifact's precision: agreement at least
-    99.9% (fp32), 99% (fp16) or the int8 parity minimum, and a dev-metric drop of at most 1 point.
+    99.9% (fp32), 99% (fp16) or the int8/bf16 parity minimum, and a dev-metric drop of at most 1 point.
 """
 
 from __future__ import annotations
@@ -112,23 +113,26 @@ def verify(*, checkpoint, url: str, model: str, export_dir=None, artifact: str |
         return answers
 
     paths = {"pytorch": lambda batch: answer_items(tm, batch, 64)}
-    precision = "fp32"
+    precision, offline = "fp32", None
     engine = _engine_artifact(export_dir, artifact) if export_dir else None
     if engine:  # a TensorRT engine served by Triton's tensorrt backend: no ONNX Runtime twin to compare offline
         artifact, precision = engine["name"], engine["precision"]
     elif export_dir:
         ort = OrtPredictor(export_dir, artifact=artifact, device=device)
         artifact, precision = ort.artifact["name"], ort.artifact["precision"]
-        paths["onnxruntime"] = lambda batch: ort.answer_items(batch, 64)
+        offline = ort.artifact.get("runtime", "onnxruntime")  # the same file on its runtime: onnxruntime or openvino
+        paths[offline] = lambda batch: ort.answer_items(batch, 64)
         for name in also:  # other artifacts of the export, offline only (say int8 next to the served fp32)
             if name != artifact:
                 extra = OrtPredictor(export_dir, artifact=name, device=device)
-                paths[f"onnxruntime-{name}"] = lambda batch, p=extra: p.answer_items(batch, 64)
+                paths[f"{extra.artifact.get('runtime', 'onnxruntime')}-{name}"] = \
+                    lambda batch, p=extra: p.answer_items(batch, 64)
     paths["served"] = served
 
     report = {"format": "tft.verify/1", "task": tm.manifest["task"], "kind": tm.manifest["kind"],
               "checkpoint": str(Path(checkpoint).resolve()), "export": str(Path(export_dir).resolve()) if export_dir
-              else None, "artifact": artifact, "precision": precision, "served": {"url": url, "model": model},
+              else None, "artifact": artifact, "precision": precision, "offline": offline,
+              "served": {"url": url, "model": model},
               "data": str(source), "examples": len(items), "runs": {}, "agreement": {}}
     answers = {}
     for name, fn in paths.items():
@@ -155,15 +159,16 @@ def gates(report: dict, answers: dict, precision: str, export_dir, shape) -> lis
     out = []
     main = report["main_metric"]
     runs = report["runs"]
-    if "onnxruntime" in answers:
-        agree = report["agreement"]["onnxruntime~served"]
-        diffs = [shape.score_diff(a, b) for a, b in zip(answers["onnxruntime"], answers["served"])]
+    offline = report.get("offline") or "onnxruntime"
+    if offline in answers:
+        agree = report["agreement"][f"{offline}~served"]
+        diffs = [shape.score_diff(a, b) for a, b in zip(answers[offline], answers["served"])]
         max_diff = max((d for d in diffs if d is not None), default=0.0)
         out.append({"gate": "served equals the exported artifact", "agreement": agree,
                     "max_score_diff": max_diff, "threshold": {"agreement": 1.0, "atol": SERVED_VS_EXPORT_ATOL[precision]},
                     "passed": agree == 1.0 and max_diff <= SERVED_VS_EXPORT_ATOL[precision]})
     minimum = MIN_AGREEMENT.get(precision)
-    if minimum is None:  # int8: the export's own gate, as recorded in its parity result
+    if minimum is None:  # int8, bf16: the export's own gate, as recorded in its parity result
         minimum = _export_min_agreement(export_dir, report.get("artifact")) or 0.99
     agree = report["agreement"]["pytorch~served"]
     drop = runs["pytorch"]["metrics"].get(main, 0.0) - runs["served"]["metrics"].get(main, 0.0)

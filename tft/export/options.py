@@ -9,8 +9,12 @@ from tft.inference import ORT_DEVICES
 from tft.options import Options, Rule
 
 # the parity gate's default thresholds per precision (tft/export/parity.py compares against them)
+# bf16 keeps 8 bits of mantissa: logits move by ~1e-2, so it is judged like int8, by answers, never by tolerance
 THRESHOLDS = {"fp32": {"atol": 1e-4}, "fp16": {"atol": 1e-2},
-              "int8": {"min_agreement": 0.99, "max_metric_drop": 0.01}}
+              "int8": {"min_agreement": 0.99, "max_metric_drop": 0.01},
+              "bf16": {"min_agreement": 0.99, "max_metric_drop": 0.01}}
+# an artifact of these precisions offered as a candidate (the pipeline) may fail its gate: it is set aside, not fatal
+CANDIDATE_PRECISIONS = ("int8", "bf16")
 
 
 @dataclass(frozen=True)
@@ -20,6 +24,8 @@ class ExportConfig:
     int8_static: bool = False
     calibration_samples: int = 256
     fp16: bool = False
+    openvino: bool = False
+    openvino_int8: bool = False
     trt: bool = False
     opset: int = 17
     exporter: str = "torchscript"
@@ -40,7 +46,7 @@ class ExportConfig:
     optimize: bool = True
     overwrite: bool = False
     wait: bool = False  # another command writing the same folder: wait for it instead of refusing
-    optional_int8: bool = False  # an int8 artifact failing its gate is set aside (the pipeline), not fatal
+    optional_candidates: bool = False  # an int8 or bf16 artifact failing its gate is set aside (the pipeline), not fatal
 
     def thresholds(self) -> dict[str, dict]:
         """The parity thresholds per precision: the defaults with the options given."""
@@ -60,8 +66,13 @@ RULES = {
     "int8": Rule(bool, "Also write a dynamically quantized int8 ONNX model (CPU).", flag=True),
     "int8_static": Rule(bool, "Also write a static Q/DQ int8 ONNX model calibrated on training texts (CPU; "
                               "batch-invariant).", flag=True),
-    "calibration_samples": Rule(int, "Training examples that fix --int8-static's activation scales.", low=1),
+    "calibration_samples": Rule(int, "Training examples that fix the activation scales of --int8-static and "
+                                      "--openvino-int8.", low=1),
     "fp16": Rule(bool, "Also write an fp16 ONNX model (GPU; LayerNorm/Softmax kept fp32).", flag=True),
+    "openvino": Rule(bool, "Also write OpenVINO IR (CPU): fp32, and bf16 where the CPU has AVX512_BF16 or AMX "
+                           "(tft-toolchain[openvino]).", flag=True),
+    "openvino_int8": Rule(bool, "Also write an OpenVINO int8 IR, quantized by NNCF on training texts (static "
+                                "activation scales: batch-invariant).", flag=True),
     "trt": Rule(bool, "Also build a TensorRT fp16 engine (NVIDIA GPU + tft-toolchain[trt]; TensorRT 10 or 11).", flag=True),
     "opset": Rule(int, "ONNX opset (17+ keeps LayerNormalization whole).", low=17, high=23),
     "exporter": Rule(str, "PyTorch ONNX exporter; torchscript fuses fully in ONNX Runtime.",

@@ -21,10 +21,11 @@ from tft.data.features import encode
 from tft.export import onnx_export, quantize
 from tft.export.config import ExportError, onnx_config_for
 from tft.families import family_of, usable_positions
-from tft.export.options import ExportConfig
+from tft.export.options import CANDIDATE_PRECISIONS, ExportConfig
 from tft.export.parity import ParityError, compare, parity_batches, serving_batches
 from tft.predictions import pad_batch
-from tft.export.runtime import OrtModel
+from tft.export.runtime import runner_for
+from tft.export.speed import measure_artifacts, serving_rows, speed_batches
 from tft.fsutil import (atomic_dir, atomic_write_json, check_free_space, check_output_dir, file_sha256, hold,
                         mark_owned)
 from tft.inference import items_from_examples, task_of
@@ -49,8 +50,11 @@ def earlier_export(path: Path, entries: list[str]) -> str | None:
     if not isinstance(manifest, dict) or not str(manifest.get("format", "")).startswith("tft.export/"):
         return f"{EXPORT_MANIFEST} is not a tft export manifest"
     recorded = dict(manifest.get("files") or {})
-    recorded.update({a["file"]: a.get("sha256") for a in manifest.get("artifacts", ()) if isinstance(a, dict)
-                     and a.get("file")})
+    for a in manifest.get("artifacts", ()):
+        if isinstance(a, dict) and a.get("file"):
+            recorded[a["file"]] = a.get("sha256")
+            if a.get("weights_file"):
+                recorded[a["weights_file"]] = a.get("weights_sha256")
     for name in sorted(entries):
         if name == EXPORT_MANIFEST:
             continue
@@ -138,7 +142,7 @@ def check_labels(cm: dict, hf_config, checkpoint: Path) -> None:
 
 
 def run_export(checkpoint, cfg: ExportConfig | None = None, **options) -> Path:
-    """Export a checkpoint under `cfg` (or ExportConfig(**options)). With `cfg.optional_int8` an int8 artifact
+    """Export a checkpoint under `cfg` (or ExportConfig(**options)). With `cfg.optional_candidates` an int8 artifact
     that fails its gate is recorded under "rejected" (never served) instead of failing the export; the pipeline
     offers int8 as a candidate, `tft export --int8` demands it."""
     cfg = cfg if cfg is not None else ExportConfig(**options)
@@ -160,7 +164,8 @@ def export_size_estimate(checkpoint: Path, cfg: ExportConfig) -> int:
     """Bytes an export writes, from the checkpoint's weights: the fp32 and fused graphs about their size each, an
     int8 graph a quarter, fp16 a half, TensorRT engines about the fp16 graph; 10% to spare."""
     weights = sum(p.stat().st_size for p in Path(checkpoint).glob("*.safetensors"))
-    factor = 2 + 0.25 * (bool(cfg.int8) + bool(cfg.int8_static)) + 0.5 * bool(cfg.fp16 or cfg.trt) + 0.5 * bool(cfg.trt)
+    factor = 2 + 0.25 * (bool(cfg.int8) + bool(cfg.int8_static)) + 0.5 * bool(cfg.fp16 or cfg.trt) + 0.5 * bool(cfg.trt) \
+        + 1.0 * bool(cfg.openvino or cfg.openvino_int8) + 0.5 * bool(cfg.openvino_int8)
     return int(weights * factor * 1.1)
 
 
@@ -184,6 +189,7 @@ def _export(checkpoint: Path, out: Path, cfg: ExportConfig, replace: bool) -> Pa
     model = onnx_export.load_for_export(checkpoint, cm["kind"])
     batches, serving, canary = parity_inputs(cm, tokenizer, hf_config, max_batch, max_len, cfg.parity_samples,
                                              cfg.parity_data)
+    features_for_speed = [row for _, row in serving_rows(serving)]
     batches = [(n, {k: v for k, v in b.items() if k in onnx_cfg.inputs}, lab) for n, b, lab in batches]
     serving = [(lab, {k: v for k, v in b.items() if k in onnx_cfg.inputs}) for lab, b in serving or ()]
 
@@ -203,20 +209,21 @@ def _export(checkpoint: Path, out: Path, cfg: ExportConfig, replace: bool) -> Pa
         return reference_logits[id(batch)]
 
     labels = tuple(cm["labels"])
-    artifacts, rejected = [], []
+    artifacts, rejected, runners = [], [], {}
 
     def check(name, precision, path, runtime="onnxruntime", runner=None, extra=None):
-        runner = runner or OrtModel(path, device=device, precision=precision)
+        runner = runner or runner_for(path, {"runtime": runtime, "precision": precision, **(extra or {})},
+                                      device=device)
         try:
             result = compare(reference, runner, batches, artifact=name, precision=precision, kind=cm["kind"],
                              labels=labels, main_metric=cm["main_metric"], thresholds=thresholds[precision],
                              serving=serving)
         except ParityError as e:
-            if not (cfg.optional_int8 and precision == "int8"):
+            if not (cfg.optional_candidates and precision in CANDIDATE_PRECISIONS):
                 raise
             log.warning("parity %-15s rejected, not servable: %s", name, e)
             rejected.append({"name": name, "precision": precision, "reason": str(e)})
-            Path(path).unlink()
+            _drop_unshared(path, extra, artifacts)
             return
         log.info("parity %-15s max|diff| %.2e  mean %.2e  agreement %.2f%%%s%s", name, result.max_abs_diff,
                  result.mean_abs_diff, 100 * result.agreement,
@@ -226,9 +233,14 @@ def _export(checkpoint: Path, out: Path, cfg: ExportConfig, replace: bool) -> Pa
                  if result.batch_invariance is not None else "")
         # which provider measured its speed: `--artifact auto` ranks by speed only on the device that measured it
         measured_with = (getattr(runner, "providers", None) or ["TensorrtExecutionProvider"])[0]
-        artifacts.append({"name": name, "file": Path(path).name, "precision": precision, "runtime": runtime,
-                          "sha256": file_sha256(path), "bytes": Path(path).stat().st_size, "parity": result.to_dict(),
-                          "measured_with": measured_with, **(extra or {})})
+        entry = {"name": name, "file": Path(path).name, "precision": precision, "runtime": runtime,
+                 "sha256": file_sha256(path), "bytes": Path(path).stat().st_size, "parity": result.to_dict(),
+                 "measured_with": measured_with, **(extra or {})}
+        if entry.get("weights_file"):  # an IR's weights beside its graph
+            entry["weights_sha256"] = file_sha256(Path(path).parent / entry["weights_file"])
+            entry["bytes"] += (Path(path).parent / entry["weights_file"]).stat().st_size
+        artifacts.append(entry)
+        runners[name] = runner
 
     with atomic_dir(out, overwrite=replace, owned_as="export") as tmp:
         start = time.perf_counter()
@@ -247,9 +259,15 @@ def _export(checkpoint: Path, out: Path, cfg: ExportConfig, replace: bool) -> Pa
             check("int8-static", "int8", quantize.quantize_int8_static(fp32, tmp / "model.int8-static.onnx", calibration),
                   extra={"calibration_samples": sum(len(b["input_ids"]) for b in calibration),
                          "activation_scales": "static"})
+        if cfg.openvino or cfg.openvino_int8:
+            _openvino_artifacts(cfg, check, fp32, tmp, lambda: calibration_inputs(
+                cm, tokenizer, max_len, cfg.calibration_samples, onnx_cfg.inputs, batch_size=1))
         if cfg.fp16 or cfg.trt:  # TensorRT 11 builds its fp16 engine from the fp16 graph (strong typing)
             # from the un-fused graph: a per-op fp32 block list cannot split ORT's fused Attention
             check("fp16", "fp16", quantize.convert_fp16(fp32, tmp / "model.fp16.onnx", onnx_cfg.family.fp16_keep_fp32))
+        # every servable CPU artifact timed warm, side by side, at serving batch sizes: what `--artifact auto` ranks
+        measured_on = measure_artifacts(artifacts, runners, speed_batches(features_for_speed, onnx_cfg.inputs,
+                                                                          max_batch, tokenizer))
         files = {}
         for name in TOKENIZER_FILES:
             if (checkpoint / name).exists():
@@ -266,6 +284,7 @@ def _export(checkpoint: Path, out: Path, cfg: ExportConfig, replace: bool) -> Pa
             "outputs": [{"name": onnx_cfg.output, "dtype": "float32", "shape": onnx_cfg.output_shape()}],
             "max_batch": max_batch, "max_seq_length": max_len, "opset": cfg.opset, "model_type": onnx_cfg.model_type,
             "artifacts": artifacts, "rejected": rejected, "tokenizer": "tokenizer.json", "files": files,
+            "measured_on": measured_on,
             # a real example (the first parity text) that health checks send to the served model
             "canary": {k: v for k, v in canary.items() if k in ("text", "text_pair")}, "checkpoint": str(checkpoint.resolve()),
             "checkpoint_manifest": cm, "created": now(), "versions": {**versions(), **_onnx_versions()},
@@ -308,6 +327,40 @@ def _export(checkpoint: Path, out: Path, cfg: ExportConfig, replace: bool) -> Pa
         atomic_write_json(out / EXPORT_MANIFEST, manifest)
         mark_owned(out, "export")  # the engines are tft's too
     return out
+
+
+def _openvino_artifacts(cfg: ExportConfig, check, fp32: Path, tmp: Path, calibration) -> None:
+    """OpenVINO IR of the fp32 graph, checked in fp32 and (where native) in bf16, and NNCF's int8 IR."""
+    from tft.cpus import bf16_native
+    from tft.export import openvino
+
+    ov = openvino.require()
+    xml = openvino.write_ir(fp32, tmp / openvino.IR_FILE)
+    ir = {"weights_file": openvino.weights_file(xml.name), "openvino": ov.__version__.split("-")[0]}
+    if cfg.openvino:
+        check("openvino-fp32", "fp32", xml, runtime="openvino", extra={**ir, "inference_precision": "f32"})
+        if bf16_native():
+            check("openvino-bf16", "bf16", xml, runtime="openvino", extra={**ir, "inference_precision": "bf16"})
+        else:
+            log.info("openvino-bf16 not written: this CPU has neither AVX512_BF16 nor AMX (bf16 would be emulated, "
+                     "slower than fp32)")
+    if cfg.openvino_int8:
+        int8, recipe = openvino.quantize_int8(xml, tmp / openvino.INT8_IR_FILE, calibration())
+        # run in f32 around its int8 MatMuls: measured more accurate than bf16 there, and no slower (the module's doc)
+        check("openvino-int8", "int8", int8, runtime="openvino",
+              extra={**ir, "weights_file": openvino.weights_file(int8.name), "inference_precision": "f32", **recipe})
+    if not cfg.openvino:  # the fp32 IR was only the int8 one's source
+        for name in (xml.name, ir["weights_file"]):
+            (tmp / name).unlink(missing_ok=True)
+
+
+def _drop_unshared(path: Path, extra: dict | None, artifacts: list[dict]) -> None:
+    """Remove a rejected artifact's files, unless an artifact that passed uses them (bf16 runs the fp32 IR)."""
+    path = Path(path)
+    kept = {name for a in artifacts for name in (a["file"], a.get("weights_file")) if name}
+    for name in (path.name, (extra or {}).get("weights_file")):
+        if name and name not in kept:
+            (path.parent / name).unlink(missing_ok=True)
 
 
 def _onnx_versions() -> dict:

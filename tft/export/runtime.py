@@ -1,4 +1,5 @@
-"""ONNX Runtime inference on an export: `tft predict --onnx`, parity and benchmarks."""
+"""The runtimes of an export's artifacts (ONNX Runtime, OpenVINO) as plain callables `batch -> logits`, and an export
+folder answering raw items: `tft predict --export`, the parity gate, verify's offline side and benchmarks."""
 
 from __future__ import annotations
 
@@ -89,8 +90,49 @@ class OrtModel:
         return self.session.run(None, feed)[0]
 
 
+class OvModel:
+    """An OpenVINO IR compiled for the CPU: padded int64 batch in, logits out, in the inference precision its artifact
+    was checked in (f32 or bf16: OpenVINO's CPU default is bf16 where the CPU has it, so it is always set)."""
+
+    def __init__(self, path: str | Path, inference_precision: str = "f32", threads: int | None = None):
+        from tft.cpus import available_cpus, bf16_native
+
+        if inference_precision == "bf16" and not bf16_native():
+            raise TftError(f"{path}: bf16 inference needs a CPU with AVX512_BF16 or AMX; this one has neither "
+                           "(OpenVINO would emulate it, slower than fp32): serve its fp32 or int8 artifact")
+        try:
+            import openvino as ov
+        except ImportError:
+            raise TftError(f"{path}: an OpenVINO artifact needs OpenVINO: pip install 'tft-toolchain[openvino]'") \
+                from None
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", {
+            "INFERENCE_PRECISION_HINT": inference_precision, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
+            # the CPUs this process is given (a pod's quota), not the machine's cores
+            "INFERENCE_NUM_THREADS": int(threads or available_cpus())})
+        self.request = self.compiled.create_infer_request()
+        self.input_names = [i.get_any_name() for i in self.compiled.inputs]
+        self.providers = ["OpenVINO CPU"]
+
+    def __call__(self, batch: dict) -> np.ndarray:
+        feed = {name: np.asarray(batch[name], dtype=np.int64) for name in self.input_names}
+        return np.array(self.request.infer(feed)[0], dtype=np.float32)
+
+
+def runner_for(path: str | Path, artifact: dict, device: str | None = "cpu", threads: int | None = None):
+    """The runtime an artifact was checked on, from its manifest entry (`runtime`, `precision`,
+    `inference_precision`)."""
+    if artifact.get("runtime") == "openvino":
+        return OvModel(path, artifact.get("inference_precision", "f32"), threads=threads)
+    if artifact.get("runtime") == "tensorrt":
+        raise TftError(f"{path}: a TensorRT engine runs on its GPU through `tft verify`, not offline here; choose an "
+                       "ONNX or OpenVINO artifact")
+    return OrtModel(path, threads=threads, device=device, precision=artifact["precision"])
+
+
 class OrtPredictor:
-    """An export folder ready to answer raw items the way `tft predict --onnx` does."""
+    """An export folder ready to answer raw items the way `tft predict --export` does, on the runtime of the chosen
+    artifact (ONNX Runtime or OpenVINO)."""
 
     def __init__(self, export_dir, artifact: str | None = None, threads: int | None = None, device: str | None = "cpu"):
         from transformers import AutoTokenizer
@@ -106,8 +148,10 @@ class OrtPredictor:
         if art is None:
             raise TftError(f"{self.export_dir}: no artifact named {artifact!r}")
         self.artifact = art
-        self.model = OrtModel(check_file(self.export_dir, art["file"], art.get("sha256")), threads=threads,
-                              device=device, precision=art["precision"])
+        path = check_file(self.export_dir, art["file"], art.get("sha256"))
+        if art.get("weights_file"):  # an IR's weights, checked like its graph
+            check_file(self.export_dir, art["weights_file"], art.get("weights_sha256"))
+        self.model = runner_for(path, art, device=device, threads=threads)
         self.settings = TextSettings.of(self.manifest)  # what the served tokenizer step reads from the same manifest
 
     def logits(self, feats: list[dict], batch_size: int = 64) -> list[np.ndarray]:

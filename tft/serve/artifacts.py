@@ -30,7 +30,7 @@ def engine_loads_on(built: str, serving: str, version_compatible: bool) -> bool:
 # `--artifact auto` serves only artifacts whose answers never changed with their batch on the dev rows export
 # measured: served answers must be reproducible offline (verify's "served equals the exported artifact" gate)
 AUTO_MIN_BATCH_INVARIANCE = 1.0
-AUTO_PRECISIONS = {"cpu": ("fp32", "int8"), "gpu": ("fp32", "fp16")}  # what each device runs fast
+AUTO_PRECISIONS = {"cpu": ("fp32", "int8", "bf16"), "gpu": ("fp32", "fp16")}  # what each device runs fast
 
 
 def target_exclusions(manifest: dict, backend: str, target) -> dict[str, str]:
@@ -68,19 +68,40 @@ def measured_on_gpu(artifact: dict) -> bool:
     return provider is None or provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
-def choose_artifact(manifest: dict, runtime: str, device: str, exclude: dict | None = None) -> tuple[dict, list[dict]]:
-    """`--artifact auto`: the fastest artifact (rows/s measured by export's serving-batch parity) that this
-    backend's runtime serves on this device, whose gate passed and whose answers are batch-invariant.
+# the simpler graph wins unless another is faster by more than both figures' spread: plain before fused, ONNX Runtime
+# before OpenVINO, full precision before reduced
+SIMPLICITY = ("fp32", "fp32-optimized", "openvino-fp32", "openvino-bf16", "int8-static", "openvino-int8", "int8")
+
+
+def _simplicity(name: str) -> int:
+    return SIMPLICITY.index(name) if name in SIMPLICITY else len(SIMPLICITY)
+
+
+def speed_of(artifact: dict) -> tuple[float | None, float]:
+    """(rows/s, relative spread) `auto` ranks by: export's side-by-side benchmark (`speed`), else (exports before it)
+    the parity gate's single pass, whose spread is unknown (taken as none)."""
+    speed = artifact.get("speed")
+    if isinstance(speed, dict) and speed.get("score"):
+        return float(speed["score"]), float(speed.get("spread") or 0.0)
+    return artifact.get("parity", {}).get("rows_per_s"), 0.0
+
+
+def choose_artifact(manifest: dict, runtime, device: str, exclude: dict | None = None) -> tuple[dict, list[dict]]:
+    """`--artifact auto`: among the artifacts that a runtime of this backend (`runtime`: one or a tuple) serves on
+    this device, whose gate passed and whose answers are batch-invariant, the fastest by export's benchmark, if it
+    beats the simplest of them by more than the two figures' spread; else that simpler one.
     Returns (the choice, every artifact considered with its figures and why it was or was not taken)."""
-    considered, best = [], None
+    runtimes = (runtime,) if isinstance(runtime, str) else tuple(runtime)
+    considered, candidates = [], []
     exclude = exclude or {}
     for art in manifest["artifacts"]:
         parity = art.get("parity", {})
-        entry = {"name": art["name"], "rows_per_s": parity.get("rows_per_s"), "batch_invariance":
+        rows_per_s, spread = speed_of(art)
+        entry = {"name": art["name"], "rows_per_s": rows_per_s, "spread": spread, "batch_invariance":
                  parity.get("batch_invariance"), "latency_ms_p50": parity.get("latency_ms_p50")}
         if art["name"] in exclude:
             entry["skipped"] = exclude[art["name"]]
-        elif art.get("runtime", "onnxruntime") != runtime:
+        elif art.get("runtime", "onnxruntime") not in runtimes:
             entry["skipped"] = f"runs on {art.get('runtime')}"
         elif art["precision"] not in AUTO_PRECISIONS[device]:
             entry["skipped"] = f"{art['precision']} is not fast on the {device}"
@@ -99,13 +120,13 @@ def choose_artifact(manifest: dict, runtime: str, device: str, exclude: dict | N
             # int8 passed export's drift check and was served 0.016 from its own file (verify allows 0.01)
             entry["skipped"] = ("dynamic int8 computes its activation scales per batch, so a row's scores follow its "
                                 "neighbours; serve it with --artifact int8 where verify's int8 rule is enough")
-        elif best is None or entry["rows_per_s"] > best[1]["rows_per_s"]:
-            best = (art, entry)
+        else:
+            candidates.append((art, entry))
         considered.append(entry)
+    best = _fastest_by_margin(candidates)
     if best is not None and device == "gpu" and not measured_on_gpu(best[0]):
         # speeds measured on the export host's CPU say nothing of the serving GPU: take the precision the GPU runs
         # fastest that passed (fp16), else the plain graph
-        candidates = [(a, e) for a, e in zip(manifest["artifacts"], considered) if "skipped" not in e]
         best = next(((a, e) for a, e in candidates if a["precision"] == "fp16"), None) or \
             next(((a, e) for a, e in candidates if a["name"] == "fp32"), best)
         best[1]["ranked"] = "by precision: its speed was measured on the CPU, not on the serving GPU"
@@ -117,6 +138,22 @@ def choose_artifact(manifest: dict, runtime: str, device: str, exclude: dict | N
     for entry in considered:
         entry["chosen"] = entry is best[1]
     return best[0], considered
+
+
+def _fastest_by_margin(candidates: list[tuple[dict, dict]]):
+    """The fastest candidate, unless the simplest one is within the two figures' spread of it."""
+    if not candidates:
+        return None
+    fastest = max(candidates, key=lambda c: c[1]["rows_per_s"])
+    simplest = min(candidates, key=lambda c: _simplicity(c[0]["name"]))
+    if fastest is simplest:
+        return fastest
+    margin = fastest[1]["spread"] + simplest[1]["spread"]
+    if fastest[1]["rows_per_s"] <= simplest[1]["rows_per_s"] * (1 + margin):
+        simplest[1]["ranked"] = (f"{fastest[0]['name']} measured {fastest[1]['rows_per_s']:.0f} rows/s, within the "
+                                 f"spread ({margin:.0%}) of this simpler graph's {simplest[1]['rows_per_s']:.0f}")
+        return simplest
+    return fastest
 
 
 def describe_choice(entry: dict) -> str:
@@ -183,23 +220,55 @@ def pick_artifact(manifest: dict, opts: BuildOptions, target=None) -> dict:
         raise RepositoryError("the export has no TensorRT engine; run `tft export --trt` on a machine with "
                               "an NVIDIA GPU and TensorRT, or use --backend onnxruntime|python")
     exclude = {**target_exclusions(manifest, opts.backend, target),
-               **(tensorrt_partitioned(manifest) if opts.ort_tensorrt else {})}
+               **(tensorrt_partitioned(manifest) if opts.ort_tensorrt else {}),
+               **(native_openvino_exclusions(manifest, target) if opts.backend == "openvino" else {})}
     if opts.artifact == "auto":
         try:
-            chosen, considered = choose_artifact(manifest, backend.runtime, "gpu" if opts.gpu else "cpu", exclude)
+            chosen, considered = choose_artifact(manifest, backend.runtimes, "gpu" if opts.gpu else "cpu", exclude)
         except TftError as e:
             raise RepositoryError(str(e)) from None
+        if chosen.get("runtime", "onnxruntime") not in backend.runtimes:
+            raise RepositoryError(f"--artifact auto: no artifact of the export runs on the {opts.backend} backend "
+                                  f"({'; '.join(describe_choice(e) for e in considered)})")
         return {**chosen, "choice": considered}
-    if opts.artifact in exclude:
-        raise RepositoryError(f"--artifact {opts.artifact}: {exclude[opts.artifact].split(': the plain')[0]}; serve "
-                              "fp32 (the plain graph) on that target")
-    if opts.artifact:
+    wanted = opts.artifact or backend.default_artifact
+    if wanted in exclude:
+        raise RepositoryError(f"--artifact {wanted}: {exclude[wanted].split(': the plain')[0]}"
+                              + ("; serve fp32 (the plain graph) on that target" if "fused" in exclude[wanted] else ""))
+    if wanted:
         for art in manifest["artifacts"]:
-            if art["name"] == opts.artifact and art.get("runtime", "onnxruntime") == "onnxruntime":
+            if art["name"] == wanted and art.get("runtime", "onnxruntime") in backend.runtimes:
                 return art
-        names = ", ".join(a["name"] for a in manifest["artifacts"] if a.get("runtime") != "tensorrt")
-        raise RepositoryError(f"--artifact {opts.artifact!r}: the export has {names}")
+        names = ", ".join(a["name"] for a in manifest["artifacts"]
+                          if a.get("runtime", "onnxruntime") in backend.runtimes)
+        hint = " (export with --openvino)" if backend.runtime == "openvino" else ""
+        raise RepositoryError(f"--artifact {wanted!r}: the export has {names or 'nothing'} for the {opts.backend} "
+                              f"backend{hint}")
     try:
         return default_artifact(manifest)
     except TftError as e:
         raise RepositoryError(str(e)) from None
+
+
+def native_openvino_exclusions(manifest: dict, target) -> dict[str, str]:
+    """OpenVINO artifacts Triton's openvino backend cannot run as export checked them: an IR newer than the image's
+    OpenVINO reads, or one checked in f32 where OpenVINO would run it in bf16 (the backend's HINT_BF16 takes only YES,
+    and OpenVINO's CPU plugin defaults to bf16 where the CPU has it natively, as the one that measured did)."""
+    from tft.cpus import CPU_BF16_FLAGS
+    from tft.serve.targets import reads_ir_of
+
+    out = {}
+    measured = manifest.get("measured_on") or {}
+    bf16_here = measured.get("flags") is None or any(f in measured.get("flags", ()) for f in CPU_BF16_FLAGS)
+    for art in manifest.get("artifacts", ()):
+        if art.get("runtime") != "openvino":
+            continue
+        if target is not None and not reads_ir_of(target.openvino, art.get("openvino")):
+            out[art["name"]] = (f"written by OpenVINO {art.get('openvino')}; {target.tag}'s openvino backend runs "
+                                f"OpenVINO {target.openvino or '(none listed)'}, which cannot read a newer IR: choose "
+                                "an image whose OpenVINO is as new (--triton-image), or --backend python")
+        elif art.get("inference_precision", "f32") != "bf16" and bf16_here:
+            out[art["name"]] = (f"checked in f32, and Triton's openvino backend cannot ask OpenVINO for f32 (its "
+                                "HINT_BF16 takes only YES): on a CPU with native bf16, like the one that exported "
+                                "it, it would run in bf16; serve openvino-bf16, or this artifact with --backend python")
+    return out

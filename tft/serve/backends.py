@@ -19,6 +19,7 @@ class Backend:
     name: str
     model_file: str  # the file in the version folder
     runtime: str  # the export artifacts it serves (their manifest `runtime`)
+    also_runs: tuple[tuple[str, str, str], ...] = ()  # other runtimes it serves: (runtime, its model file, model.py)
     platform: str = ""  # Triton platform of a native backend
     backend: str = ""  # Triton backend of a Python-backend model
     python_model: str = ""  # its model.py, from tft/serve/models
@@ -33,14 +34,32 @@ class Backend:
     def runs_on(self, device: str) -> bool:
         return self.device in ("any", device)
 
+    @property
+    def runtimes(self) -> tuple[str, ...]:
+        return (self.runtime, *(r for r, _, _ in self.also_runs))
+
+    def files_for(self, runtime: str) -> tuple[str, str]:
+        """(the model file in the version folder, the Python model or "") of an artifact of `runtime`."""
+        for other, model_file, python_model in self.also_runs:
+            if other == runtime:
+                return model_file, python_model
+        return self.model_file, self.python_model
+
 
 BACKENDS = {
-    "python": Backend("python", "model.onnx", "onnxruntime", backend="python", python_model="onnx_model.py",
+    "python": Backend("python", "model.onnx", "onnxruntime", backend="python", python_model="model_step.py",
+                      also_runs=(("openvino", "model.xml", "model_step.py"),),
                       ragged=True, device="cpu", packages=("onnxruntime",),
-                      help="ONNX Runtime inside a Python-backend model (runs on the embedded Triton)"),
+                      help="ONNX Runtime or OpenVINO inside a Python-backend model (runs on the embedded Triton)"),
     "onnxruntime": Backend("onnxruntime", "model.onnx", "onnxruntime", platform="onnxruntime_onnx",
                            thread_parameter="intra_op_thread_count", accelerators=("tensorrt",),
                            help="Triton's onnxruntime backend (NVIDIA's Triton container)"),
+    # Triton's openvino backend (openvino_backend README): IR as model.xml + model.bin, parameters INFERENCE_NUM_THREADS
+    # and HINT_BF16 (YES only: it cannot ask OpenVINO for f32, which OpenVINO's CPU plugin does not default to where the
+    # CPU has native bf16); x86 -py3 images carry it (server build.py: the standalone OpenVINO per release)
+    "openvino": Backend("openvino", "model.xml", "openvino", backend="openvino", device="cpu",
+                        default_artifact="openvino-bf16", thread_parameter="INFERENCE_NUM_THREADS",
+                        help="Triton's openvino backend (NVIDIA's Triton container, x86): an IR from --openvino"),
     "tensorrt": Backend("tensorrt", "model.plan", "tensorrt", platform="tensorrt_plan", device="gpu",
                         default_artifact="tensorrt-fp16", help="Triton's tensorrt backend: an engine from --trt"),
 }

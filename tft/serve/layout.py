@@ -84,10 +84,13 @@ TRUNCATED = "TRUNCATED"
 class Layout:
     """Names, tensor shapes and per-version settings of one served model, from the export manifest."""
 
-    def __init__(self, manifest: dict, opts: BuildOptions, precision: str = "fp32"):
+    def __init__(self, manifest: dict, opts: BuildOptions, precision: str = "fp32", artifact: dict | None = None):
         opts = opts.for_export(manifest)  # the name and max batch the options leave to the export
         self.manifest, self.opts = manifest, opts
         self.precision = precision  # the served artifact's: what TensorRT inside ONNX Runtime runs it in
+        # the served artifact's runtime and OpenVINO inference precision (the model step runs it as export checked it)
+        self.runtime = (artifact or {}).get("runtime", BACKENDS[opts.backend].runtime)
+        self.inference_precision = (artifact or {}).get("inference_precision", "f32")
         self.fields = serving_fields(manifest)  # never the checkpoint manifest: the export says what serving needs
         spec = kind_of(manifest["kind"])
         self.shape = shape_of(spec)
@@ -122,9 +125,16 @@ class Layout:
                 "pad_to_multiple_of": 1 if BACKENDS[self.opts.backend].ragged else 16,
                 "pad_token_id": self.manifest["pad_token_id"], "padding_side": self.padding_side}
 
+    @property
+    def model_file(self) -> str:
+        """The model step's file in its version folder (an IR's weights sit beside it as model.bin)."""
+        return BACKENDS[self.opts.backend].files_for(self.runtime)[0]
+
     def model_settings(self) -> dict:
-        return {"onnx_file": "model.onnx", "token_task": self.token_task, "intra_op_threads": self.opts.threads,
-                "pad_token_id": self.manifest["pad_token_id"], "padding_side": self.padding_side}
+        return {"onnx_file": self.model_file, "model_file": self.model_file, "runtime": self.runtime,
+                "inference_precision": self.inference_precision, "token_task": self.token_task,
+                "intra_op_threads": self.opts.threads, "pad_token_id": self.manifest["pad_token_id"],
+                "padding_side": self.padding_side}
 
     @property
     def padding_side(self) -> str:
@@ -158,6 +168,9 @@ class Layout:
             c.platform, c.default_model_filename = backend.platform, backend.model_file
         if backend.thread_parameter and self.opts.threads:
             _parameters(c, {backend.thread_parameter: self.opts.threads})
+        if backend.runtime == "openvino":  # one stream, as export measured it; bf16 where the artifact was checked so
+            _parameters(c, {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
+                            **({"HINT_BF16": "YES"} if self.inference_precision == "bf16" else {})})
         _batching(c, self.opts, wait=True)
         for name in self.inputs:
             _tensor(c.input, name, "TYPE_INT64", [-1], ragged=backend.ragged)

@@ -84,8 +84,8 @@ def check(opts: BuildOptions) -> None:
         raise RepositoryError(f"--device {opts.device!r}: choose one of {', '.join(SERVE_DEVICES)}")
     backend = BACKENDS[opts.backend]
     if opts.gpu and not backend.runs_on("gpu"):
-        raise RepositoryError(f"--device gpu: the {opts.backend} backend runs ONNX Runtime on the CPU; use --backend "
-                              "onnxruntime or tensorrt for GPUs")
+        raise RepositoryError(f"--device gpu: the {opts.backend} backend runs on the CPU; use --backend onnxruntime "
+                              "or tensorrt for GPUs")
     if not opts.gpu and not backend.runs_on("cpu"):
         raise RepositoryError(f"--backend {opts.backend} runs on GPUs only: drop --device cpu")
     if opts.gpu_capability is not None:

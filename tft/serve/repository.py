@@ -126,6 +126,8 @@ def validate(export_dir: Path, repository: Path, opts: BuildOptions) -> tuple[di
     tokenizer_json = check_file(export_dir, manifest.get("tokenizer", "tokenizer.json"), files.get("tokenizer.json"))
     artifact = pick_artifact(manifest, opts, target)
     model_file = check_file(export_dir, artifact["file"], artifact.get("sha256"))
+    if artifact.get("weights_file"):  # an OpenVINO IR's weights, checked like its graph
+        check_file(export_dir, artifact["weights_file"], artifact.get("weights_sha256"))
     if model_file.suffix == ".onnx" and not kind_of(manifest["kind"]).regression:
         width = onnx_output_width(model_file)
         if width is not None and width != len(manifest["labels"]):
@@ -212,7 +214,7 @@ def _build(export_dir: Path, repository: Path, opts: BuildOptions) -> dict:
     manifest, artifact, model_file, tokenizer_json, opts = validate(export_dir, repository, opts)
     if "pad_token_id" not in manifest:  # exports written before the manifest recorded it
         manifest = {**manifest, "pad_token_id": _pad_id(tokenizer_json)}
-    layout = Layout(manifest, opts, precision=artifact["precision"])
+    layout = Layout(manifest, opts, precision=artifact["precision"], artifact=artifact)
     names = [*layout.steps, layout.ensemble]
     if repository.is_dir():
         recover(repository, layout.ensemble)
@@ -224,9 +226,12 @@ def _build(export_dir: Path, repository: Path, opts: BuildOptions) -> dict:
 
     helper = PREDICTIONS_PY.read_text(encoding="utf-8")
     backend = BACKENDS[opts.backend]
-    model_files: dict[str, Path | str] = {backend.model_file: model_file}
-    if backend.python_model:
-        model_files["model.py"] = (MODELS_DIR / backend.python_model).read_text(encoding="utf-8")
+    served_file, python_model = backend.files_for(layout.runtime)
+    model_files: dict[str, Path | str] = {served_file: model_file}
+    if artifact.get("weights_file"):  # model.xml's weights: model.bin beside it (what OpenVINO and Triton look for)
+        model_files[str(Path(served_file).with_suffix(".bin"))] = export_dir / artifact["weights_file"]
+    if python_model:
+        model_files["model.py"] = (MODELS_DIR / python_model).read_text(encoding="utf-8")
         model_files["step.json"] = json.dumps(layout.model_settings(), indent=2) + "\n"
     contents = {
         layout.tokenizer: (layout.tokenizer_config(), {
@@ -270,7 +275,7 @@ def _build(export_dir: Path, repository: Path, opts: BuildOptions) -> dict:
         "canary": canary_item(export_dir, manifest, layout.pair_task),
         # what the Python-backend steps import, as installed here: a container needs these (numpy < 2 for
         # Triton's string tensors); deploy/Dockerfile and `tft serve deploy` read them from here
-        "python_packages": python_packages(opts.backend, target_record(opts)),
+        "python_packages": python_packages(opts.backend, target_record(opts), runtime=layout.runtime),
         "target": target_record(opts),
         "version_compatible": bool(artifact.get("version_compatible")),  # launchers pass Triton the backend flag
         # what was served before this build, oldest first, and the builds the user rolled back from: a rollback
@@ -374,16 +379,20 @@ def write_requirements(repository: Path, current: dict) -> None:
     atomic_write_text(repository / REQUIREMENTS, header + "".join(f"{r}\n" for r in sorted(pins.values())))
 
 
-PACKAGE_RANGES = {"numpy": "numpy>=1.21,<2", "tokenizers": "tokenizers>=0.20,<1", "onnxruntime": "onnxruntime>=1.18"}
+# openvino: the release of tft-toolchain[openvino] or later (an older OpenVINO may not read the IR it writes)
+PACKAGE_RANGES = {"numpy": "numpy>=1.21,<2", "tokenizers": "tokenizers>=0.20,<1", "onnxruntime": "onnxruntime>=1.18",
+                  "openvino": "openvino>=2026.3,<2027"}
 
 
-def python_packages(backend: str, target: dict | None = None) -> list[str]:
+def python_packages(backend: str, target: dict | None = None, runtime: str | None = None) -> list[str]:
     """numpy and tokenizers (the tokenizer and postprocess steps) and the model step's own: pinned as installed here
     when the target runs this Python, else ranges its pip resolves to wheels for its own Python (numpy < 2 kept, for
     Triton's string tensors); tests resolve them for every target's Python (tests/test_targets.py)."""
     import platform
 
-    names = ("numpy", "tokenizers", *BACKENDS[backend].packages)
+    spec = BACKENDS[backend]
+    own = spec.packages if runtime in (None, spec.runtime) or not spec.python_model else (runtime,)
+    names = ("numpy", "tokenizers", *own)
     here = ".".join(platform.python_version().split(".")[:2])
     if target is not None and not target["python"].startswith(here + "."):
         return [PACKAGE_RANGES[name] for name in names]

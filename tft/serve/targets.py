@@ -15,6 +15,8 @@ Sources, read from triton-inference-server/server at each release branch rYY.MM 
     TensorRT 10) to 26.05, 11 from 26.06 (server commit d898a0f adds the TensorRT 11 QA for 26.06). The -trtllm-python-py3 images carry the TensorRT-LLM and Python
 backends, not the tensorrt or onnxruntime ones (a Triton maintainer, server issue #7346): tft refuses them for those
 backends; their TensorRT (compatibility.md's trtllm-python-py3 table) is kept for --tensorrt-version's check.
+  * OpenVINO of the openvino backend: build.py's TRITON_VERSION_MAP, "Standalone OpenVINO", on each release branch
+    (x86 images; the openvino backend is built for x86 only).
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from dataclasses import dataclass
 from tft.serve.backends import RepositoryError
 
 DEFAULT_TARGET = "24.10-py3"  # deploy/Dockerfile, the Helm chart, KServe and `tft serve deploy` use it
-PY3_BACKENDS = ("python", "onnxruntime", "tensorrt")  # of those tft serves with
+PY3_BACKENDS = ("python", "onnxruntime", "openvino", "tensorrt")  # of those tft serves with
+# the standalone OpenVINO of each release's openvino backend (server build.py, TRITON_VERSION_MAP, branch rYY.MM)
+OPENVINO = {"24.05": "2023.3.0", "24.06": "2024.0.0", "24.07": "2024.0.0", "24.08": "2024.0.0", "24.09": "2024.0.0",
+            "24.10": "2024.4.0", "24.11": "2024.4.0", "24.12": "2024.5.0", "25.01": "2024.5.0", "25.02": "2025.0.0",
+            "25.03": "2025.0.0", "25.04": "2025.0.0", "25.05": "2025.1.0", "25.06": "2025.1.0", "25.07": "2025.1.0",
+            "25.08": "2025.2.0", "25.09": "2025.3.0", "25.10": "2025.3.0", "25.11": "2025.3.0", "25.12": "2025.4.0",
+            "26.01": "2025.4.1", "26.02": "2025.4.1", "26.03": "2026.0.0", "26.04": "2026.1.0", "26.05": "2026.1.0",
+            "26.06": "2026.2.0", "26.07": "2026.2.0", "26.08": "2026.3.0"}
 UBUNTU_PYTHON = {"22.04": "3.10.12", "24.04": "3.12.3"}
 
 
@@ -43,6 +52,11 @@ class Target:
     def tensorrt_major(self) -> int:
         """10 up to 26.05, 11 from 26.06 (the module docstring names the sources)."""
         return 11 if self.tag.split("-", 1)[0] >= TENSORRT_11_FROM else 10
+
+    @property
+    def openvino(self) -> str | None:
+        """The OpenVINO of its openvino backend."""
+        return OPENVINO.get(self.tag.split("-", 1)[0])
 
     @property
     def python(self) -> str:
@@ -127,6 +141,15 @@ def tensorrt_of_image(image: str) -> str:
                               "tft's table does not hold; give it with --tensorrt-version X.Y.Z.B (docker run IMAGE "
                               "dpkg -l | grep tensorrt)")
     return target.tensorrt
+
+
+def reads_ir_of(serving: str | None, written: str | None) -> bool:
+    """Whether an OpenVINO reads an IR another one wrote: its own release or a later one (an older OpenVINO may lack
+    the operator sets a newer one writes)."""
+    def minor(v):
+        return tuple(int(p) for p in re.findall(r"\d+", str(v))[:2])
+
+    return serving is not None and written is not None and minor(serving) >= minor(written)
 
 
 def same_minor(a: str | None, b: str | None) -> bool:

@@ -10,25 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 CHOICES = ("auto", "fp32", "fp16", "bf16")
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def cpu_flags(cpuinfo: str | None = None) -> set[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere). TFT_CPU_FLAGS, space-separated, stands in
-    for them (tests, and containers whose /proc/cpuinfo is not the host's)."""
-    import os
-
-    if cpuinfo is None and os.environ.get("TFT_CPU_FLAGS") is not None:
-        return set(os.environ["TFT_CPU_FLAGS"].split())
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+from tft.cpus import CPU_BF16_FLAGS, cpu_flags  # noqa: F401 - read here by training and its tests
 
 
 def bf16_problem(*, cuda: bool, cuda_bf16_native: bool, flags: set[str]) -> str | None:

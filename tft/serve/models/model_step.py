@@ -1,6 +1,7 @@
-"""Triton Python-backend model: the exported ONNX file run with ONNX Runtime (`--backend python`).
+"""Triton Python-backend model: the exported artifact run with its own runtime (`--backend python`): an ONNX graph
+with ONNX Runtime, an OpenVINO IR with OpenVINO in the inference precision export checked it in (step.json says which).
 
-For Triton builds without the onnxruntime backend, such as the embedded server. Token inputs are
+For Triton builds without the onnxruntime or openvino backends, such as the embedded server. Token inputs are
 declared `allow_ragged_batch`, so the dynamic batcher hands over requests of different lengths
 together; they are padded here to the longest, run as one batch, and split back per request.
 """
@@ -9,7 +10,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 
@@ -44,14 +44,29 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         here = Path(args["model_repository"]) / args["model_version"]
         settings = json.loads((here / "step.json").read_text(encoding="utf-8"))  # this version's own
-        options = ort.SessionOptions()
         # the build's --threads, else the CPUs the container is given (its cgroup quota), not the node's cores
-        options.intra_op_num_threads = int(settings.get("intra_op_threads") or 0) or available_cpus()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(here / settings.get("onnx_file", "model.onnx")), options,
-                                            providers=["CPUExecutionProvider"])
-        self.input_names = [i.name for i in self.session.get_inputs()]
+        threads = int(settings.get("intra_op_threads") or 0) or available_cpus()
+        model_file = str(here / settings.get("model_file", settings.get("onnx_file", "model.onnx")))
+        self.runtime = settings.get("runtime", "onnxruntime")
+        if self.runtime == "openvino":
+            import openvino as ov
+
+            core = ov.Core()
+            # set always: OpenVINO's CPU default is bf16 where the CPU has it, and an f32 artifact was checked in f32
+            compiled = core.compile_model(core.read_model(model_file), "CPU", {
+                "INFERENCE_PRECISION_HINT": settings.get("inference_precision", "f32"),
+                "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": threads})
+            self.request = compiled.create_infer_request()
+            self.input_names = [i.get_any_name() for i in compiled.inputs]
+        else:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            self.session = ort.InferenceSession(model_file, options, providers=["CPUExecutionProvider"])
+            self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_name = config["output"][0]["name"]
         self.token_task = bool(settings["token_task"])
         self.pad_id = int(settings.get("pad_token_id", 0))
@@ -77,9 +92,12 @@ class TritonPythonModel:
                 row += a.shape[0]
             feed[name] = batch
         try:
-            logits = self.session.run(None, feed)[0].astype(np.float32, copy=False)
+            if self.runtime == "openvino":
+                logits = np.array(self.request.infer(feed)[0], dtype=np.float32)
+            else:
+                logits = self.session.run(None, feed)[0].astype(np.float32, copy=False)
         except Exception as e:  # a runtime failure fails this batch's requests, not the server
-            error = pb_utils.TritonError(f"onnxruntime: {e}")
+            error = pb_utils.TritonError(f"{self.runtime}: {e}")
             return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
         responses, row = [], 0
         for r in per_request:
