@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tft-installed
-EXTRAS ?= train,cpu,serve,test
+EXTRAS ?= train,cpu,serve,openvino,test
 DATA ?=
 MODEL ?= scratch:tiny
 # pytest-xdist workers: one per core of the 2-core CI machine (tests/conftest.py shares the trained fixtures).

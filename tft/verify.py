@@ -112,6 +112,8 @@ def verify(*, checkpoint, url: str, model: str, export_dir=None, artifact: str |
             raise VerificationError(f"{stats.failed} inputs refused by {url}: {stats.first_error}")
         return answers
 
+    if artifact is None and info.tft and info.tft.get("artifact"):
+        artifact = info.tft["artifact"]  # the served one, as its build told clients: compared offline on its runtime
     paths = {"pytorch": lambda batch: answer_items(tm, batch, 64)}
     precision, offline = "fp32", None
     engine = _engine_artifact(export_dir, artifact) if export_dir else None

@@ -91,6 +91,7 @@ class Layout:
         # the served artifact's runtime and OpenVINO inference precision (the model step runs it as export checked it)
         self.runtime = (artifact or {}).get("runtime", BACKENDS[opts.backend].runtime)
         self.inference_precision = (artifact or {}).get("inference_precision", "f32")
+        self.artifact = (artifact or {}).get("name")  # told to clients: verify compares the same artifact offline
         self.fields = serving_fields(manifest)  # never the checkpoint manifest: the export says what serving needs
         spec = kind_of(manifest["kind"])
         self.shape = shape_of(spec)
@@ -270,7 +271,8 @@ class Layout:
             "max_seq_length": self.manifest["max_seq_length"],
             "max_chars": self.tokenizer_settings()["max_chars"],
             # which checkpoint this model was exported from: verify refuses to compare it with another
-            "weights_sha256": weights_fingerprint(self.manifest.get("checkpoint_manifest", {}).get("files"))},
+            "weights_sha256": weights_fingerprint(self.manifest.get("checkpoint_manifest", {}).get("files")),
+            **({"artifact": self.artifact} if self.artifact else {})},
             ensure_ascii=False),
             "tft_record": f"{record_version}/{SERVE_MANIFEST}"})
         return c

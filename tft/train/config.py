@@ -45,7 +45,7 @@ class TrainConfig:
     rnn_layers: int = 1
     rnn_bidirectional: bool = True
     seed: int = 42
-    precision: str | None = None  # auto | fp32 | fp16 | bf16; None: fp32, or what --fp16/--bf16 say
+    precision: str | None = None  # auto | fp32 | fp16 | bf16; None: auto, or what --fp16/--bf16 say
     fp16: bool = False
     bf16: bool = False
     allow_fp32_fallback: bool = False
@@ -117,7 +117,7 @@ RULES: dict[str, Rule] = {
     "rnn_bidirectional": Rule(bool, "--head lstm/gru: read each text both ways."),
     "seed": Rule(int, "Random seed.", low=0, high=2**32 - 1),
     "precision": Rule(str, "auto (bf16 on Ampere+ GPUs and on CPUs with AVX-512 BF16 or AMX, fp16 on older GPUs, "
-                           "fp32 otherwise; says what it chose), fp32, fp16 or bf16.  [default: fp32]",
+                           "fp32 otherwise; says what it chose), fp32, fp16 or bf16.  [default: auto]",
                       metavar="auto|fp32|fp16|bf16"),
     "fp16": Rule(bool, "CUDA mixed precision with loss scaling."),
     "bf16": Rule(bool, "bfloat16 mixed precision (Ampere+ GPUs, or CPU autocast)."),

@@ -1,8 +1,8 @@
 """`--precision auto`: the training precision that fits the hardware, decided by plain Python.
 
 bf16 on GPUs that have it (Ampere and newer) and on CPUs with AVX-512 BF16 or AMX (PyTorch's CPU autocast
-runs bf16 matmuls there); fp16 with loss scaling on older GPUs; fp32 otherwise. The default stays fp32
-until `auto` is shown (docs/benchmarks.md) to hold accuracy and speed on two tasks.
+runs bf16 matmuls there); fp16 with loss scaling on older GPUs; fp32 otherwise. It is the default: on CPUs with native
+bf16 it trained MiniLM SST-2 at 1.9-2.2x fp32 within 0.1 point of its dev accuracy (docs/benchmarks.md).
 """
 
 from __future__ import annotations
