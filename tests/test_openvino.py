@@ -68,6 +68,18 @@ def test_bf16_that_failed_its_gate_or_drifts_is_never_auto():
     assert "verify allows 0.01" in considered[1]["skipped"] and "did not pass" in considered[2]["skipped"]
 
 
+def test_a_build_on_another_cpu_says_the_ranking_may_not_hold(monkeypatch):
+    from tft.cpus import cpu_flags, cpu_record
+    from tft.serve import artifacts
+
+    monkeypatch.setattr("tft.cpus.cpu_record", lambda flags=None, cpuinfo=None: cpu_record(cpu_flags(EPYC), EPYC))
+    manifest = {"measured_on": cpu_record(cpu_flags(AMX), AMX), "artifacts": [_art("fp32", score=100)]}
+    note = artifacts.other_cpu(manifest)
+    assert "measured on Intel(R) Xeon(R) Test (amx_bf16" in note and "this CPU is AMD EPYC Test" in note
+    assert artifacts.other_cpu({**manifest, "measured_on": cpu_record(cpu_flags(EPYC), EPYC)}) is None
+    assert artifacts.other_cpu({"artifacts": []}) is None  # exports before it recorded the CPU
+
+
 # -- Triton's openvino backend ---------------------------------------------------------------------------------
 def _ov_manifest(flags):
     return {"measured_on": {"model": "x", "flags": flags},

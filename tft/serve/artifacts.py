@@ -4,6 +4,7 @@ loads on the serving TensorRT. Pure functions of the export manifest and the opt
 
 from __future__ import annotations
 
+import logging
 import re
 
 from tft.answers import SERVED_SCORE_ATOL
@@ -11,6 +12,8 @@ from tft.errors import TftError
 from tft.manifest import AMPERE_PLUS_MIN_CAPABILITY, default_artifact
 from tft.serve.backends import BACKENDS, RepositoryError
 from tft.serve.options import BuildOptions
+
+log = logging.getLogger("tft")
 
 
 def engine_loads_on(built: str, serving: str, version_compatible: bool) -> bool:
@@ -223,6 +226,9 @@ def pick_artifact(manifest: dict, opts: BuildOptions, target=None) -> dict:
                **(tensorrt_partitioned(manifest) if opts.ort_tensorrt else {}),
                **(native_openvino_exclusions(manifest, target) if opts.backend == "openvino" else {})}
     if opts.artifact == "auto":
+        note = other_cpu(manifest) if not opts.gpu else None
+        if note:
+            log.warning("--artifact auto: %s", note)
         try:
             chosen, considered = choose_artifact(manifest, backend.runtimes, "gpu" if opts.gpu else "cpu", exclude)
         except TftError as e:
@@ -248,6 +254,19 @@ def pick_artifact(manifest: dict, opts: BuildOptions, target=None) -> dict:
         return default_artifact(manifest)
     except TftError as e:
         raise RepositoryError(str(e)) from None
+
+
+def other_cpu(manifest: dict) -> str | None:
+    """Why export's speeds may not rank artifacts for this CPU: they were measured on another (model or speed flags),
+    or None. An engine fastest with AMX may be slowest without it."""
+    from tft.cpus import cpu_record, same_cpu
+
+    measured, here = manifest.get("measured_on"), cpu_record()
+    if not measured or same_cpu(measured, here):
+        return None
+    return (f"speeds were measured on {measured.get('model')} ({' '.join(measured.get('flags', ())) or 'no speed flags'}); "
+            f"this CPU is {here['model']} ({' '.join(here['flags']) or 'no speed flags'}): the ranking may not hold "
+            "here; export on the serving CPU to rank for it")
 
 
 def native_openvino_exclusions(manifest: dict, target) -> dict[str, str]:
