@@ -29,7 +29,7 @@ from pathlib import Path
 from tft.fsutil import atomic_write_json, atomic_write_text, file_sha256, hold, make_temp_dir, pid_alive
 from tft.manifest import SERVE_MANIFEST, check_file, now, read_export_manifest
 from tft.manifest import versions as versions_info
-from tft.serve.artifacts import pick_artifact
+from tft.serve.artifacts import pick_artifact, speed_of
 from tft.serve.backends import BACKENDS, NAME_RE, RepositoryError
 from tft.serve.layout import Layout, parse_pbtxt, read_config, structure, to_pbtxt, with_versions
 from tft.serve.options import BuildOptions
@@ -261,7 +261,7 @@ def _build(export_dir: Path, repository: Path, opts: BuildOptions) -> dict:
         "steps": layout.steps, "backend": opts.backend,
         "artifact": artifact["name"], "artifact_sha256": artifact.get("sha256"), "export": str(export_dir.resolve()),
         # the chosen artifact's speed as export measured it, and (--artifact auto) what else was considered
-        "artifact_rows_per_s": artifact.get("parity", {}).get("rows_per_s"),
+        "artifact_rows_per_s": speed_of(artifact)[0],
         "artifact_latency_ms_p50": artifact.get("parity", {}).get("latency_ms_p50"),
         "artifact_choice": artifact.get("choice"),
         "kind": manifest["kind"], "task": manifest["task"], "pair": layout.pair_task, "labels": layout.labels,
