@@ -221,7 +221,6 @@ def test_family_learns_exports_serves_and_verifies(matrix, case):
     if report["kind"] == "token_classification":
         assert runs["pytorch"]["metrics"]["f1"] > 0.3, runs["pytorch"]["metrics"]
     else:
-        assert runs["pytorch"]["metrics"].get("predicted_classes", 2) >= 2
         predicted = {a["label"] for a in _answers(result)}
         assert len(predicted) >= 2, f"predicts only {predicted}"
     assert report["passed"], report["gates"]

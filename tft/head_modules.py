@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tft.heads import HEAD_KEY, HeadSpec
+from tft.errors import TftError
+from tft.heads import HEAD_KEY, HeadSpec, head_of
 
 
 class TextCNN(nn.Module):
@@ -129,3 +130,22 @@ class EncoderWithHead(nn.Module):
 
 def with_head(encoder, spec: HeadSpec, kind) -> EncoderWithHead:
     return EncoderWithHead(encoder, spec, encoder.config.num_labels, kind.per_token, kind.regression)
+
+
+def load_trained(checkpoint, kind, **model_kwargs):
+    """A trained checkpoint in eval mode: the family's own head through transformers, or a tft head rebuilt from
+    config.json and model.safetensors (strictly: every weight present, none left over)."""
+    import transformers
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(checkpoint)
+    spec = head_of(config)
+    if spec is None:
+        return getattr(transformers, kind.auto_model).from_pretrained(checkpoint, **model_kwargs).eval()
+    model = with_head(AutoModel.from_config(config, **model_kwargs), spec, kind)
+    weights = Path(checkpoint) / "model.safetensors"
+    if not weights.exists():
+        raise TftError(f"{checkpoint}: no model.safetensors beside the {spec.type} head's config.json")
+    model.load_state_dict(load_file(str(weights)), strict=True)
+    return model.eval()

@@ -18,7 +18,6 @@ tokenizer pads, so dynamic batching on the server changes no answer.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from tft.errors import TftError
 
@@ -63,24 +62,3 @@ def parse_filter_sizes(text: str) -> tuple[int, ...]:
 def head_of(config) -> HeadSpec | None:
     entry = getattr(config, HEAD_KEY, None)
     return HeadSpec.from_dict(entry) if entry and entry.get("type", "linear") != "linear" else None
-
-
-def load_trained(checkpoint, kind, **model_kwargs):
-    """A trained checkpoint in eval mode: the family's own head through transformers, or a tft head rebuilt from
-    config.json and model.safetensors (strictly: every weight present, none left over)."""
-    import transformers
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModel
-
-    config = AutoConfig.from_pretrained(checkpoint)
-    spec = head_of(config)
-    if spec is None:
-        return getattr(transformers, kind.auto_model).from_pretrained(checkpoint, **model_kwargs).eval()
-    from tft.head_modules import with_head
-
-    model = with_head(AutoModel.from_config(config, **model_kwargs), spec, kind)
-    weights = Path(checkpoint) / "model.safetensors"
-    if not weights.exists():
-        raise TftError(f"{checkpoint}: no model.safetensors beside the {spec.type} head's config.json")
-    model.load_state_dict(load_file(str(weights)), strict=True)
-    return model.eval()

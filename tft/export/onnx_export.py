@@ -22,7 +22,7 @@ log = logging.getLogger("tft")
 
 
 def load_for_export(checkpoint: Path, kind: str):
-    from tft.heads import load_trained
+    from tft.head_modules import load_trained
 
     # eager attention traces to plain MatMul/Softmax, which the ORT optimizer fuses and TensorRT parses
     return load_trained(checkpoint, kind_of(kind), attn_implementation="eager")

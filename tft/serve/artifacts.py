@@ -11,7 +11,7 @@ from tft.answers import SERVED_SCORE_ATOL
 from tft.errors import TftError
 from tft.manifest import AMPERE_PLUS_MIN_CAPABILITY, default_artifact
 from tft.serve.backends import BACKENDS, RepositoryError
-from tft.serve.options import BuildOptions
+from tft.serve.options import BuildOptions, parse_capability
 
 log = logging.getLogger("tft")
 
@@ -166,14 +166,6 @@ def describe_choice(entry: dict) -> str:
 
 
 
-def parse_capability(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d+)\.(\d+)\s*", str(text))
-    if not match:
-        raise RepositoryError(f"--gpu-capability {text!r}: give the serving GPU's compute capability as MAJOR.MINOR, "
-                              "such as 8.0 (A100), 8.6 (A10), 8.9 (L4) or 9.0 (H100)")
-    return int(match.group(1)), int(match.group(2))
-
-
 def engine_runs_on(built, hardware_compatible: bool, target: tuple[int, int]) -> bool:
     """Whether an engine built on a GPU of compute capability `built` runs on one of `target`: by default only on
     the device type that built it (compared here by compute capability), or on any Ampere or newer GPU for an
@@ -287,7 +279,7 @@ def native_openvino_exclusions(manifest: dict, target) -> dict[str, str]:
                                 f"OpenVINO {target.openvino or '(none listed)'}, which cannot read a newer IR: choose "
                                 "an image whose OpenVINO is as new (--triton-image), or --backend python")
         elif art.get("inference_precision", "f32") != "bf16" and bf16_here:
-            out[art["name"]] = (f"checked in f32, and Triton's openvino backend cannot ask OpenVINO for f32 (its "
+            out[art["name"]] = ("checked in f32, and Triton's openvino backend cannot ask OpenVINO for f32 (its "
                                 "HINT_BF16 takes only YES): on a CPU with native bf16, like the one that exported "
                                 "it, it would run in bf16; serve openvino-bf16, or this artifact with --backend python")
     return out

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 
 from tft.options import Options, Rule
@@ -89,14 +90,20 @@ def check(opts: BuildOptions) -> None:
     if not opts.gpu and not backend.runs_on("cpu"):
         raise RepositoryError(f"--backend {opts.backend} runs on GPUs only: drop --device cpu")
     if opts.gpu_capability is not None:
-        from tft.serve.artifacts import parse_capability
-
         parse_capability(opts.gpu_capability)  # a typo is one line before any work
         if backend.runtime != "tensorrt":
             raise RepositoryError("--gpu-capability checks a TensorRT engine: it needs --backend tensorrt")
     if opts.ort_tensorrt and not ("tensorrt" in backend.accelerators and opts.gpu):
         raise RepositoryError("--ort-tensorrt is ONNX Runtime's TensorRT accelerator: it needs --backend onnxruntime "
                               "--device gpu")
+
+
+def parse_capability(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\.(\d+)\s*", str(text))
+    if not match:
+        raise RepositoryError(f"--gpu-capability {text!r}: give the serving GPU's compute capability as MAJOR.MINOR, "
+                              "such as 8.0 (A100), 8.6 (A10), 8.9 (L4) or 9.0 (H100)")
+    return int(match.group(1)), int(match.group(2))
 
 
 BUILD = Options(BuildOptions, RULES, check, click_types=True)

@@ -14,7 +14,7 @@ from tft.data.dataset import load_dataset
 from tft.data.features import encode, make_collator
 from tft.errors import TftError
 from tft.fsutil import atomic_write_text
-from tft.heads import load_trained
+from tft.head_modules import load_trained
 from tft.inference import TextSettings, read_inputs, task_of
 from tft.inference import answer_items as answer_path
 from tft.manifest import check_tokenizer_files, read_checkpoint_manifest

@@ -194,7 +194,7 @@ class TrainRecipe:
     def _check_precision(self) -> None:
         cfg = self.cfg
         cuda = torch.cuda.is_available()
-        # the default is auto: native bf16 trained MiniLM SST-2 at 1.9-2.2x fp32 within 0.1 point (docs/benchmarks.md)
+        # the default is auto: native bf16 trained MiniLM SST-2 at 1.25-2.2x fp32 within 0.1 point (docs/benchmarks.md)
         requested = cfg.precision if cfg.precision is not None else (None if cfg.fp16 or cfg.bf16 else "auto")
         if requested is not None:
             from tft.train.precision import choose_precision, cpu_flags
