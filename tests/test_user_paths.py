@@ -389,3 +389,73 @@ def test_serve_start_runs_where_the_home_and_cache_cannot_be_written(tiny_export
         assert "cannot be written (a read-only home or cache?): using" in server.output()
     finally:
         server.stop()
+
+
+def test_a_folder_inside_or_around_one_another_command_writes_is_refused(tmp_path):
+    """One writer per real folder, nested ones included: `tft train --overwrite runs/x` while an export writes
+    runs/x/export (or the other way round) is refused in one line naming the other command; a command's own
+    children (a pipeline's training) are not others."""
+    import json
+    import os
+    import subprocess
+
+    from tft.fsutil import OutputError, hold
+
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        run = tmp_path / "runs" / "x"
+        (run / "best").mkdir(parents=True)
+        lock = tmp_path / "runs" / ".x.tft-lock"  # what `hold(runs/x)` writes while another command trains there
+        lock.write_text(json.dumps({"pid": other.pid, "command": "tft train --output-dir runs/x"}))
+        with pytest.raises(OutputError, match=r"export: inside .*runs/x, which pid \d+ \(tft train --output-dir "
+                                               r"runs/x\) is writing"):
+            with hold(run / "export", option="--output-dir"):
+                pass
+        assert not (run / ".export.tft-lock").exists()  # refused before any lock file was made
+        # around: a folder holding one being written
+        with pytest.raises(OutputError, match=r"holds .*runs/x, which pid \d+"):
+            with hold(tmp_path / "runs"):
+                pass
+        # through a symlinked name of the folder
+        (tmp_path / "link").symlink_to(run)
+        with pytest.raises(OutputError, match="inside"):
+            with hold(tmp_path / "link" / "export"):
+                pass
+        # this process's own lineage (a pipeline and the training it launched) is not another writer
+        lock.write_text(json.dumps({"pid": os.getppid(), "command": "tft pipeline"}))
+        with hold(run / "export"):
+            pass
+        # a holder that died, or a reader (`tft serve start`), holds nothing against a writer
+        other.kill()
+        other.wait()
+        lock.write_text(json.dumps({"pid": other.pid, "command": "tft train"}))
+        with hold(run / "export"):
+            pass
+    finally:
+        if other.poll() is None:
+            other.kill()
+
+
+def test_a_real_writer_of_the_outer_folder_refuses_the_inner_one(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from tft.fsutil import OutputError, hold
+
+    run = tmp_path / "run"
+    run.mkdir()
+    code = ("import sys, time; from tft.fsutil import hold\n"
+            f"with hold({str(run)!r}):\n    print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputError, match=rf"inside {run}, which pid {holder.pid} "):
+            with hold(run / "best"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    with hold(run / "best"):  # the kernel let go with the holder: the inner folder is free
+        pass

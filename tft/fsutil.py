@@ -345,6 +345,10 @@ def hold(destination, *, wait: bool = False, shared: bool = False, option: str =
         return
     # the real folder, whatever name it is reached by: a symlinked or `..` name of it gets the same lock
     destination = Path(os.path.realpath(destination))
+    if not shared:  # a folder inside one another command writes, or one holding such a folder: never both at once
+        nested = nested_writer(destination)
+        if nested:
+            raise OutputError(f"{option} {destination}: {nested}; wait for it to finish, or choose another folder")
     lock = _lock_path(destination)
     mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     while True:
@@ -415,6 +419,64 @@ def file_lock(path: str | os.PathLike):
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+NESTED_SCAN_DEPTH, NESTED_SCAN_ENTRIES = 3, 5000  # how far into a destination its writers are looked for
+
+
+def nested_writer(destination: Path) -> str | None:
+    """Another live command writing a folder around `destination` or inside it (a `tft train --overwrite` of a run
+    folder while an export writes into it), or None. Commands of this process's own lineage (a pipeline and the
+    training it launches) are not others. Read from the lock files' contents, without locking them."""
+    mine = _lineage()
+
+    def writer(lock: Path) -> dict | None:
+        try:
+            holder = json.loads(lock.read_text(encoding="utf-8") or "{}")
+        except (OSError, ValueError):
+            return None
+        pid = holder.get("pid") if isinstance(holder, dict) else None
+        if not isinstance(pid, int) or holder.get("shared") or pid in mine or not pid_alive(pid):
+            return None
+        return holder
+
+    for folder in destination.parents:
+        if folder.parent == folder:
+            break
+        holder = writer(_lock_path(folder))
+        if holder:
+            return f"inside {folder}, which {_describe(holder)} is writing"
+    if destination.is_dir():
+        seen = 0
+        for root, dirs, files in os.walk(destination):
+            depth = len(Path(root).relative_to(destination).parts)
+            if depth >= NESTED_SCAN_DEPTH:
+                dirs[:] = []
+            for name in files:
+                if name.startswith(".") and name.endswith(".tft-lock"):
+                    holder = writer(Path(root) / name)
+                    if holder:
+                        inner = Path(root) / name[1:-len(".tft-lock")]
+                        return f"holds {inner}, which {_describe(holder)} is writing"
+            seen += len(files) + len(dirs)
+            if seen > NESTED_SCAN_ENTRIES:
+                break
+    return None
+
+
+def _lineage() -> set[int]:
+    """This process and its ancestors (Linux /proc; just this process elsewhere)."""
+    pids, pid = {os.getpid()}, os.getpid()
+    for _ in range(64):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            pid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        if pid <= 1:
+            break
+        pids.add(pid)
+    return pids
 
 
 def pid_alive(pid: int) -> bool:
