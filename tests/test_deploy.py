@@ -653,3 +653,13 @@ def test_the_dockerfile_refuses_pins_for_another_python(tmp_path, image_python, 
         assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
             f"tft-requirements.txt pins packages for Python {here}; this image runs Python {version}: build the "
             "repository with tft serve build --triton-image 24.10-py3, or use the image it was built for"]
+
+
+def test_a_native_cpu_backend_without_threads_is_told_to_size_them_for_the_pod():
+    from tft.serve.deploy import thread_note
+
+    record = {"ensemble": "afqmc", "backend": "onnxruntime", "device": "cpu", "threads": 0}
+    assert "rebuild it with `tft serve build --threads 2`" in thread_note(record, "2")
+    assert thread_note({**record, "threads": 2}, "2") is None  # sized by the build
+    assert thread_note({**record, "backend": "python"}, "2") is None  # the Python step reads the cgroup quota itself
+    assert thread_note({**record, "device": "gpu"}, "2") is None

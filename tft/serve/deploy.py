@@ -83,8 +83,25 @@ def chart_values(record: dict, *, device: str = "cpu", gpus: int = 1, image: str
     return values
 
 
+def thread_note(record: dict, pod_cpus: str) -> str | None:
+    """Why a native CPU backend would oversubscribe its pod, or None: Triton's onnxruntime and openvino backends size
+    their thread pools from the node's cores, not the pod's CPU limit (tft's Python model step reads the cgroup quota
+    itself), and a repository carries its thread count in config.pbtxt, which no manifest can change."""
+    if record.get("backend") in ("onnxruntime", "openvino") and record.get("device", "cpu") == "cpu" \
+            and not record.get("threads"):
+        return (f"{record['ensemble']}: the {record['backend']} backend sizes its threads from the node's cores, not "
+                f"the pod's {pod_cpus} CPUs (64 threads on 2 CPUs ran at half the speed of one); rebuild it with "
+                f"`tft serve build --threads {pod_cpus}`")
+    return None
+
+
 def _check_device(record: dict, device: str) -> None:
     """The pod's device against the build's (chart values and KServe alike)."""
+    import logging
+
+    note = thread_note(record, KSERVE_RESOURCES["limits"]["cpu"])
+    if note:
+        logging.getLogger("tft").warning("%s", note)
     if device not in ("cpu", "gpu"):
         raise TftError(f"--device {device!r}: choose cpu or gpu")
     if device == "gpu" and record.get("device", "cpu") != "gpu":

@@ -258,7 +258,7 @@ def _build(export_dir: Path, repository: Path, opts: BuildOptions) -> dict:
     versions = {name: next_version(repository / name) for name in names}
     record = {
         "format": "tft.serve/2", "name": opts.name, "ensemble": layout.ensemble, "version": versions[layout.ensemble],
-        "steps": layout.steps, "backend": opts.backend,
+        "steps": layout.steps, "backend": opts.backend, "threads": opts.threads,
         "artifact": artifact["name"], "artifact_sha256": artifact.get("sha256"), "export": str(export_dir.resolve()),
         # the chosen artifact's speed as export measured it, and (--artifact auto) what else was considered
         "artifact_rows_per_s": speed_of(artifact)[0],
