@@ -230,8 +230,10 @@ def pick_artifact(manifest: dict, opts: BuildOptions, target=None) -> dict:
                                   f"({'; '.join(describe_choice(e) for e in considered)})")
         return {**chosen, "choice": considered}
     wanted = opts.artifact or backend.default_artifact
+    # the option that named it: --artifact, or the backend's default artifact
+    asked = f"--artifact {wanted}" if opts.artifact else f"--backend {opts.backend} (its default artifact, {wanted})"
     if wanted in exclude:
-        raise RepositoryError(f"--artifact {wanted}: {exclude[wanted].split(': the plain')[0]}"
+        raise RepositoryError(f"{asked}: {exclude[wanted].split(': the plain')[0]}"
                               + ("; serve fp32 (the plain graph) on that target" if "fused" in exclude[wanted] else ""))
     if wanted:
         for art in manifest["artifacts"]:
@@ -240,8 +242,8 @@ def pick_artifact(manifest: dict, opts: BuildOptions, target=None) -> dict:
         names = ", ".join(a["name"] for a in manifest["artifacts"]
                           if a.get("runtime", "onnxruntime") in backend.runtimes)
         hint = " (export with --openvino)" if backend.runtime == "openvino" else ""
-        raise RepositoryError(f"--artifact {wanted!r}: the export has {names or 'nothing'} for the {opts.backend} "
-                              f"backend{hint}")
+        named = f"--artifact {wanted!r}" if opts.artifact else asked
+        raise RepositoryError(f"{named}: the export has {names or 'nothing'} for the {opts.backend} backend{hint}")
     try:
         return default_artifact(manifest)
     except TftError as e:
