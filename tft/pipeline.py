@@ -404,13 +404,15 @@ def verify_command(checkpoint, model, repository, url, export_dir, data, data_di
 @click.command("predict")
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
 @click.option("--checkpoint", type=click.Path(exists=True, file_okay=False), help="A `tft train` best/ folder.")
-@click.option("--onnx", "export_dir", type=click.Path(exists=True, file_okay=False), help="A `tft export` folder (ONNX Runtime).")
+@click.option("--export", "--onnx", "export_dir", type=click.Path(exists=True, file_okay=False),
+              help="A `tft export` folder: its artifact runs on its own runtime (ONNX Runtime or OpenVINO).")
+@click.option("--artifact", help="With --export: the artifact to run (fp32, openvino-bf16, ...).  [default: fp32]")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output JSON lines.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--device", type=click.Choice(ORT_DEVICES), default="auto", show_default=True,
-              help="With --onnx: ONNX Runtime's device (auto: CUDA when onnxruntime-gpu offers it).")
+              help="With --export: ONNX Runtime's device (auto: CUDA when onnxruntime-gpu offers it).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
-def predict_command(input_path, checkpoint, export_dir, output, batch_size, device, overwrite):
+def predict_command(input_path, checkpoint, export_dir, artifact, output, batch_size, device, overwrite):
     """Predict labels and scores (classification) or entities with character offsets (NER).
 
     INPUT is a file in the task's format or plain text lines (`.txt`; pairs as `text<TAB>pair`).
@@ -418,14 +420,16 @@ def predict_command(input_path, checkpoint, export_dir, output, batch_size, devi
     """
     # here, not in tft/train or tft/export: it runs either stage's model, and stages never import each other
     if bool(checkpoint) == bool(export_dir):
-        raise TftError("pass exactly one of --checkpoint and --onnx")
+        raise TftError("pass exactly one of --checkpoint and --export")
+    if artifact and not export_dir:
+        raise TftError("--artifact chooses among an export's artifacts: give --export")
     from tft.fsutil import check_output_file
 
     check_output_file(output, overwrite=overwrite, inputs=[input_path])
     if export_dir:
         from tft.export.runtime import predict_file
 
-        n = predict_file(export_dir, input_path, output, batch_size, device=device)
+        n = predict_file(export_dir, input_path, output, batch_size, device=device, artifact=artifact)
     else:
         from tft.train.predict import predict_file
 

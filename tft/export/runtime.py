@@ -146,7 +146,8 @@ class OrtPredictor:
         art = default_artifact(self.manifest) if artifact is None else next(
             (a for a in self.manifest["artifacts"] if a["name"] == artifact), None)
         if art is None:
-            raise TftError(f"{self.export_dir}: no artifact named {artifact!r}")
+            names = ", ".join(a["name"] for a in self.manifest["artifacts"] if a.get("runtime") != "tensorrt")
+            raise TftError(f"--artifact {artifact!r}: {self.export_dir} has {names}")
         self.artifact = art
         path = check_file(self.export_dir, art["file"], art.get("sha256"))
         if art.get("weights_file"):  # an IR's weights, checked like its graph
@@ -171,11 +172,12 @@ class OrtPredictor:
                             self.manifest["labels"])
 
 
-def predict_file(export_dir, input_path, output_path, batch_size: int = 64, device: str | None = "auto") -> int:
+def predict_file(export_dir, input_path, output_path, batch_size: int = 64, device: str | None = "auto",
+                 artifact: str | None = None) -> int:
     from tft.fsutil import atomic_write_text
     from tft.inference import read_inputs
 
-    predictor = OrtPredictor(export_dir, device=device)
+    predictor = OrtPredictor(export_dir, artifact=artifact, device=device)
     records = predictor.answer_items(read_inputs(input_path, predictor.task), batch_size)
     atomic_write_text(output_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     return len(records)
