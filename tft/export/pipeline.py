@@ -170,60 +170,81 @@ def export_size_estimate(checkpoint: Path, cfg: ExportConfig) -> int:
 
 
 def _export(checkpoint: Path, out: Path, cfg: ExportConfig, replace: bool) -> Path:
-    from transformers import AutoConfig, AutoTokenizer
+    run = ExportRun(checkpoint, cfg)
+    with atomic_dir(out, overwrite=replace, owned_as="export") as tmp:
+        run.write_graphs(tmp)
+        # every servable CPU artifact timed warm, side by side, at serving batch sizes: what `--artifact auto` ranks
+        measured_on = measure_artifacts(run.artifacts, run.runners, speed_batches(
+            run.speed_rows, run.onnx_cfg.inputs, run.max_batch, run.tokenizer))
+        manifest = run.manifest(tmp, measured_on)
+        atomic_write_json(tmp / EXPORT_MANIFEST, manifest)
+    log.info("wrote %s (%s)", out, ", ".join(a["name"] for a in run.artifacts))
+    if cfg.trt:
+        run.tensorrt(out, manifest)
+    return out
 
-    cm = read_checkpoint_manifest(checkpoint)
-    check_tokenizer_files(checkpoint, cm.get("files"))
-    max_batch, max_len = cfg.max_batch, cfg.max_seq_length or cm["max_seq_length"]
-    thresholds = cfg.thresholds()
-    if cfg.parity_samples < 1:
-        raise ExportError(f"--parity-samples {cfg.parity_samples}: must be at least 1")
-    hf_config = AutoConfig.from_pretrained(checkpoint)
-    default_batch, default_len = default_opt_shape(max_batch, max_len)
-    opt_batch, opt_seq_length, device = cfg.opt_batch or default_batch, cfg.opt_seq_length, cfg.device
-    check_shapes(max_batch, max_len, opt_batch, opt_seq_length, usable_positions(family_of(hf_config.model_type,
-                                                                                           quiet=True), hf_config))
-    check_labels(cm, hf_config, checkpoint)
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    onnx_cfg = onnx_config_for(cm, hf_config, cfg.opset)
-    model = onnx_export.load_for_export(checkpoint, cm["kind"])
-    batches, serving, canary = parity_inputs(cm, tokenizer, hf_config, max_batch, max_len, cfg.parity_samples,
-                                             cfg.parity_data)
-    features_for_speed = [row for _, row in serving_rows(serving)]
-    batches = [(n, {k: v for k, v in b.items() if k in onnx_cfg.inputs}, lab) for n, b, lab in batches]
-    serving = [(lab, {k: v for k, v in b.items() if k in onnx_cfg.inputs}) for lab, b in serving or ()]
 
-    reference_logits: dict[int, np.ndarray] = {}
+class ExportRun:
+    """One export, in the order it happens: setup (the checkpoint, its shapes and the parity inputs, checked before
+    any file is written), each artifact written and checked against PyTorch, the manifest; TensorRT after."""
 
-    # the reference in true fp32: TF32 off for PyTorch's matmuls and convolutions (it matters on Ampere and newer)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    def __init__(self, checkpoint: Path, cfg: ExportConfig):
+        from transformers import AutoConfig, AutoTokenizer
+
+        self.checkpoint, self.cfg = checkpoint, cfg
+        self.cm = cm = read_checkpoint_manifest(checkpoint)
+        check_tokenizer_files(checkpoint, cm.get("files"))
+        self.max_batch, self.max_len = cfg.max_batch, cfg.max_seq_length or cm["max_seq_length"]
+        self.thresholds = cfg.thresholds()
+        if cfg.parity_samples < 1:
+            raise ExportError(f"--parity-samples {cfg.parity_samples}: must be at least 1")
+        self.hf_config = AutoConfig.from_pretrained(checkpoint)
+        default_batch, self.default_len = default_opt_shape(self.max_batch, self.max_len)
+        self.opt_batch, self.opt_seq_length = cfg.opt_batch or default_batch, cfg.opt_seq_length
+        check_shapes(self.max_batch, self.max_len, self.opt_batch, self.opt_seq_length,
+                     usable_positions(family_of(self.hf_config.model_type, quiet=True), self.hf_config))
+        check_labels(cm, self.hf_config, checkpoint)
+        self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        self.onnx_cfg = onnx_config_for(cm, self.hf_config, cfg.opset)
+        self.model = onnx_export.load_for_export(checkpoint, cm["kind"])
+        batches, serving, self.canary = parity_inputs(cm, self.tokenizer, self.hf_config, self.max_batch,
+                                                      self.max_len, cfg.parity_samples, cfg.parity_data)
+        self.speed_rows = [row for _, row in serving_rows(serving)]
+        names = self.onnx_cfg.inputs
+        self.batches = [(n, {k: v for k, v in b.items() if k in names}, lab) for n, b, lab in batches]
+        self.serving = [(lab, {k: v for k, v in b.items() if k in names}) for lab, b in serving or ()]
+        self.labels = tuple(cm["labels"])
+        self.artifacts, self.rejected, self.runners = [], [], {}
+        self._reference_logits: dict[int, np.ndarray] = {}
+        # the reference in true fp32: TF32 off for PyTorch's matmuls and convolutions (it matters on Ampere and newer)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
 
     @torch.no_grad()
-    def reference(batch):
+    def reference(self, batch):
         # PyTorch once per batch, whatever the number of artifacts compared against it (the batch lists
         # live as long as this export, so a batch's id stays its own)
-        if id(batch) not in reference_logits:
-            outputs = model(**{k: torch.from_numpy(v) for k, v in batch.items()})
-            reference_logits[id(batch)] = outputs.logits.float().numpy()
-        return reference_logits[id(batch)]
+        if id(batch) not in self._reference_logits:
+            outputs = self.model(**{k: torch.from_numpy(v) for k, v in batch.items()})
+            self._reference_logits[id(batch)] = outputs.logits.float().numpy()
+        return self._reference_logits[id(batch)]
 
-    labels = tuple(cm["labels"])
-    artifacts, rejected, runners = [], [], {}
-
-    def check(name, precision, path, runtime="onnxruntime", runner=None, extra=None, optional=False):
+    def check(self, name, precision, path, runtime="onnxruntime", runner=None, extra=None, optional=False):
+        """Compare an artifact with PyTorch and record it; a failure raises, unless the artifact is a candidate
+        (`optional`, or the pipeline's int8/bf16), which is set aside under `rejected` with its files."""
+        cfg, cm = self.cfg, self.cm
         runner = runner or runner_for(path, {"runtime": runtime, "precision": precision, **(extra or {})},
-                                      device=device)
+                                      device=cfg.device)
         try:
-            result = compare(reference, runner, batches, artifact=name, precision=precision, kind=cm["kind"],
-                             labels=labels, main_metric=cm["main_metric"], thresholds=thresholds[precision],
-                             serving=serving)
+            result = compare(self.reference, runner, self.batches, artifact=name, precision=precision,
+                             kind=cm["kind"], labels=self.labels, main_metric=cm["main_metric"],
+                             thresholds=self.thresholds[precision], serving=self.serving)
         except ParityError as e:
             if not (optional or (cfg.optional_candidates and precision in CANDIDATE_PRECISIONS)):
                 raise
             log.warning("parity %-15s rejected, not servable: %s", name, e)
-            rejected.append({"name": name, "precision": precision, "reason": str(e)})
-            _drop_unshared(path, extra, artifacts)
+            self.rejected.append({"name": name, "precision": precision, "reason": str(e)})
+            _drop_unshared(path, extra, self.artifacts)
             return
         log.info("parity %-15s max|diff| %.2e  mean %.2e  agreement %.2f%%%s%s", name, result.max_abs_diff,
                  result.mean_abs_diff, 100 * result.agreement,
@@ -239,65 +260,74 @@ def _export(checkpoint: Path, out: Path, cfg: ExportConfig, replace: bool) -> Pa
         if entry.get("weights_file"):  # an IR's weights beside its graph
             entry["weights_sha256"] = file_sha256(Path(path).parent / entry["weights_file"])
             entry["bytes"] += (Path(path).parent / entry["weights_file"]).stat().st_size
-        artifacts.append(entry)
-        runners[name] = runner
+        self.artifacts.append(entry)
+        self.runners[name] = runner
 
-    with atomic_dir(out, overwrite=replace, owned_as="export") as tmp:
+    def write_graphs(self, tmp: Path) -> None:
+        """The ONNX graphs (and OpenVINO IR) the options ask for, each checked as it is written."""
+        cfg, onnx_cfg, check = self.cfg, self.onnx_cfg, self.check
         start = time.perf_counter()
-        fp32 = onnx_export.export_onnx(model, onnx_cfg, tmp / "model.onnx", cfg.exporter)
+        fp32 = onnx_export.export_onnx(self.model, onnx_cfg, tmp / "model.onnx", cfg.exporter)
         log.info("exported %s with the %s exporter in %.1fs", fp32.name, cfg.exporter, time.perf_counter() - start)
         check("fp32", "fp32", fp32, extra={"exporter": cfg.exporter})
         if cfg.optimize:
-            fused = onnx_export.optimize_onnx(fp32, tmp / "model.opt.onnx", onnx_cfg, hf_config)
+            fused = onnx_export.optimize_onnx(fp32, tmp / "model.opt.onnx", onnx_cfg, self.hf_config)
             if fused is not None:
                 check("fp32-optimized", "fp32", tmp / "model.opt.onnx", extra={"fused_operators": fused})
         if cfg.int8:
             check("int8", "int8", quantize.quantize_int8(fp32, tmp / "model.int8.onnx"),
                   extra={"activation_scales": "dynamic"})
         if cfg.int8_static:
-            calibration = calibration_inputs(cm, tokenizer, max_len, cfg.calibration_samples, onnx_cfg.inputs)
+            calibration = self.calibration()
             check("int8-static", "int8", quantize.quantize_int8_static(fp32, tmp / "model.int8-static.onnx", calibration),
                   extra={"calibration_samples": sum(len(b["input_ids"]) for b in calibration),
                          "activation_scales": "static"})
         if cfg.openvino or cfg.openvino_int8:
-            _openvino_artifacts(cfg, check, fp32, tmp, lambda: calibration_inputs(
-                cm, tokenizer, max_len, cfg.calibration_samples, onnx_cfg.inputs, batch_size=1))
+            _openvino_artifacts(cfg, check, fp32, tmp, lambda: self.calibration(batch_size=1))
         if cfg.fp16 or cfg.trt:  # TensorRT 11 builds its fp16 engine from the fp16 graph (strong typing)
             # from the un-fused graph: a per-op fp32 block list cannot split ORT's fused Attention
             check("fp16", "fp16", quantize.convert_fp16(fp32, tmp / "model.fp16.onnx", onnx_cfg.family.fp16_keep_fp32))
-        # every servable CPU artifact timed warm, side by side, at serving batch sizes: what `--artifact auto` ranks
-        measured_on = measure_artifacts(artifacts, runners, speed_batches(features_for_speed, onnx_cfg.inputs,
-                                                                          max_batch, tokenizer))
+
+    def calibration(self, batch_size: int = 16):
+        return calibration_inputs(self.cm, self.tokenizer, self.max_len, self.cfg.calibration_samples,
+                                  self.onnx_cfg.inputs, batch_size=batch_size)
+
+    def manifest(self, tmp: Path, measured_on: dict | None) -> dict:
+        """The export manifest (tokenizer files copied beside it): everything serving needs, so that it never opens
+        the checkpoint manifest."""
+        cm, tokenizer, onnx_cfg = self.cm, self.tokenizer, self.onnx_cfg
         files = {}
         for name in TOKENIZER_FILES:
-            if (checkpoint / name).exists():
-                shutil.copy(checkpoint / name, tmp / name)
+            if (self.checkpoint / name).exists():
+                shutil.copy(self.checkpoint / name, tmp / name)
                 files[name] = file_sha256(tmp / name)
-        manifest = {
-            "format": EXPORT_FORMAT, "task": cm["task"], "kind": cm["kind"], "labels": list(labels),
-            # everything serving needs, so that it never opens the checkpoint manifest
+        return {
+            "format": EXPORT_FORMAT, "task": cm["task"], "kind": cm["kind"], "labels": list(self.labels),
             "text_field": cm.get("text_field"), "text_pair_field": cm.get("text_pair_field"),
             "label_field": cm.get("label_field"), "word_joiner": cm.get("word_joiner", " "),
             "max_chars": cm.get("max_chars"), "pad_token_id": tokenizer.pad_token_id or 0,
             "padding_side": tokenizer.padding_side,
             "inputs": [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in onnx_cfg.inputs],
             "outputs": [{"name": onnx_cfg.output, "dtype": "float32", "shape": onnx_cfg.output_shape()}],
-            "max_batch": max_batch, "max_seq_length": max_len, "opset": cfg.opset, "model_type": onnx_cfg.model_type,
-            "artifacts": artifacts, "rejected": rejected, "tokenizer": "tokenizer.json", "files": files,
+            "max_batch": self.max_batch, "max_seq_length": self.max_len, "opset": self.cfg.opset,
+            "model_type": onnx_cfg.model_type,
+            "artifacts": self.artifacts, "rejected": self.rejected, "tokenizer": "tokenizer.json", "files": files,
             "measured_on": measured_on,
             # a real example (the first parity text) that health checks send to the served model
-            "canary": {k: v for k, v in canary.items() if k in ("text", "text_pair")}, "checkpoint": str(checkpoint.resolve()),
+            "canary": {k: v for k, v in self.canary.items() if k in ("text", "text_pair")},
+            "checkpoint": str(self.checkpoint.resolve()),
             "checkpoint_manifest": cm, "created": now(), "versions": {**versions(), **_onnx_versions()},
         }
-        atomic_write_json(tmp / EXPORT_MANIFEST, manifest)
-    log.info("wrote %s (%s)", out, ", ".join(a["name"] for a in artifacts))
 
-    if cfg.trt:
-        from tft.fsutil import cache_root
+    def tensorrt(self, out: Path, manifest: dict) -> None:
+        """TensorRT engines from the checked graphs, after the ONNX export is in place (a machine without a GPU still
+        ends with complete ONNX artifacts, and a non-zero exit saying why)."""
         from tft.export import trt as trt_mod
+        from tft.fsutil import cache_root
 
+        cfg = self.cfg
         trt_version, gpu, capability = trt_mod.check_available()
-        by_name = {a["name"]: a["file"] for a in artifacts}
+        by_name = {a["name"]: a["file"] for a in self.artifacts}
         graphs = {"fp32": by_name["fp32"], **({"fp16": by_name["fp16"]} if "fp16" in by_name else {}),
                   # the Q/DQ graph of --int8-static: TensorRT's explicit quantization
                   **({"qdq": by_name["int8-static"]} if "int8-static" in by_name else {})}
@@ -305,28 +335,27 @@ def _export(checkpoint: Path, out: Path, cfg: ExportConfig, replace: bool) -> Pa
         if "qdq" in graphs:
             engines.append(("tensorrt-int8", "int8", "model.int8.plan"))
         for name, precision, file in engines:
-            plan = trt_mod.plan_engine(trt_version=trt_version, precision=precision, inputs=onnx_cfg.inputs,
-                                       max_batch=max_batch, max_len=max_len, opt_batch=opt_batch,
-                                       opt_len=opt_seq_length or default_len, graphs=graphs, gpu=gpu,
+            plan = trt_mod.plan_engine(trt_version=trt_version, precision=precision, inputs=self.onnx_cfg.inputs,
+                                       max_batch=self.max_batch, max_len=self.max_len, opt_batch=self.opt_batch,
+                                       opt_len=self.opt_seq_length or self.default_len, graphs=graphs, gpu=gpu,
                                        cache_root=cache_root(), version_compatible=cfg.trt_version_compatible,
                                        hardware_compatible=cfg.trt_hardware_compatible, capability=capability)
             engine = out / file
             info = trt_mod.build_engine(plan, out, engine)
             runner = trt_mod.TrtModel(engine, version_compatible=cfg.trt_version_compatible)
             try:
-                check(name, precision, engine, runtime="tensorrt", runner=runner,
-                      extra={**info, "gpu": gpu, "compute_capability": list(capability),
-                             "version_compatible": cfg.trt_version_compatible,
-                             "hardware_compatible": cfg.trt_hardware_compatible})
+                self.check(name, precision, engine, runtime="tensorrt", runner=runner,
+                           extra={**info, "gpu": gpu, "compute_capability": list(capability),
+                                  "version_compatible": cfg.trt_version_compatible,
+                                  "hardware_compatible": cfg.trt_hardware_compatible})
             except Exception:
                 engine.unlink(missing_ok=True)
                 raise
             finally:
                 runner.close()
-        manifest["artifacts"] = artifacts
+        manifest["artifacts"] = self.artifacts
         atomic_write_json(out / EXPORT_MANIFEST, manifest)
         mark_owned(out, "export")  # the engines are tft's too
-    return out
 
 
 def _openvino_artifacts(cfg: ExportConfig, check, fp32: Path, tmp: Path, calibration) -> None:
