@@ -224,25 +224,7 @@ def _build(export_dir: Path, repository: Path, opts: BuildOptions) -> dict:
             raise RepositoryError(f"{repository / name}: a model that `tft serve build` did not write; tft never "
                                   "replaces what it did not write: use another --name or --repository")
 
-    helper = PREDICTIONS_PY.read_text(encoding="utf-8")
-    backend = BACKENDS[opts.backend]
-    served_file, python_model = backend.files_for(layout.runtime)
-    model_files: dict[str, Path | str] = {served_file: model_file}
-    if artifact.get("weights_file"):  # model.xml's weights: model.bin beside it (what OpenVINO and Triton look for)
-        model_files[str(Path(served_file).with_suffix(".bin"))] = export_dir / artifact["weights_file"]
-    if python_model:
-        model_files["model.py"] = (MODELS_DIR / python_model).read_text(encoding="utf-8")
-        model_files["step.json"] = json.dumps(layout.model_settings(), indent=2) + "\n"
-    contents = {
-        layout.tokenizer: (layout.tokenizer_config(), {
-            "model.py": (MODELS_DIR / "tokenizer.py").read_text(encoding="utf-8"), "tft_predictions.py": helper,
-            "tokenizer.json": tokenizer_json,
-            "step.json": json.dumps(layout.tokenizer_settings(), ensure_ascii=False, indent=2) + "\n"}),
-        layout.model: (layout.model_config(), model_files),
-        layout.postprocess: (layout.postprocess_config(), {
-            "model.py": (MODELS_DIR / "postprocess.py").read_text(encoding="utf-8"), "tft_predictions.py": helper,
-            "step.json": json.dumps(layout.postprocess_settings(), ensure_ascii=False, indent=2) + "\n"}),
-    }
+    contents = _contents(layout, artifact, model_file, tokenizer_json, export_dir, opts)
     old_configs = {name: read_config(repository / name / "config.pbtxt") for name in layout.steps
                    if (repository / name / "config.pbtxt").exists()}
     old_record = read_serve_manifests(repository).get(layout.ensemble) if repository.is_dir() else None
@@ -256,7 +238,39 @@ def _build(export_dir: Path, repository: Path, opts: BuildOptions) -> dict:
     repository.mkdir(parents=True, exist_ok=True)
     clean_stale(repository)
     versions = {name: next_version(repository / name) for name in names}
-    record = {
+    record = _record(layout, manifest, artifact, export_dir, opts, versions, old_record)
+    _place_build(repository, layout, contents, versions, old_configs, old_versions, record, names)
+    return record
+
+
+def _contents(layout: Layout, artifact: dict, model_file: Path, tokenizer_json: Path, export_dir: Path,
+              opts: BuildOptions) -> dict:
+    """Each step's config and the files of its new version folder (a Path is copied, a str written)."""
+    helper = PREDICTIONS_PY.read_text(encoding="utf-8")
+    backend = BACKENDS[opts.backend]
+    served_file, python_model = backend.files_for(layout.runtime)
+    model_files: dict[str, Path | str] = {served_file: model_file}
+    if artifact.get("weights_file"):  # model.xml's weights: model.bin beside it (what OpenVINO and Triton look for)
+        model_files[str(Path(served_file).with_suffix(".bin"))] = export_dir / artifact["weights_file"]
+    if python_model:
+        model_files["model.py"] = (MODELS_DIR / python_model).read_text(encoding="utf-8")
+        model_files["step.json"] = json.dumps(layout.model_settings(), indent=2) + "\n"
+    return {
+        layout.tokenizer: (layout.tokenizer_config(), {
+            "model.py": (MODELS_DIR / "tokenizer.py").read_text(encoding="utf-8"), "tft_predictions.py": helper,
+            "tokenizer.json": tokenizer_json,
+            "step.json": json.dumps(layout.tokenizer_settings(), ensure_ascii=False, indent=2) + "\n"}),
+        layout.model: (layout.model_config(), model_files),
+        layout.postprocess: (layout.postprocess_config(), {
+            "model.py": (MODELS_DIR / "postprocess.py").read_text(encoding="utf-8"), "tft_predictions.py": helper,
+            "step.json": json.dumps(layout.postprocess_settings(), ensure_ascii=False, indent=2) + "\n"}),
+    }
+
+
+def _record(layout: Layout, manifest: dict, artifact: dict, export_dir: Path, opts: BuildOptions, versions: dict,
+            old_record: dict | None) -> dict:
+    """The build record (tft-serve.json): what was built from what, for whom, and the serving history."""
+    return {
         "format": "tft.serve/2", "name": opts.name, "ensemble": layout.ensemble, "version": versions[layout.ensemble],
         "steps": layout.steps, "backend": opts.backend, "threads": opts.threads,
         "artifact": artifact["name"], "artifact_sha256": artifact.get("sha256"), "export": str(export_dir.resolve()),
@@ -283,6 +297,12 @@ def _build(export_dir: Path, repository: Path, opts: BuildOptions) -> dict:
         **history_after(old_record, served=versions[layout.ensemble]),
         "files": {}, "created": now(), "versions": versions_info(),
     }
+
+
+def _place_build(repository: Path, layout: Layout, contents: dict, versions: dict, old_configs: dict,
+                 old_versions: dict, record: dict, names: list[str]) -> None:
+    """Stage every new version under a hidden name, place them invisibly, then commit by pinning the ensemble in
+    one rename; the committed version stays whole and servable whatever stops this half way."""
     staged: dict[str, Path] = {}
     committed = False
     try:
@@ -359,7 +379,6 @@ def _build(export_dir: Path, repository: Path, opts: BuildOptions) -> dict:
         for tmp in staged.values():
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-    return record
 
 
 REQUIREMENTS = "tft-requirements.txt"
