@@ -184,6 +184,13 @@ def test_openvino_artifacts_pass_the_gate_are_ranked_and_served_as_checked(train
     ov = OrtPredictor(export, artifact="openvino-fp32").answer_items(items)
     assert [a["label"] for a in ov] == [a["label"] for a in onnx]
     assert all(abs(a["score"] - b["score"]) < 1e-4 for a, b in zip(ov, onnx))
+    texts = tmp_path / "pairs.txt"
+    texts.write_text("".join(f"{i['text']}\t{i['text_pair']}\n" for i in items), encoding="utf-8")
+    proc = run_tft("predict", texts, "--export", export, "--artifact", "openvino-fp32", "-o", tmp_path / "p.jsonl")
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line)["label"] for line in (tmp_path / "p.jsonl").open()] == [a["label"] for a in onnx]
+    proc = run_tft("predict", texts, "--export", export, "--artifact", "fp64", "-o", tmp_path / "q.jsonl")
+    assert proc.returncode == 1 and "--artifact 'fp64': " in proc.stderr and "openvino-fp32" in proc.stderr
 
     # served by the Python model step on the embedded Triton, and verified over gRPC on the dev split
     repo = tmp_path / "repo"
