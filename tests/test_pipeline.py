@@ -15,6 +15,34 @@ from helpers import run_tft
 TRAIN = ("--model", "scratch:tiny", "--max-steps", 60, "--batch-size", 32, "--lr", "5e-4", "--max-batch", 16)
 
 
+def flip_served_logits(version: Path) -> None:
+    """Corrupt a served model step, whichever artifact `auto` chose for it: an OpenVINO IR or an ONNX graph."""
+    if (version / "model.xml").exists():
+        flip_ir_logits(version / "model.xml")
+    else:
+        flip_logits(version / "model.onnx")
+
+
+def flip_ir_logits(xml: Path) -> None:
+    """flip_logits for an OpenVINO IR: a Negative before the Result, the output keeping its name; written beside and
+    renamed (model.bin with it), so the export's files stay intact."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    model = ov.Core().read_model(str(xml))
+    result = model.get_results()[0]
+    source = result.input_value(0)
+    names = source.get_names()
+    negated = ops.negative(source)
+    source.get_tensor().set_names(set())
+    negated.output(0).get_tensor().set_names(names)
+    result.input(0).replace_source_output(negated.output(0))
+    tmp = xml.with_name(".corrupt.xml")
+    ov.save_model(model, str(tmp), compress_to_fp16=False)
+    os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+    os.replace(tmp, xml)
+
+
 def flip_logits(onnx_path: Path) -> None:
     """Corrupt a served model: negate its logits (flips every binary prediction). Written to a new file
     and renamed, so the export the file was hard-linked from stays intact."""
@@ -93,7 +121,7 @@ def test_verify_of_a_corrupted_served_model_fails_and_lists_disagreements(pipeli
     import shutil
 
     shutil.copytree(out / "model_repository", repo)
-    flip_logits(repo / "afqmc_model" / "1" / "model.onnx")
+    flip_served_logits(repo / "afqmc_model" / "1")
     proc = run_tft("verify", "--repository", repo, "--model", "afqmc", "--checkpoint", out / "run" / "best",
                    "-o", tmp_path / "report")
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -123,8 +151,7 @@ def test_pipeline_exits_non_zero_when_the_served_model_is_corrupted(afqmc_sample
 
     def build_then_corrupt(export_dir, repo, opts):
         record = real_build(export_dir, repo, opts)
-        flip_logits(Path(repo) / f"{opts.name}_model" / str(record["model_versions"][f"{opts.name}_model"]) /
-                    "model.onnx")
+        flip_served_logits(Path(repo) / f"{opts.name}_model" / str(record["model_versions"][f"{opts.name}_model"]))
         return record
 
     monkeypatch.setattr(repository, "build_repository", build_then_corrupt)
