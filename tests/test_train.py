@@ -250,6 +250,16 @@ def test_precision_auto_fits_the_hardware():
     assert cpu_flags("processor : 0\nflags\t\t: fpu avx512_bf16 sse\n") == {"fpu", "avx512_bf16", "sse"}
 
 
+def test_bf16_on_a_cpu_trains_with_eager_attention():
+    """PyTorch's CPU SDPA backward is slower in bf16 than in fp32 (measured: tft/train/precision.py): bf16 on a CPU
+    asks for eager attention; fp32 and GPUs keep the family's default."""
+    from tft.train.precision import training_attention
+
+    assert training_attention("bf16", cuda=False) == "eager"
+    assert training_attention("fp32", cuda=False) is None
+    assert training_attention("bf16", cuda=True) is None and training_attention("fp16", cuda=True) is None
+
+
 def test_explicit_bf16_on_hardware_that_only_emulates_it_is_one_line(afqmc_dir, tmp_path, monkeypatch):
     """An AVX2-only CPU (an AMD EPYC, say) emulates bf16 ~15x slower than fp32: refused before any data is read,
     naming what is missing; --force-bf16 still trains in it; a V100-class GPU (no native bf16) alike."""
@@ -287,6 +297,7 @@ def test_precision_option_says_what_it_chose(afqmc_sample, tmp_path):
                    "--output-dir", tmp_path / "r", "--max-steps", 2, "--limit-eval", 8, "--precision", "auto")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"precision auto: {expected} ({why})" in proc.stderr
+    assert ("attention: eager" in proc.stderr) == (expected == "bf16")
     used = read_json(tmp_path / "r" / "best" / "tft.json")["train_config"]
     assert (used["bf16"], used["fp16"]) == (expected == "bf16", expected == "fp16")
     proc = run_tft("train", "--task", "afqmc", "--precision", "fast")
