@@ -9,6 +9,7 @@ from torch import nn
 
 from tft.errors import TftError
 from tft.heads import HEAD_KEY, HeadSpec, head_of
+from tft.tasks import Kind
 
 
 class TextCNN(nn.Module):
@@ -92,9 +93,9 @@ class EncoderWithHead(nn.Module):
     """An encoder (transformers' AutoModel) and a cnn/lstm/gru head; forward() answers like transformers' own
     ...ForSequenceClassification / ...ForTokenClassification (`.logits`, `.loss` with labels)."""
 
-    def __init__(self, encoder, spec: HeadSpec, num_labels: int, per_token: bool, regression: bool = False):
+    def __init__(self, encoder, spec: HeadSpec, num_labels: int, kind: Kind):
         super().__init__()
-        self.encoder, self.spec, self.per_token, self.regression = encoder, spec, per_token, regression
+        self.encoder, self.spec, self.kind, self.per_token = encoder, spec, kind, kind.per_token
         self.config = encoder.config  # what the Trainer and the exporters read
         width = encoder.config.hidden_size if hasattr(encoder.config, "hidden_size") else encoder.config.d_model
         self.head = TextCNN(width, spec) if spec.type == "cnn" else Recurrent(width, spec)
@@ -114,11 +115,7 @@ class EncoderWithHead(nn.Module):
         logits = self.classifier(self.dropout(self.head(states, attention_mask, self.per_token)))
         loss = None
         if labels is not None:
-            if self.regression:
-                loss = nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
-            else:
-                loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                                   ignore_index=-100)
+            loss = self.kind.loss(logits, labels)  # the loss transformers' own head uses for this kind
         cls = TokenClassifierOutput if self.per_token else SequenceClassifierOutput
         return cls(loss=loss, logits=logits)
 
@@ -129,7 +126,7 @@ class EncoderWithHead(nn.Module):
 
 
 def with_head(encoder, spec: HeadSpec, kind) -> EncoderWithHead:
-    return EncoderWithHead(encoder, spec, encoder.config.num_labels, kind.per_token, kind.regression)
+    return EncoderWithHead(encoder, spec, encoder.config.num_labels, kind)
 
 
 def load_trained(checkpoint, kind, **model_kwargs):

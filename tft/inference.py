@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 from tft.data.readers import READERS, TokenExample, iter_json_examples, read_lines
 from tft.errors import DataError
 from tft.predictions import max_chars_for
-from tft.tasks import Kind, Task, get_task, is_pair, kind_of
+from tft.tasks import Kind, Task, get_task, is_pair, kind_from
 
 ORT_DEVICES = ("auto", "cpu", "cuda", "tensorrt")  # where ONNX Runtime answers: --device of predict, export, verify
 
@@ -29,7 +29,7 @@ ORT_DEVICES = ("auto", "cpu", "cuda", "tensorrt")  # where ONNX Runtime answers:
 def task_of(manifest: dict) -> Task:
     """The task as it was trained (generic tasks keep the fields the user chose)."""
     task = get_task(manifest["task"])
-    return dataclasses.replace(task, kind=manifest["kind"], text_field=manifest["text_field"],
+    return dataclasses.replace(task, kind=kind_from(manifest), text_field=manifest["text_field"],
                                text_pair_field=manifest["text_pair_field"],
                                label_field=manifest.get("label_field", task.label_field))
 
@@ -113,7 +113,7 @@ class TextSettings:
         def field(key, default=None):
             return manifest[key] if key in manifest else nested.get(key, default)
 
-        kind = kind_of(manifest["kind"])
+        kind = kind_from(manifest)
         max_len = int(manifest["max_seq_length"])
         return cls(kind, max_len, max_chars_for(max_len, field("max_chars")), field("word_joiner", " "),
                    is_pair(kind, field("text_pair_field")))

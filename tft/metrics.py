@@ -46,14 +46,24 @@ def ner_metrics(y_true: list[list[str]], y_pred: list[list[str]], report: bool =
     return out
 
 
+def _classification(logits, label_ids, labels, report):
+    return classification_metrics(logits.argmax(axis=-1), label_ids, len(labels))
+
+
+def _regression(logits, label_ids, labels, report):
+    return regression_metrics(logits.reshape(-1), label_ids.reshape(-1))
+
+
+def _ner(logits, label_ids, labels, report):
+    return ner_metrics(*token_tag_sequences(logits.argmax(axis=-1), label_ids, labels), report=report)
+
+
+# a kind's `metric` names its function here: (logits, label ids, labels, report) -> {name: value}
+METRICS = {"classification": _classification, "regression": _regression, "ner": _ner}
+
+
 def compute(kind: str, labels, logits: np.ndarray, label_ids: np.ndarray, report: bool = False) -> dict:
-    spec = kind_of(kind)
-    if spec.regression:
-        return regression_metrics(logits.reshape(-1), label_ids.reshape(-1))
-    preds = logits.argmax(axis=-1)
-    if spec.per_token:
-        return ner_metrics(*token_tag_sequences(preds, label_ids, labels), report=report)
-    return classification_metrics(preds, label_ids, len(labels))
+    return METRICS[kind_of(kind).metric](logits, label_ids, labels, report)
 
 
 def trainer_metrics(kind: str, labels):

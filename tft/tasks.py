@@ -8,44 +8,190 @@ A task says what its data looks like (reader, files, fields), what the model pre
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from dataclasses import dataclass
 
-from tft.errors import TaskError
+import numpy as np
+
+from tft.errors import DataError, TaskError
 
 SEQUENCE = "sequence_classification"
 PAIR = "pair_classification"
 REGRESSION = "regression"
 TOKEN = "token_classification"
-KINDS = (SEQUENCE, PAIR, REGRESSION, TOKEN)
+MULTI_LABEL = "multi_label_classification"
+KINDS = (SEQUENCE, PAIR, REGRESSION, TOKEN, MULTI_LABEL)
+IGNORE_INDEX = -100  # label of NER positions not scored: sub-tokens after a word's first, special tokens
+WHOLE_FLOAT_RE = re.compile(r"[+-]?\d+\.0*")
+INTEGER_RE = re.compile(r"[+-]?\d+")
+
+
+@dataclass(frozen=True)
+class LabelSite:
+    """Where a label was read (file, line, field): its errors name them."""
+
+    path: object
+    line: int | None
+    field: str
+
+    def bad(self, message: str):
+        raise DataError(self.path, f"field '{self.field}' {message}", self.line)
+
+
+def class_label(value, site: LabelSite, seen: dict | None = None) -> str:
+    """One class label, one way in every reader: "1", 1 and 1.0 (also "1.0") are the same class. Two spellings of one
+    number in a file ("01" and "1") are refused at the second (`seen` keeps the first of each)."""
+    if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+        site.bad(f"has an invalid label {json.dumps(value)}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            site.bad(f"has a non-integer class label {value}")
+        value = int(value)
+    label = str(value).strip()
+    if WHOLE_FLOAT_RE.fullmatch(label):  # "1.0" as CSV and TSV files write 1.0
+        label = str(int(float(label)))
+    if seen is not None and INTEGER_RE.fullmatch(label):
+        first = seen.setdefault(int(label), (label, site.line))
+        if first[0] != label:
+            site.bad(f"label {label!r} is the number of label {first[0]!r} (line {first[1]}): write one class one way")
+    return label
 
 
 @dataclass(frozen=True)
 class Kind:
-    """What a task kind decides, read by every stage instead of comparing kind names.
+    """A task kind and everything that depends on it, asked by every stage instead of comparing kind names: what a
+    label is and what a bad one is, how it becomes a training target, the model's outputs and loss, logits -> the
+    decision the parity gate and verify compare, and which metric and answer shape judge it.
 
-    A new kind whose answers are a label, a score or entities is one entry in KIND_SPECS; a new answer
-    shape is one class in tft/answers.py (its answers, Triton outputs, decoding, agreement and metric)
-    plus the server's postprocess step (`tft/serve/models/postprocess.py`)."""
+    The base class is single-label classification (one class per text); the others override what differs. A new
+    kind is a subclass here and an entry in KIND_SPECS; a new answer shape is one class in tft/answers.py plus its
+    served postprocess (tft/serve/models/postprocess.py); a new metric one function in tft/metrics.py."""
 
     name: str
     per_token: bool = False  # one prediction per token: word ids in features, outputs [batch, sequence, labels]
-    regression: bool = False  # one float per text: no label list, MSE loss, Pearson/Spearman
     pair: bool = False  # two texts per example (TEXT and TEXT_PAIR when served)
     auto_model: str = "AutoModelForSequenceClassification"  # the transformers class that train/export/predict load
-    answer: str = "label"  # its answer shape in tft/answers.py: label (+ score) | score | entities
+    answer: str = "label"  # its answer shape in tft/answers.py: label (+ score) | score | entities | labels
+    metric: str = "classification"  # its metric in tft/metrics.py (METRICS)
+    has_labels: bool = True  # a label list, read from train or fixed by the task (regression has none)
+
+    # --- what a trained model of this kind records beyond its name (manifests carry it as "kind_params") ------
+    def params(self) -> dict:
+        return {}
+
+    def with_params(self, params: dict) -> "Kind":
+        return self
+
+    # --- data -------------------------------------------------------------------------------------------------
+    def read_label(self, value, site: LabelSite, seen: dict | None = None, separator: str | None = None):
+        """A label as a file holds it -> the example's label; a bad one raises at its file, line and field."""
+        return class_label(value, site, seen)
+
+    def label_names(self, label) -> tuple:
+        """The label-list entries one example's label uses (checked against the list; counted for dev)."""
+        return () if label is None else (label,)
+
+    def encode_label(self, label, label2id: dict):
+        """An example's label -> the training target in its features."""
+        return label2id[label]
+
+    # --- model ------------------------------------------------------------------------------------------------
+    def model_config(self, labels) -> dict:
+        """What transformers' config needs for this kind's outputs and loss (`problem_type` chooses the loss)."""
+        return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+                "label2id": {label: i for i, label in enumerate(labels)}, "problem_type": self.problem_type}
+
+    problem_type = "single_label_classification"
+
+    def loss(self, logits, labels):
+        """The training loss of tft's own heads (cnn/lstm/gru), as transformers computes it for `problem_type`."""
+        import torch
+
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                                 ignore_index=IGNORE_INDEX)
+
+    # --- answers ----------------------------------------------------------------------------------------------
+    def scores(self, logits: np.ndarray) -> np.ndarray:
+        """What served scores are made of: class probabilities."""
+        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return shifted / shifted.sum(axis=-1, keepdims=True)
+
+    def decisions(self, logits: np.ndarray) -> list:
+        """One comparable decision per row (per token for per-token kinds): the parity gate's and verify's agreement
+        counts rows whose decisions are equal."""
+        return logits.argmax(-1).tolist()
+
+
+@dataclass(frozen=True)
+class Regression(Kind):
+    """One number per text: no label list, MSE loss, Pearson/Spearman, answered as a score."""
+
+    answer: str = "score"
+    metric: str = "regression"
+    has_labels: bool = False
+    problem_type = "regression"
+
+    def read_label(self, value, site, seen=None, separator=None):
+        if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+            site.bad(f"has an invalid label {json.dumps(value)}")
+        try:
+            return float(value)
+        except ValueError:
+            site.bad(f"must be a number for a regression task, got {value!r}")
+
+    def label_names(self, label):
+        return ()
+
+    def encode_label(self, label, label2id):
+        return float(label)
+
+    def model_config(self, labels):
+        return {"num_labels": 1, "problem_type": self.problem_type}
+
+    def loss(self, logits, labels):
+        import torch
+
+        return torch.nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+
+    def scores(self, logits):
+        return logits
+
+    def decisions(self, logits):
+        return [0] * len(logits)  # no decision to disagree on: scores are compared by value
+
+
+@dataclass(frozen=True)
+class TokenTagging(Kind):
+    """One tag per word (BIO over entity types): per-token outputs, entity-level F1, answered as entities."""
+
+    per_token: bool = True
+    auto_model: str = "AutoModelForTokenClassification"
+    answer: str = "entities"
+    metric: str = "ner"
+
+    def decisions(self, logits):
+        """Rows of tokens ([rows, tokens, tags]) -> one tuple of tags per row; tokens ([tokens, tags]) -> a tag each."""
+        picked = logits.argmax(-1).tolist()
+        return [tuple(row) for row in picked] if logits.ndim == 3 else picked
 
 
 KIND_SPECS = {
     SEQUENCE: Kind(SEQUENCE),
     PAIR: Kind(PAIR, pair=True),
-    REGRESSION: Kind(REGRESSION, regression=True, answer="score"),
-    TOKEN: Kind(TOKEN, per_token=True, auto_model="AutoModelForTokenClassification", answer="entities"),
+    REGRESSION: Regression(REGRESSION),
+    TOKEN: TokenTagging(TOKEN),
 }
 
 
 def is_pair(kind: Kind, text_pair_field: str | None) -> bool:
     """Two texts per input: a pair kind, or a text task trained with a second text field."""
     return kind.pair or (text_pair_field is not None and not kind.per_token)
+
+
+def kind_from(manifest: dict) -> Kind:
+    """The kind a manifest records: its name and the parameters it was trained with (a checkpoint's, an export's)."""
+    return kind_of(manifest["kind"]).with_params(manifest.get("kind_params") or {})
 
 
 def kind_of(name: "str | Kind") -> Kind:
@@ -58,7 +204,6 @@ def kind_of(name: "str | Kind") -> Kind:
         raise TaskError(f"unknown task kind {name!r}: choose one of {', '.join(KIND_SPECS)}") from None
 
 SPLITS = ("train", "dev", "test")
-IGNORE_INDEX = -100  # label of NER positions not scored: sub-tokens after a word's first, special tokens
 
 
 @dataclass(frozen=True)
@@ -85,6 +230,7 @@ class Task:
     entity_types: tuple[str, ...] | None = None  # NER; None = read from the train split
     tag_scheme: str = "BIO"  # NER files: "BIO" or "IOB1" (converted to BIO on read)
     skip_labels: tuple[str, ...] = ()  # labels meaning "no gold label" (CMNLI's "-"): dropped with a count
+    label_separator: str | None = None  # multi-label CSV/TSV cells: the labels joined by it (JSON: a list)
     metrics: tuple[str, ...] = ("accuracy",)
     main_metric: str = "accuracy"
     default_model: str = "bert-base-uncased"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tft.data.readers import READERS, TokenExample
 from tft.errors import DataError, TaskError
-from tft.tasks import SPLITS, Task, tags_for
+from tft.tasks import SPLITS, Kind, Task, tags_for
 
 log = logging.getLogger("tft")
 
@@ -82,9 +82,9 @@ def read_split(task: Task, data_dir: Path, split: str) -> Split:
 
 def labels_from_train(task: Task, train: Split | None) -> tuple[str, ...]:
     """The task's fixed label list, or one read from the training examples."""
-    if task.kind.regression:
+    if not task.kind.has_labels:
         return ()
-    if task.is_token_task:
+    if task.kind.per_token:
         if task.entity_types is not None:
             return tags_for(task.entity_types)
         if train is None:
@@ -95,10 +95,10 @@ def labels_from_train(task: Task, train: Split | None) -> tuple[str, ...]:
         return task.labels
     if train is None:
         raise TaskError(f"task '{task.name}' reads its labels from the train split; load it too")
-    return tuple(sorted({ex.label for ex in train.examples if ex.label is not None}, key=_natural_key))
+    return tuple(sorted({name for ex in train.examples for name in task.kind.label_names(ex.label)}, key=_natural_key))
 
 
-def check_labels(split: Split, labels: tuple[str, ...]) -> None:
+def check_labels(split: Split, labels: tuple[str, ...], kind: Kind) -> None:
     """Every gold label must be one the model can predict: fail on the first unknown one."""
     if not labels:
         return
@@ -113,12 +113,14 @@ def check_labels(split: Split, labels: tuple[str, ...]) -> None:
                     where = ex.line + i if split.path.suffix != ".json" else ex.line
                     types = sorted({t[2:] for t in labels if t != "O"})
                     raise DataError(split.path, f"unknown entity type in tag {tag!r}; expected one of {', '.join(types)}", where)
-        elif gold not in known:
-            shown = ", ".join(labels[:20]) + (", ..." if len(labels) > 20 else "")
-            raise DataError(split.path, f"unknown label {gold!r}; expected one of {shown}", ex.line)
+        else:
+            for name in kind.label_names(gold):
+                if name not in known:
+                    shown = ", ".join(labels[:20]) + (", ..." if len(labels) > 20 else "")
+                    raise DataError(split.path, f"unknown label {name!r}; expected one of {shown}", ex.line)
 
 
-def _dataset_warnings(split: Split, labels: tuple[str, ...]) -> None:
+def _dataset_warnings(split: Split, labels: tuple[str, ...], kind: Kind) -> None:
     def key(ex):
         if isinstance(ex, TokenExample):
             return tuple(ex.tokens), tuple(ex.tags or ())
@@ -128,7 +130,7 @@ def _dataset_warnings(split: Split, labels: tuple[str, ...]) -> None:
     if dupes:
         split.warnings["duplicate examples"] += dupes
     if split.name == "dev" and labels and split.labeled and not isinstance(split.examples[0], TokenExample):
-        missing = set(labels) - {ex.label for ex in split.examples}
+        missing = set(labels) - {name for ex in split.examples for name in kind.label_names(ex.label)}
         for label in sorted(missing, key=_natural_key):
             split.warnings[f"label {label!r} never occurs in dev"] += 1
 
@@ -148,13 +150,13 @@ def load_dataset(
     loaded = {name: read_split(task, root, name) for name in splits}
     if labels is None:
         train = loaded.get("train")
-        if train is None and (task.labels is None and task.entity_types is None) and not task.kind.regression:
+        if train is None and (task.labels is None and task.entity_types is None) and task.kind.has_labels:
             train = read_split(task, root, "train")
         labels = labels_from_train(task, train)
     labels = tuple(labels)
     for split in loaded.values():
-        check_labels(split, labels)
-        _dataset_warnings(split, labels)
+        check_labels(split, labels, task.kind)
+        _dataset_warnings(split, labels, task.kind)
         for message, count in split.warnings.items():
             log.warning("%s: %d %s", split.path, count, message)
     return Dataset(task, root, labels, loaded)

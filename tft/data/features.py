@@ -102,7 +102,7 @@ def encode_texts(examples: list[TextExample], tokenizer, max_length: int, label2
         feat = _inputs(enc, names)
         truncated += bool(enc.overflowing)
         if ex.label is not None and label2id is not None:
-            feat["labels"] = float(ex.label) if kind_of(kind).regression else label2id[ex.label]
+            feat["labels"] = kind_of(kind).encode_label(ex.label, label2id)
         features.append(feat)
     return Encoded(features, truncated, capped)
 

@@ -10,13 +10,13 @@ import csv
 import io
 import json
 import logging
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from tft.errors import DataError
+from tft.tasks import LabelSite
 
 log = logging.getLogger("tft")
 
@@ -127,34 +127,7 @@ def _text(value, path, number, name) -> str:
     raise DataError(path, f"field '{name}' must be a string, got {type(value).__name__}", number)
 
 
-WHOLE_FLOAT_RE = re.compile(r"[+-]?\d+\.0*")
-INTEGER_RE = re.compile(r"[+-]?\d+")
 LABELS_SEEN = object()  # key of the per-file table of numeric labels, kept beside the ids seen
-
-
-def _label(value, path, number, name, regression: bool, seen: dict | None = None):
-    """Normalise a label, one way in every reader: "1", 1 and 1.0 (also "1.0") are the same class; regression
-    targets become floats. Two spellings of one number in a file ("01" and "1") are refused at the second."""
-    if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
-        raise DataError(path, f"field '{name}' has an invalid label {json.dumps(value)}", number)
-    if regression:
-        try:
-            return float(value)
-        except ValueError:
-            raise DataError(path, f"field '{name}' must be a number for a regression task, got {value!r}", number) from None
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise DataError(path, f"field '{name}' has a non-integer class label {value}", number)
-        value = int(value)
-    label = str(value).strip()
-    if WHOLE_FLOAT_RE.fullmatch(label):  # "1.0" as CSV and TSV files write 1.0
-        label = str(int(float(label)))
-    if seen is not None and INTEGER_RE.fullmatch(label):
-        first = seen.setdefault(int(label), (label, number))
-        if first[0] != label:
-            raise DataError(path, f"field '{name}' label {label!r} is the number of label {first[0]!r} (line "
-                                  f"{first[1]}): write one class one way", number)
-    return label
 
 
 def _check_id(seen: dict, guid, path, number, id_field):
@@ -181,8 +154,8 @@ def _row_to_example(row: dict, path, number, task, require_label: bool, seen_ids
             raise DataError(path, f"field '{task.label_field}' is null; give the example its label, or leave the "
                                   "field out of every line of an unlabelled file", number)
         if raw is not None and not (isinstance(raw, str) and raw.strip() in task.skip_labels):
-            label = _label(raw, path, number, task.label_field, task.kind.regression,
-                           seen_ids.setdefault(LABELS_SEEN, {}))
+            label = task.kind.read_label(raw, LabelSite(path, number, task.label_field),
+                                         seen_ids.setdefault(LABELS_SEEN, {}), task.label_separator)
         elif raw is not None:
             warnings[f"examples without a gold label ({raw!r}) skipped"] += 1
             return None

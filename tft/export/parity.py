@@ -116,18 +116,10 @@ def serving_batches(features: list[dict], names, max_batch: int, seed: int = 0, 
 
 
 def row_answers(logits: np.ndarray, inputs: dict, kind: Kind) -> list:
-    """One comparable answer per row: the argmax label, or for per-token kinds the tuple of argmax
-    labels over the row's real tokens."""
+    """One comparable answer per row, as the kind decides (per-token kinds: over the row's real tokens)."""
     if not kind.per_token:
-        return logits.argmax(-1).tolist()
-    return [tuple(row[real_tokens(inputs, i)].argmax(-1).tolist()) for i, row in enumerate(logits)]
-
-
-def _scores(logits: np.ndarray) -> np.ndarray:
-    """What a served answer's score is made of: class probabilities, or the value of a one-output regression."""
-    from tft.predictions import softmax
-
-    return logits if logits.shape[-1] == 1 else softmax(logits)
+        return kind.decisions(logits)
+    return [kind.decisions(row[real_tokens(inputs, i)][None])[0] for i, row in enumerate(logits)]
 
 
 def measure_serving(reference, candidate, serving, *, kind: Kind) -> dict:
@@ -152,7 +144,7 @@ def measure_serving(reference, candidate, serving, *, kind: Kind) -> dict:
             latencies.append(time.perf_counter() - start)
             single_answers += row_answers(one, alone, kind)
             if not kind.per_token:
-                drift = max(drift, float(np.abs(_scores(one[0]) - _scores(got[i])).max()))
+                drift = max(drift, float(np.abs(kind.scores(one[0]) - kind.scores(got[i])).max()))
             logits.append(got[i, columns] if kind.per_token else got[i])
             gold.append(row_labels[i])
     same = lambda a, b: sum(x == y for x, y in zip(a, b)) / max(len(a), 1)  # noqa: E731
@@ -182,7 +174,7 @@ def compare(reference, candidate, batches, *, artifact: str, precision: str, kin
         diffs_sum += float(d.sum())
         count += d.size
         if labels:
-            agree += int((r.argmax(-1) == g.argmax(-1)).sum())
+            agree += sum(a == b for a, b in zip(kind.decisions(r), kind.decisions(g)))
             total += r.shape[0]
         if name == "dev" and all(x is not None for x in row_labels):
             for i, lab in enumerate(row_labels):
@@ -192,7 +184,7 @@ def compare(reference, candidate, batches, *, artifact: str, precision: str, kin
                 gold_dev.append(lab)
     result = ParityResult(artifact, precision, len(batches), diffs_max, diffs_sum / max(count, 1),
                           agree / total if total else 1.0, thresholds=thresholds)
-    if gold_dev and not kind.regression:
+    if gold_dev and kind.has_labels:
         result.metric = main_metric
         result.metric_pytorch = _metric(kind, labels, ref_dev, gold_dev, main_metric)
         result.metric_artifact = _metric(kind, labels, cand_dev, gold_dev, main_metric)

@@ -31,7 +31,7 @@ from tft.fsutil import (atomic_dir, atomic_write_json, check_free_space, check_o
 from tft.inference import items_from_examples, task_of
 from tft.manifest import (EXPORT_MANIFEST, check_tokenizer_files, default_opt_shape, now, read_checkpoint_manifest,
                           versions)
-from tft.tasks import kind_of
+from tft.tasks import kind_from, kind_of
 
 log = logging.getLogger("tft")
 EXPORT_FORMAT = "tft.export/1"
@@ -134,7 +134,7 @@ def check_shapes(max_batch: int, max_len: int, opt_batch: int, opt_len: int | No
 
 def check_labels(cm: dict, hf_config, checkpoint: Path) -> None:
     """The label list in tft.json must match the model's outputs (a hand-edited tft.json would mislabel answers)."""
-    if kind_of(cm["kind"]).regression:
+    if not kind_of(cm["kind"]).has_labels:
         return
     if len(cm["labels"]) != hf_config.num_labels:
         raise ExportError(f"{checkpoint / 'tft.json'}: lists {len(cm['labels'])} labels but the model has "
@@ -237,7 +237,7 @@ class ExportRun:
                                       device=cfg.device)
         try:
             result = compare(self.reference, runner, self.batches, artifact=name, precision=precision,
-                             kind=cm["kind"], labels=self.labels, main_metric=cm["main_metric"],
+                             kind=kind_from(cm), labels=self.labels, main_metric=cm["main_metric"],
                              thresholds=self.thresholds[precision], serving=self.serving)
         except ParityError as e:
             if not (optional or (cfg.optional_candidates and precision in CANDIDATE_PRECISIONS)):
@@ -302,7 +302,8 @@ class ExportRun:
                 shutil.copy(self.checkpoint / name, tmp / name)
                 files[name] = file_sha256(tmp / name)
         return {
-            "format": EXPORT_FORMAT, "task": cm["task"], "kind": cm["kind"], "labels": list(self.labels),
+            "format": EXPORT_FORMAT, "task": cm["task"], "kind": cm["kind"], "kind_params": cm.get("kind_params", {}),
+            "labels": list(self.labels),
             "text_field": cm.get("text_field"), "text_pair_field": cm.get("text_pair_field"),
             "label_field": cm.get("label_field"), "word_joiner": cm.get("word_joiner", " "),
             "max_chars": cm.get("max_chars"), "pad_token_id": tokenizer.pad_token_id or 0,

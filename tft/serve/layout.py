@@ -23,7 +23,7 @@ from tft.manifest import SERVE_MANIFEST, default_opt_shape, serving_fields, weig
 from tft.predictions import max_chars_for
 from tft.serve.backends import BACKENDS, RepositoryError
 from tft.serve.options import BuildOptions
-from tft.tasks import kind_of
+from tft.tasks import kind_from
 
 
 def _dtype(name: str) -> int:
@@ -93,7 +93,7 @@ class Layout:
         self.inference_precision = (artifact or {}).get("inference_precision", "f32")
         self.artifact = (artifact or {}).get("name")  # told to clients: verify compares the same artifact offline
         self.fields = serving_fields(manifest)  # never the checkpoint manifest: the export says what serving needs
-        spec = kind_of(manifest["kind"])
+        self.kind = spec = kind_from(manifest)
         self.shape = shape_of(spec)
         self.token_task = spec.per_token
         self.pair_task = spec.pair or (
@@ -143,7 +143,9 @@ class Layout:
         return self.manifest.get("padding_side", "right")
 
     def postprocess_settings(self) -> dict:
-        return {"labels": self.labels, "token_task": self.token_task}
+        # the answer shape names the postprocess function; the kind's parameters (a threshold) travel with it
+        return {"labels": self.labels, "token_task": self.token_task, "answer": self.shape.name,
+                "kind_params": self.kind.params()}
 
     # -- configs (what Triton needs: backend, tensors, batching, instances) -----------------------------
     def tokenizer_config(self):

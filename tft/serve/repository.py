@@ -128,7 +128,7 @@ def validate(export_dir: Path, repository: Path, opts: BuildOptions) -> tuple[di
     model_file = check_file(export_dir, artifact["file"], artifact.get("sha256"))
     if artifact.get("weights_file"):  # an OpenVINO IR's weights, checked like its graph
         check_file(export_dir, artifact["weights_file"], artifact.get("weights_sha256"))
-    if model_file.suffix == ".onnx" and not kind_of(manifest["kind"]).regression:
+    if model_file.suffix == ".onnx" and kind_of(manifest["kind"]).has_labels:
         width = onnx_output_width(model_file)
         if width is not None and width != len(manifest["labels"]):
             raise RepositoryError(f"{model_file}: the model has {width} outputs but {export_dir / 'manifest.json'} "

@@ -79,6 +79,10 @@ class TrainConfig:
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
+    def task_options(self) -> dict:
+        """What the user said about their own files and kind (generic tasks): `Task.with_fields` takes them."""
+        return {"text_field": self.text_field, "text_pair_field": self.text_pair_field, "label_field": self.label_field}
+
     def to_yaml(self, path: Path) -> None:
         from tft.fsutil import atomic_write_text
 

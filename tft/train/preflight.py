@@ -181,9 +181,7 @@ def _labels(subject: _Subject, rows: list[dict], width: int, left: bool):
             else:
                 padded[i, :len(tags)] = tags
         return torch.from_numpy(padded)
-    if subject.kind.regression:
-        return torch.tensor([float(r.get("labels") or 0.0) for r in rows])
-    return torch.tensor([int(r.get("labels") or 0) for r in rows])
+    return torch.tensor([r["labels"] for r in rows])  # the kind's targets: class ids, numbers or multi-hot rows
 
 
 def _forward_backward(subject: _Subject, rows: list[dict], inputs, width: int | None, left: bool) -> float:

@@ -135,7 +135,7 @@ class TrainRecipe:
         cfg = self.cfg
         if not cfg.task:
             raise TftError("--task is required (see `tft tasks`)")
-        self.task = task = get_task(cfg.task).with_fields(cfg.text_field, cfg.text_pair_field, cfg.label_field)
+        self.task = task = get_task(cfg.task).with_fields(**cfg.task_options())
         self._check_precision()
         if cfg.output_dir is None:
             if is_distributed_launch():
@@ -273,9 +273,7 @@ class TrainRecipe:
         task = self.task
         cls = getattr(transformers, task.kind.auto_model)
         labels = self.labels
-        extra = {"num_labels": 1, "problem_type": "regression"} if task.kind.regression else {
-            "num_labels": len(labels), "id2label": dict(enumerate(labels)),
-            "label2id": {label: i for i, label in enumerate(labels)}}
+        extra = task.kind.model_config(labels)
         spec = self.head_spec()
         if spec is not None:
             cls = transformers.AutoModel  # the encoder alone; the head is tft's (tft/heads.py)
@@ -482,7 +480,7 @@ class TrainRecipe:
             files = checkpoint_files(tmp)  # what export, eval and verify prove they read
             dev = self.final_metrics.get("dev", {})
             write_checkpoint_manifest(tmp, {
-                "task": task.name, "kind": task.kind.name, "text_field": task.text_field,
+                "task": task.name, "kind": task.kind.name, "kind_params": task.kind.params(), "text_field": task.text_field,
                 "text_pair_field": task.text_pair_field, "label_field": task.label_field,
                 "labels": list(self.labels), "entity_types": sorted({t[2:] for t in self.labels if t != "O"})
                 if task.is_token_task else None, "word_joiner": task.word_joiner,

@@ -1,4 +1,5 @@
-"""Triton Python-backend model: logits -> LABEL + SCORE (classification) or ENTITIES (NER, JSON).
+"""Triton Python-backend model: logits -> the answer shape's outputs: LABEL + SCORE (classification, regression) or
+ENTITIES (NER, JSON).
 
 Uses `tft_predictions.py` (a copy of tft/predictions.py), the same code `tft predict` uses, so
 served answers are computed exactly as offline ones. Entity offsets are characters of the original
@@ -35,7 +36,10 @@ class TritonPythonModel:
         here = Path(args["model_repository"]) / args["model_version"]
         settings = json.loads((here / "step.json").read_text(encoding="utf-8"))  # this version's own
         self.labels = settings["labels"]
-        self.token_task = bool(settings["token_task"])
+        self.params = settings.get("kind_params") or {}
+        # the answer shape (tft/answers.py) names the function; repositories built before it said token_task only
+        answer = settings.get("answer") or ("entities" if settings["token_task"] else "label")
+        self.answer = {"label": self._classify, "score": self._classify, "entities": self._entities}[answer]
 
     def _classify(self, request):
         logits = pb_utils.get_input_tensor_by_name(request, "logits").as_numpy()
@@ -63,7 +67,7 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             try:
-                tensors = self._entities(request) if self.token_task else self._classify(request)
+                tensors = self.answer(request)
                 responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             except Exception as e:  # one bad request must not take the batch down
                 responses.append(pb_utils.InferenceResponse(
