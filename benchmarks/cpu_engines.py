@@ -60,7 +60,7 @@ def main() -> int:
     from tft.export.speed import measure, serving_rows, speed_batches
     from tft.manifest import read_checkpoint_manifest, read_export_manifest
     from tft.metrics import compute_per_example
-    from tft.tasks import kind_of
+    from tft.tasks import kind_from
 
     cm = read_checkpoint_manifest(args.checkpoint)
     manifest = read_export_manifest(args.export)
@@ -82,7 +82,7 @@ def main() -> int:
             continue  # GPU artifacts
         runners[described.get(art["name"], art["name"])] = runner_for(args.export / art["file"], art, device="cpu")
 
-    kind = kind_of(cm["kind"])
+    kind = kind_from(cm)
     reference = runners["PyTorch fp32"]
     results = {}
     for name, runner in runners.items():

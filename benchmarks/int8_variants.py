@@ -78,7 +78,7 @@ def main() -> None:
     from tft.export.runtime import OrtModel
     from tft.manifest import read_checkpoint_manifest
     from tft.metrics import compute_per_example
-    from tft.tasks import kind_of
+    from tft.tasks import kind_from
 
     ckpt = Path(args.checkpoint)
     cm = read_checkpoint_manifest(ckpt)
@@ -88,7 +88,7 @@ def main() -> None:
     max_len = cm["max_seq_length"]
     _, serving, _ = parity_inputs(cm, tokenizer, hf_config, args.max_batch, max_len, args.dev_samples, None)
     serving = [(lab, {k: v for k, v in b.items() if k in cfg.inputs}) for lab, b in serving]
-    kind = kind_of(cm["kind"])
+    kind = kind_from(cm)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -99,7 +99,7 @@ def main() -> None:
 
         def measure(name, description, path, seconds=0.0):
             m = measure_serving(reference, OrtModel(path), serving, kind=kind)
-            metric = compute_per_example(cm["kind"], tuple(cm["labels"]), m["logits"], m["gold"])[cm["main_metric"]]
+            metric = compute_per_example(kind, tuple(cm["labels"]), m["logits"], m["gold"])[cm["main_metric"]]
             row = {"variant": name, "recipe": description, "agreement_with_fp32": m["serving_agreement"],
                    "batch_invariance": m["batch_invariance"], cm["main_metric"]: metric,
                    "rows_per_s": m["rows_per_s"], "latency_ms_p50": m["latency_ms_p50"],

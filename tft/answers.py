@@ -57,6 +57,10 @@ class AnswerShape:
     def metric(self, answers: list[dict], gold: list, labels) -> dict:
         raise NotImplementedError
 
+    def for_kind(self, kind: Kind) -> "AnswerShape":
+        """This shape with the kind's parameters (a decision threshold) bound; most shapes need none."""
+        return self
+
     def output_names(self) -> list[str]:
         return [name for name, _, _ in self.outputs]
 
@@ -153,4 +157,4 @@ SHAPES: dict[str, AnswerShape] = {s.name: s for s in (LabelShape(), ScoreShape()
 def shape_of(kind: Kind | str) -> AnswerShape:
     """The answer shape of a task kind (a Kind or its name, as manifests record it)."""
     spec = kind if isinstance(kind, Kind) else kind_of(kind)
-    return SHAPES[spec.answer]
+    return SHAPES[spec.answer].for_kind(spec)

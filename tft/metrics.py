@@ -1,10 +1,12 @@
-"""The metrics each task is judged by: accuracy/F1, Pearson/Spearman, entity-level F1 (seqeval)."""
+"""The metrics tasks are judged by: accuracy/F1, Pearson/Spearman, entity-level F1 (seqeval).
+
+Plain functions of arrays; which one judges a task is its kind's decision (`Kind.metrics` in tft/tasks.py), so this
+module imports nothing of tft's.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-
-from tft.tasks import IGNORE_INDEX, kind_of
 
 
 def classification_metrics(preds: np.ndarray, gold: np.ndarray, num_labels: int) -> dict:
@@ -27,7 +29,7 @@ def token_tag_sequences(pred_ids: np.ndarray, label_ids: np.ndarray, labels) -> 
     """Keep positions with a gold label (first sub-tokens); map ids to tags."""
     y_true, y_pred = [], []
     for p_row, g_row in zip(pred_ids, label_ids):
-        keep = g_row != IGNORE_INDEX
+        keep = g_row >= 0  # negative gold ids (IGNORE_INDEX) are positions not scored
         y_true.append([labels[i] for i in g_row[keep]])
         y_pred.append([labels[i] for i in p_row[keep]])
     return y_true, y_pred
@@ -46,27 +48,12 @@ def ner_metrics(y_true: list[list[str]], y_pred: list[list[str]], report: bool =
     return out
 
 
-def _classification(logits, label_ids, labels, report):
-    return classification_metrics(logits.argmax(axis=-1), label_ids, len(labels))
+def compute(kind, labels, logits: np.ndarray, label_ids: np.ndarray, report: bool = False) -> dict:
+    """The kind's metrics (a `tft.tasks.Kind`) of logits against gold label ids."""
+    return kind.metrics(logits, label_ids, labels, report)
 
 
-def _regression(logits, label_ids, labels, report):
-    return regression_metrics(logits.reshape(-1), label_ids.reshape(-1))
-
-
-def _ner(logits, label_ids, labels, report):
-    return ner_metrics(*token_tag_sequences(logits.argmax(axis=-1), label_ids, labels), report=report)
-
-
-# a kind's `metric` names its function here: (logits, label ids, labels, report) -> {name: value}
-METRICS = {"classification": _classification, "regression": _regression, "ner": _ner}
-
-
-def compute(kind: str, labels, logits: np.ndarray, label_ids: np.ndarray, report: bool = False) -> dict:
-    return METRICS[kind_of(kind).metric](logits, label_ids, labels, report)
-
-
-def trainer_metrics(kind: str, labels):
+def trainer_metrics(kind, labels):
     """A `compute_metrics` callable for the Hugging Face Trainer."""
 
     def fn(eval_pred):
@@ -78,14 +65,14 @@ def trainer_metrics(kind: str, labels):
     return fn
 
 
-def compute_per_example(kind: str, labels, logits: list, gold: list, report: bool = False) -> dict:
+def compute_per_example(kind, labels, logits: list, gold: list, report: bool = False) -> dict:
     """`compute` over per-example outputs: NER logits and label rows are ragged, so pad them
-    (gold padding -100, ignored) before scoring; classification rows are stacked."""
-    if not kind_of(kind).per_token:
+    (gold padding -1, not scored) before scoring; other rows are stacked."""
+    if not kind.per_token:
         return compute(kind, labels, np.stack(logits), np.asarray(gold), report=report)
     width = max(len(x) for x in logits)
     padded = np.zeros((len(logits), width, len(labels)), dtype=np.float32)
-    gold_ids = np.full((len(logits), width), IGNORE_INDEX)
+    gold_ids = np.full((len(logits), width), -1)
     for i, (x, y) in enumerate(zip(logits, gold)):
         padded[i, : len(x)] = x
         gold_ids[i, : len(y)] = y

@@ -20,8 +20,7 @@ SEQUENCE = "sequence_classification"
 PAIR = "pair_classification"
 REGRESSION = "regression"
 TOKEN = "token_classification"
-MULTI_LABEL = "multi_label_classification"
-KINDS = (SEQUENCE, PAIR, REGRESSION, TOKEN, MULTI_LABEL)
+KINDS = (SEQUENCE, PAIR, REGRESSION, TOKEN)
 IGNORE_INDEX = -100  # label of NER positions not scored: sub-tokens after a word's first, special tokens
 WHOLE_FLOAT_RE = re.compile(r"[+-]?\d+\.0*")
 INTEGER_RE = re.compile(r"[+-]?\d+")
@@ -66,14 +65,13 @@ class Kind:
 
     The base class is single-label classification (one class per text); the others override what differs. A new
     kind is a subclass here and an entry in KIND_SPECS; a new answer shape is one class in tft/answers.py plus its
-    served postprocess (tft/serve/models/postprocess.py); a new metric one function in tft/metrics.py."""
+    served postprocess (tft/serve/models/postprocess.py)."""
 
     name: str
     per_token: bool = False  # one prediction per token: word ids in features, outputs [batch, sequence, labels]
     pair: bool = False  # two texts per example (TEXT and TEXT_PAIR when served)
     auto_model: str = "AutoModelForSequenceClassification"  # the transformers class that train/export/predict load
     answer: str = "label"  # its answer shape in tft/answers.py: label (+ score) | score | entities | labels
-    metric: str = "classification"  # its metric in tft/metrics.py (METRICS)
     has_labels: bool = True  # a label list, read from train or fixed by the task (regression has none)
 
     # --- what a trained model of this kind records beyond its name (manifests carry it as "kind_params") ------
@@ -84,7 +82,7 @@ class Kind:
         return self
 
     # --- data -------------------------------------------------------------------------------------------------
-    def read_label(self, value, site: LabelSite, seen: dict | None = None, separator: str | None = None):
+    def read_label(self, value, site: LabelSite, seen: dict | None = None):
         """A label as a file holds it -> the example's label; a bad one raises at its file, line and field."""
         return class_label(value, site, seen)
 
@@ -111,6 +109,13 @@ class Kind:
         return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                                  ignore_index=IGNORE_INDEX)
 
+    # --- judging ----------------------------------------------------------------------------------------------
+    def metrics(self, logits: np.ndarray, label_ids: np.ndarray, labels, report: bool = False) -> dict:
+        """The task metrics of logits against the gold targets of their features (tft/metrics.py computes them)."""
+        from tft.metrics import classification_metrics
+
+        return classification_metrics(logits.argmax(axis=-1), label_ids, len(labels))
+
     # --- answers ----------------------------------------------------------------------------------------------
     def scores(self, logits: np.ndarray) -> np.ndarray:
         """What served scores are made of: class probabilities."""
@@ -128,11 +133,10 @@ class Regression(Kind):
     """One number per text: no label list, MSE loss, Pearson/Spearman, answered as a score."""
 
     answer: str = "score"
-    metric: str = "regression"
     has_labels: bool = False
     problem_type = "regression"
 
-    def read_label(self, value, site, seen=None, separator=None):
+    def read_label(self, value, site, seen=None):
         if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
             site.bad(f"has an invalid label {json.dumps(value)}")
         try:
@@ -154,6 +158,11 @@ class Regression(Kind):
 
         return torch.nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
 
+    def metrics(self, logits, label_ids, labels, report=False):
+        from tft.metrics import regression_metrics
+
+        return regression_metrics(logits.reshape(-1), label_ids.reshape(-1))
+
     def scores(self, logits):
         return logits
 
@@ -168,7 +177,11 @@ class TokenTagging(Kind):
     per_token: bool = True
     auto_model: str = "AutoModelForTokenClassification"
     answer: str = "entities"
-    metric: str = "ner"
+
+    def metrics(self, logits, label_ids, labels, report=False):
+        from tft.metrics import ner_metrics, token_tag_sequences
+
+        return ner_metrics(*token_tag_sequences(logits.argmax(axis=-1), label_ids, labels), report=report)
 
     def decisions(self, logits):
         """Rows of tokens ([rows, tokens, tags]) -> one tuple of tags per row; tokens ([tokens, tags]) -> a tag each."""
@@ -230,7 +243,6 @@ class Task:
     entity_types: tuple[str, ...] | None = None  # NER; None = read from the train split
     tag_scheme: str = "BIO"  # NER files: "BIO" or "IOB1" (converted to BIO on read)
     skip_labels: tuple[str, ...] = ()  # labels meaning "no gold label" (CMNLI's "-"): dropped with a count
-    label_separator: str | None = None  # multi-label CSV/TSV cells: the labels joined by it (JSON: a list)
     metrics: tuple[str, ...] = ("accuracy",)
     main_metric: str = "accuracy"
     default_model: str = "bert-base-uncased"

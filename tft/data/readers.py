@@ -155,7 +155,7 @@ def _row_to_example(row: dict, path, number, task, require_label: bool, seen_ids
                                   "field out of every line of an unlabelled file", number)
         if raw is not None and not (isinstance(raw, str) and raw.strip() in task.skip_labels):
             label = task.kind.read_label(raw, LabelSite(path, number, task.label_field),
-                                         seen_ids.setdefault(LABELS_SEEN, {}), task.label_separator)
+                                         seen_ids.setdefault(LABELS_SEEN, {}))
         elif raw is not None:
             warnings[f"examples without a gold label ({raw!r}) skipped"] += 1
             return None

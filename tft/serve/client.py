@@ -68,9 +68,10 @@ class ModelInfo:
         """The answer shape the model serves: its kind's, as the build recorded it in the ensemble's config (a
         TEXT-in ensemble that tft did not build is read by its outputs)."""
         from tft.answers import SHAPES, shape_of
+        from tft.tasks import kind_from
 
         if self.tft.get("kind"):
-            return shape_of(self.tft["kind"])
+            return shape_of(kind_from(self.tft))
         return SHAPES["entities"] if "ENTITIES" in self.outputs else SHAPES["label"]
 
 
@@ -434,7 +435,14 @@ class OrderedWriter:
         self.handle.flush()  # a whole line per write: a killed client leaves only complete lines
 
 
-ANSWER_FIELDS = ("label", "score", "entities", "truncated")
+def _answer_fields() -> tuple[str, ...]:
+    """Every answer shape's fields (tft/answers.py) and the truncation mark: what a resumed run keeps of an answer."""
+    from tft.answers import SHAPES
+
+    return tuple(dict.fromkeys(k for shape in SHAPES.values() for k in shape.keys)) + ("truncated",)
+
+
+ANSWER_FIELDS = _answer_fields()
 
 
 def item_key(item: dict) -> str:
