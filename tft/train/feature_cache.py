@@ -30,7 +30,7 @@ def save_features(path: Path, features: list[dict]) -> None:
     for key, value in features[0].items():
         if isinstance(value, list):
             rows = [np.asarray(f[key]) for f in features]
-            dtype = np.float32 if any(r.dtype.kind == "f" for r in rows) else np.int64
+            dtype = np.float32 if any(np.issubdtype(r.dtype, np.floating) for r in rows) else np.int64
             arrays[f"rows.{key}"] = np.concatenate([r.astype(dtype) for r in rows]) if rows else np.zeros(0, dtype)
             arrays[f"lengths.{key}"] = np.array([len(r) for r in rows], dtype=np.int64)
         else:
