@@ -193,3 +193,30 @@ def tiny_export(out: Path, tokenizer_dir: Path, task: str = "afqmc", kind: str =
                 "checkpoint_manifest": checkpoint}
     (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     return out
+
+
+def multi_label_from_ner(source: Path, out: Path, csv_separator: str | None = None) -> Path:
+    """A multi-label set from CLUENER-format files: each sentence labelled with the entity types it mentions (none
+    for a sentence without entities), as jsonl (a list per line) or, given a separator, CSV (labels joined by it)."""
+    import csv
+    import io
+
+    out.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "dev", "test"):
+        if not (source / f"{split}.json").exists():
+            continue
+        rows = []
+        for n, line in enumerate((source / f"{split}.json").read_text(encoding="utf-8").splitlines()):
+            if line.strip():
+                record = json.loads(line)
+                rows.append({"id": f"{split}-{n}", "text": record["text"], "label": sorted(record.get("label") or {})})
+        if csv_separator is None:
+            (out / f"{split}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                                encoding="utf-8")
+        else:
+            buffer = io.StringIO()
+            writer = csv.writer(buffer)
+            writer.writerow(["id", "text", "label"])
+            writer.writerows([r["id"], r["text"], csv_separator.join(r["label"])] for r in rows)
+            (out / f"{split}.csv").write_text(buffer.getvalue(), encoding="utf-8")
+    return out

@@ -128,12 +128,13 @@ def test_stages_read_task_kinds_from_one_description():
     new kind is one entry there (docs/architecture.md)."""
     import transformers
 
+    from tft.answers import SHAPES
     from tft.errors import TaskError
     from tft.tasks import KIND_SPECS, TASKS, kind_of
 
     for name, spec in KIND_SPECS.items():
         assert spec.name == name and hasattr(transformers, spec.auto_model)
-        assert spec.answer in ("label", "score", "entities")
+        assert spec.answer in SHAPES
     assert {t.kind for t in TASKS.values()} <= set(KIND_SPECS.values())  # Task.kind is the Kind itself
     with pytest.raises(TaskError, match="unknown task kind 'multi_label'"):
         kind_of("multi_label")

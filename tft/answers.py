@@ -3,6 +3,7 @@
     label     {label, score}: classification (single texts and pairs)
     score     {score}: regression (label None)
     entities  {entities: [{type, text, start, end}]}: NER, character offsets into the text (end exclusive)
+    labels    {labels: [...], scores: {label: p}}: multi-label, the labels at or over the kind's threshold
 
 Each shape owns everything that depends on it: its answers from model logits (`tft predict`, `tft eval`,
 the parity gate and `tft verify` all go through `answer_items` in tft/inference.py, then here), the
@@ -151,7 +152,50 @@ class EntitiesShape(AnswerShape):
         return {"precision": precision, "recall": recall, "f1": f1}
 
 
-SHAPES: dict[str, AnswerShape] = {s.name: s for s in (LabelShape(), ScoreShape(), EntitiesShape())}
+class LabelsShape(AnswerShape):
+    """Multi-label: every label whose score reaches the kind's threshold (highest score first; none is an answer),
+    and every label's score; served as two JSON strings, LABELS and SCORES."""
+
+    name = "labels"
+    keys = ("labels", "scores")
+    outputs = (("LABELS", "TYPE_STRING", (1,)), ("SCORES", "TYPE_STRING", (1,)))
+    threshold = 0.5
+
+    def for_kind(self, kind):
+        bound = LabelsShape()
+        bound.threshold = getattr(kind, "threshold", self.threshold)
+        return bound
+
+    def answers(self, logits, features, items, labels, word_joiner):
+        return predictions.multi_label(np.stack(logits), labels, self.threshold)
+
+    def decode(self, arrays, n):
+        labels, scores = _strings(arrays["LABELS"]), _strings(arrays["SCORES"])
+        return [{"labels": json.loads(labels[i]), "scores": json.loads(scores[i])} for i in range(n)]
+
+    def same(self, a, b):
+        return sorted(a.get("labels") or []) == sorted(b.get("labels") or [])
+
+    def score_diff(self, a, b):
+        return max((abs(a["scores"][k] - b["scores"].get(k, 0.0)) for k in a["scores"]), default=0.0)
+
+    def gold(self, examples, labels, word_joiner):
+        return [set(ex.label or ()) for ex in examples]
+
+    def metric(self, answers, gold, labels):
+        from tft.tasks import multi_label_metrics
+
+        index = {label: i for i, label in enumerate(labels)}
+
+        def hot(names):
+            row = np.zeros(len(labels), dtype=bool)
+            row[[index[n] for n in names]] = True
+            return row
+
+        return multi_label_metrics(np.array([hot(a["labels"]) for a in answers]), np.array([hot(g) for g in gold]))
+
+
+SHAPES: dict[str, AnswerShape] = {s.name: s for s in (LabelShape(), ScoreShape(), EntitiesShape(), LabelsShape())}
 
 
 def shape_of(kind: Kind | str) -> AnswerShape:

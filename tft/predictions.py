@@ -107,3 +107,15 @@ def entities_from_words(text: str, per_word: dict[int, int], word_spans, labels)
 def entities(text: str, token_label_ids, word_ids, word_joiner: str, labels) -> list[dict]:
     spans = [(s, e) for _, s, e in split_words(text, word_joiner)]
     return entities_from_words(text, word_labels(token_label_ids, word_ids), spans, labels)
+
+
+def multi_label(logits: np.ndarray, labels, threshold: float) -> list[dict]:
+    """Multi-label rows: sigmoid scores; the labels at or over the threshold, highest score first (none is an
+    answer); every label's score, rounded as the served answer carries it."""
+    scores = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    out = []
+    for row in scores:
+        chosen = sorted((i for i in range(len(labels)) if row[i] >= threshold), key=lambda i: -row[i])
+        out.append({"labels": [labels[i] for i in chosen],
+                    "scores": {label: float(row[i]) for i, label in enumerate(labels)}})
+    return out

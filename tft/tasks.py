@@ -20,7 +20,8 @@ SEQUENCE = "sequence_classification"
 PAIR = "pair_classification"
 REGRESSION = "regression"
 TOKEN = "token_classification"
-KINDS = (SEQUENCE, PAIR, REGRESSION, TOKEN)
+MULTI_LABEL = "multi_label_classification"
+KINDS = (SEQUENCE, PAIR, REGRESSION, TOKEN, MULTI_LABEL)
 IGNORE_INDEX = -100  # label of NER positions not scored: sub-tokens after a word's first, special tokens
 WHOLE_FLOAT_RE = re.compile(r"[+-]?\d+\.0*")
 INTEGER_RE = re.compile(r"[+-]?\d+")
@@ -189,11 +190,85 @@ class TokenTagging(Kind):
         return [tuple(row) for row in picked] if logits.ndim == 3 else picked
 
 
+def multi_label_metrics(predicted: np.ndarray, gold: np.ndarray) -> dict:
+    """Multi-hot [rows, labels] decisions against gold: micro and macro F1 over labels, and exact match (every label
+    of a row right; a row with no gold label and none answered is right)."""
+    from sklearn.metrics import f1_score
+
+    predicted, gold = predicted.astype(bool), gold.astype(bool)
+    return {"micro_f1": float(f1_score(gold, predicted, average="micro", zero_division=0)),
+            "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0)),
+            "exact_match": float((predicted == gold).all(axis=1).mean()) if len(gold) else 0.0}
+
+
+@dataclass(frozen=True)
+class MultiLabel(Kind):
+    """Any number of labels per text (topics, intents, content flags): one sigmoid score per label, a decision
+    threshold, binary cross-entropy (transformers' `multi_label_classification`), micro/macro F1 and exact match. A
+    label is a JSON list, or a CSV/TSV cell of labels joined by the task's separator; no label is a valid answer."""
+
+    answer: str = "labels"
+    threshold: float = 0.5  # a label is answered when its score reaches it; recorded in the checkpoint manifest
+    separator: str | None = None  # CSV/TSV cells: the labels joined by it (JSON files: a list)
+    problem_type = "multi_label_classification"
+
+    def params(self):
+        return {"threshold": self.threshold, "separator": self.separator}
+
+    def with_params(self, params):
+        return dataclasses.replace(self, threshold=float(params.get("threshold", self.threshold)),
+                                   separator=params.get("separator", self.separator))
+
+    def read_label(self, value, site, seen=None):
+        if isinstance(value, str) and self.separator is not None:
+            parts = value.split(self.separator) if value.strip() else []
+        elif isinstance(value, list):
+            parts = value
+        else:
+            site.bad(f"must be a list of labels for a multi-label task, got {json.dumps(value, ensure_ascii=False)}"
+                     + (" (CSV cells: labels joined by --label-separator)" if isinstance(value, str) else ""))
+        names = []
+        for part in parts:
+            if isinstance(part, bool) or not isinstance(part, (str, int)):
+                site.bad(f"has an invalid label {json.dumps(part, ensure_ascii=False)} in its list")
+            name = str(part).strip()
+            if not name:
+                site.bad(f"has an empty label in {json.dumps(value, ensure_ascii=False)}")
+            if name not in names:
+                names.append(name)
+        return tuple(names)
+
+    def label_names(self, label):
+        return () if label is None else tuple(label)
+
+    def encode_label(self, label, label2id):
+        row = [0.0] * len(label2id)
+        for name in label:
+            row[label2id[name]] = 1.0
+        return row
+
+    def loss(self, logits, labels):
+        import torch
+
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+    def metrics(self, logits, label_ids, labels, report=False):
+        return multi_label_metrics(np.array(self.decisions(logits), dtype=bool).reshape(label_ids.shape),
+                                   label_ids > 0.5)
+
+    def scores(self, logits):
+        return 1.0 / (1.0 + np.exp(-logits))
+
+    def decisions(self, logits):
+        return [tuple(row) for row in (self.scores(logits) >= self.threshold).tolist()]
+
+
 KIND_SPECS = {
     SEQUENCE: Kind(SEQUENCE),
     PAIR: Kind(PAIR, pair=True),
     REGRESSION: Regression(REGRESSION),
     TOKEN: TokenTagging(TOKEN),
+    MULTI_LABEL: MultiLabel(MULTI_LABEL),
 }
 
 
@@ -262,12 +337,16 @@ class Task:
     def is_pair(self) -> bool:
         return is_pair(self.kind, self.text_pair_field)
 
-    def with_fields(self, text_field=None, text_pair_field=None, label_field=None) -> "Task":
-        """Generic tasks only: the user names the fields of their own files."""
+    def with_fields(self, text_field=None, text_pair_field=None, label_field=None, multi_label=False,
+                    label_separator=None, threshold=None) -> "Task":
+        """Generic tasks only: the user names the fields of their own files, and makes them multi-label."""
+        if not multi_label and (label_separator is not None or threshold is not None):
+            given = "--label-separator" if label_separator is not None else "--threshold"
+            raise TaskError(f"{given} applies to multi-label tasks: add --multi-label")
         if not self.configurable:
-            if text_field or text_pair_field or label_field:
+            if text_field or text_pair_field or label_field or multi_label:
                 raise TaskError(
-                    f"task '{self.name}' has fixed fields; --text-field/--text-pair-field/--label-field "
+                    f"task '{self.name}' has fixed fields; --text-field/--text-pair-field/--label-field/--multi-label "
                     "apply to the generic 'csv' and 'jsonl' tasks"
                 )
             return self
@@ -279,6 +358,13 @@ class Task:
             changes["kind"] = PAIR
         if label_field:
             changes["label_field"] = label_field
+        if multi_label:
+            if label_separator == "":
+                raise TaskError("--label-separator: give the character(s) that join labels in a cell, e.g. ','")
+            separator = label_separator or ("," if self.reader != "json" else None)
+            changes.update(kind=KIND_SPECS[MULTI_LABEL].with_params({"threshold": threshold or 0.5,
+                                                                     "separator": separator}),
+                           metrics=("micro_f1", "macro_f1", "exact_match"), main_metric="micro_f1")
         return dataclasses.replace(self, **changes)
 
     def summary(self) -> dict:

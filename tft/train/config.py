@@ -62,6 +62,9 @@ class TrainConfig:
     text_field: str | None = None
     text_pair_field: str | None = None
     label_field: str | None = None
+    multi_label: bool = False  # generic tasks: any number of labels per text (a JSON list, or joined in a CSV cell)
+    label_separator: str | None = None  # multi-label CSV/TSV cells: the labels joined by it (default ",")
+    threshold: float | None = None  # multi-label: a label is answered when its score reaches it (default 0.5)
     group_by_length: bool = True
     pad_to_max_length: bool = False  # the seed scripts' way; kept for benchmarks
     compile: bool = False
@@ -81,7 +84,8 @@ class TrainConfig:
 
     def task_options(self) -> dict:
         """What the user said about their own files and kind (generic tasks): `Task.with_fields` takes them."""
-        return {"text_field": self.text_field, "text_pair_field": self.text_pair_field, "label_field": self.label_field}
+        return {"text_field": self.text_field, "text_pair_field": self.text_pair_field, "label_field": self.label_field,
+                "multi_label": self.multi_label, "label_separator": self.label_separator, "threshold": self.threshold}
 
     def to_yaml(self, path: Path) -> None:
         from tft.fsutil import atomic_write_text
@@ -142,6 +146,11 @@ RULES: dict[str, Rule] = {
     "text_field": Rule(str, "Generic csv/jsonl tasks: text column."),
     "text_pair_field": Rule(str, "Generic csv/jsonl tasks: second text column (makes it a pair task)."),
     "label_field": Rule(str, "Generic csv/jsonl tasks: label column."),
+    "multi_label": Rule(bool, "Generic csv/jsonl tasks: any number of labels per text (JSON: a list in the label field; "
+                              "CSV: labels joined by --label-separator); sigmoid scores, micro/macro F1.", flag=True),
+    "label_separator": Rule(str, "With --multi-label: what joins the labels in a CSV cell (default ',')."),
+    "threshold": Rule(float, "With --multi-label: a label is answered when its score reaches this (default 0.5).",
+                      low=0.0, high=1.0, above=True, below=True),
     "group_by_length": Rule(bool, "Batch similar lengths together."),
     "pad_to_max_length": Rule(bool, "Pad every example to --max-seq-length (slow; for comparison).", flag=True),
     "compile": Rule(bool, "torch.compile the model.", flag=True),

@@ -14,7 +14,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tft_predictions.py lies beside this file
-from tft_predictions import classify, entities_from_words, word_labels  # noqa: E402
+from tft_predictions import classify, entities_from_words, multi_label, word_labels  # noqa: E402
 
 
 def words_from_offsets(offsets):
@@ -39,7 +39,8 @@ class TritonPythonModel:
         self.params = settings.get("kind_params") or {}
         # the answer shape (tft/answers.py) names the function; repositories built before it said token_task only
         answer = settings.get("answer") or ("entities" if settings["token_task"] else "label")
-        self.answer = {"label": self._classify, "score": self._classify, "entities": self._entities}[answer]
+        self.answer = {"label": self._classify, "score": self._classify, "entities": self._entities,
+                       "labels": self._labels}[answer]
 
     def _classify(self, request):
         logits = pb_utils.get_input_tensor_by_name(request, "logits").as_numpy()
@@ -47,6 +48,14 @@ class TritonPythonModel:
         labels = np.array([[(a["label"] or "").encode("utf-8")] for a in answers], dtype=np.object_)
         scores = np.array([[a["score"]] for a in answers], dtype=np.float32)
         return [pb_utils.Tensor("LABEL", labels), pb_utils.Tensor("SCORE", scores)]
+
+    def _labels(self, request):
+        logits = pb_utils.get_input_tensor_by_name(request, "logits").as_numpy()
+        answers = multi_label(logits, self.labels, float(self.params["threshold"]))
+        labels = [[json.dumps(a["labels"], ensure_ascii=False).encode("utf-8")] for a in answers]
+        scores = [[json.dumps(a["scores"], ensure_ascii=False).encode("utf-8")] for a in answers]
+        return [pb_utils.Tensor("LABELS", np.array(labels, dtype=np.object_)),
+                pb_utils.Tensor("SCORES", np.array(scores, dtype=np.object_))]
 
     def _entities(self, request):
         logits = pb_utils.get_input_tensor_by_name(request, "logits").as_numpy()
