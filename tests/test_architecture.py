@@ -169,3 +169,45 @@ def test_stages_read_model_families_from_one_description():
     assert family_of("bert").padding_side == "right" and family_of("roberta").position_offset == "pad+1"
     unknown = family_of("a-new-family", quiet=True)
     assert not unknown.known and unknown.optimizer_type is None and unknown.padding_side == "right"
+
+
+def test_stages_ask_backends_and_runtimes_their_decisions_not_their_names():
+    """Issue 29: `runtime == "tensorrt"` stood in six places and "not onnxruntime" meant the Python backend. A backend's
+    decisions (serves engines, whose ONNX Runtime, its fixed parameters, its TF32 switch, the export flag for its
+    artifacts) are fields of its entry in tft/serve/backends.py; the offline runners of artifact runtimes are one table
+    in tft/export/runtime.py. Nothing else compares a backend or runtime name."""
+    pattern = re.compile(r'(backend|runtime)"?\)?\s*(==|!=)\s*"|backend"?\)?\s+(not )?in \("')
+    offenders = [f"{path.relative_to(REPO)}:{n}" for path in sorted(PACKAGE.rglob("*.py"))
+                 if "models" not in path.parts and path.name != "backends.py"
+                 for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    assert not offenders, offenders
+    from tft.serve.backends import BACKENDS, native_backend_of, tf32_off
+
+    assert [b.name for b in BACKENDS.values() if b.engine] == ["tensorrt"]
+    assert native_backend_of("tensorrt").engine and not native_backend_of("onnxruntime").engine
+    assert {b.name: b.onnxruntime_from for b in BACKENDS.values() if b.onnxruntime_from} == {
+        "python": "pip", "onnxruntime": "image"}
+    assert tf32_off(BACKENDS["onnxruntime"], True, False, "fp32", "24.10") == ({"use_tf32": "0"}, {})
+    assert tf32_off(BACKENDS["tensorrt"], True, False, "fp32", "24.10") == ({}, {"NVIDIA_TF32_OVERRIDE": "0"})
+    assert tf32_off(BACKENDS["openvino"], True, False, "fp32", "24.10") == ({}, {})
+
+
+def test_device_has_one_meaning_per_command_family():
+    """`--device` is where ONNX Runtime runs for the offline commands (export, predict, verify, pipeline) and where
+    the served model runs for the serving commands (serve build, serve deploy); each --help says which."""
+    from click.testing import CliRunner
+
+    from tft.cli import cli
+    from tft.inference import ORT_DEVICES
+    from tft.serve.backends import SERVE_DEVICES
+
+    families = {("export",): ORT_DEVICES, ("predict",): ORT_DEVICES, ("verify",): ORT_DEVICES,
+                ("pipeline",): ORT_DEVICES, ("serve", "build"): SERVE_DEVICES, ("serve", "deploy"): SERVE_DEVICES}
+    for path, choices in families.items():
+        command = cli
+        for name in path:
+            command = command.commands[name]
+        device = next(p for p in command.params if "--device" in p.opts)
+        assert tuple(device.type.choices) == tuple(choices), path
+        help_text = CliRunner().invoke(cli, [*path, "--help"]).output
+        assert ("ONNX Runtime" if choices == ORT_DEVICES else "run") in help_text.split("--device", 1)[1][:300], path

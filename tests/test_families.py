@@ -166,7 +166,8 @@ def matrix(tmp_path_factory):
     from tft.serve.server import Ports, TritonServer
     from tft.train.config import TrainConfig
     from tft.train.recipe import run as train
-    from tft.verify import verify
+    from tft.serve.client import ClientOptions
+    from tft.verify import VerifyOptions, verify
 
     root = tmp_path_factory.mktemp("families")
     data = {"sst2": write_sample("sst2", root / "sst2", train=640, dev=96, test=8),
@@ -203,8 +204,9 @@ def matrix(tmp_path_factory):
             for case in served:
                 r = results[case]
                 try:
-                    r["report"] = verify(checkpoint=r["best"], url=server.grpc_url, model=r["name"],
-                                         export_dir=r["export"], artifact=r["record"]["artifact"], device="cpu")
+                    r["report"] = verify(VerifyOptions(r["best"], r["name"], ClientOptions(url=server.grpc_url),
+                                                       export_dir=r["export"], artifact=r["record"]["artifact"],
+                                                       device="cpu"))
                 except Exception as e:  # noqa: BLE001
                     r["error"] = f"{type(e).__name__}: {e}"
     return results

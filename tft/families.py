@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from tft.predictions import MODEL_INPUTS
+
 log = logging.getLogger("tft")
 
 # Ops kept in fp32 inside an fp16 graph: normalisations and exponentials overflow or lose their sums in fp16, and a
@@ -105,7 +107,7 @@ def usable_positions(family: Family, config) -> int | None:
 
 def input_names(family: Family, tokenizer_inputs) -> tuple[str, ...]:
     """The model inputs in forward() order: what the tokenizer makes, less what the family's forward() lacks."""
-    wanted = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer_inputs]
+    wanted = [n for n in MODEL_INPUTS if n in tokenizer_inputs]
     if not family.token_type_ids:
         wanted = [n for n in wanted if n != "token_type_ids"]
     return tuple(wanted)

@@ -24,6 +24,7 @@ from tft.export.options import ExportConfig
 from tft.inference import ORT_DEVICES
 from tft.options import Options, Rule
 from tft.serve.backends import BACKENDS, backend_names
+from tft.serve.cli import connection_options
 from tft.serve.options import BuildOptions
 from tft.train.cli import LAUNCH_DEFAULTS, LAUNCH_KEYS, launch_options
 from tft.train.config import TRAIN, TrainConfig
@@ -199,7 +200,7 @@ def check_engine_target(build: BuildOptions) -> None:
     from tft.serve.backends import BACKENDS
     from tft.serve.targets import tensorrt_of_image
 
-    if BACKENDS[build.backend].runtime == "tensorrt" and build.triton_image and not build.tensorrt_version:
+    if BACKENDS[build.backend].engine and build.triton_image and not build.tensorrt_version:
         tensorrt_of_image(build.triton_image)
 
 
@@ -246,7 +247,8 @@ def _run_pipeline(cfg: PipelineConfig, launch: dict, ports, host: str, health_in
     from tft.serve.health import HealthLoop, serve_until_stopped, stop_on_signals
     from tft.serve.repository import build_repository
     from tft.serve.server import Ports, TritonServer
-    from tft.verify import verify, write_report
+    from tft.serve.client import ClientOptions
+    from tft.verify import VerifyOptions, verify, write_report
 
     out, name = cfg.out, cfg.build.name
     resume = cfg.train.resume is not None
@@ -263,9 +265,9 @@ def _run_pipeline(cfg: PipelineConfig, launch: dict, ports, host: str, health_in
     server = TritonServer(repo, ports or Ports.free(host), host=host, log_file=out / "triton.log")
     with server:
         log.info("pipeline: Triton ready at %s; verifying the dev split over gRPC", server.grpc_url)
-        report = verify(checkpoint=best, url=server.grpc_url, model=name, export_dir=export_dir,
-                        artifact=record["artifact"], also=_offline_also(export_dir, cfg.export.int8),
-                        device=cfg.export.device)
+        report = verify(VerifyOptions(best, name, ClientOptions(url=server.grpc_url), export_dir=export_dir,
+                                      artifact=record["artifact"], also=_offline_also(export_dir, cfg.export.int8),
+                                      device=cfg.export.device))
         report["pipeline"] = {"output_dir": str(out.resolve()), "repository": str(repo.resolve()),
                               "triton_log": str(server.log_file)}
         json_path, md_path = write_report(report, out)
@@ -334,7 +336,7 @@ def pipeline_command(config_file, output_dir, **options):
         raise TftError("--resume: a pipeline continues its own run: use --resume auto")
     if not train.task:
         raise TftError("--task is required (see `tft tasks`)")
-    serves_engine = BACKENDS[own.backend].runtime == "tensorrt"  # the backend serves TensorRT engines only
+    serves_engine = BACKENDS[own.backend].engine  # the backend serves TensorRT engines only
     if serves_engine and own.trt is False:
         raise click.UsageError(f"--backend {own.backend} serves a TensorRT engine: drop --no-trt")
     trt, note = engine_choice(True if serves_engine else own.trt, _cuda(), _tensorrt_installed())
@@ -348,10 +350,9 @@ def pipeline_command(config_file, output_dir, **options):
 @click.command("verify")
 @click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False),
               help="The `tft train` best/ folder the served model came from.")
-@click.option("--model", required=True, help="Served (ensemble) model name.")
+@connection_options(url_default=None, url_help="A Triton that already serves the model (gRPC host:port).")
 @click.option("--repository", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A `tft serve build` repository: started on the embedded Triton unless --url is given.")
-@click.option("--url", help="A Triton that already serves the model (gRPC host:port).")
 @click.option("--export", "export_dir", type=click.Path(exists=True, file_okay=False),
               help="The export served (default: the one recorded in the repository).")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False), help="Labelled file (default: the dev split).")
@@ -362,16 +363,18 @@ def pipeline_command(config_file, output_dir, **options):
 @click.option("--overwrite", is_flag=True, help="Replace an earlier report.json / report.md there.")
 @click.option("--device", type=click.Choice(ORT_DEVICES), default="auto", show_default=True,
               help="ONNX Runtime device of the offline export path (auto: CUDA when onnxruntime-gpu offers it).")
-def verify_command(checkpoint, model, repository, url, export_dir, data, data_dir, also, output_dir, overwrite,
+def verify_command(checkpoint, connection, model, repository, export_dir, data, data_dir, also, output_dir, overwrite,
                    device):
     """Send a labelled split through the served model over gRPC and compare with the PyTorch checkpoint
     (and the exported ONNX artifact): metrics, agreement, throughput, latency, disagreeing examples.
     Exits 1 if served answers differ beyond the export thresholds."""
+    import dataclasses
+
     from tft.serve.records import read_serve_manifests
     from tft.serve.server import Ports, TritonServer
-    from tft.verify import verify, write_report
+    from tft.verify import VerifyOptions, verify, write_report
 
-    if not repository and not url:
+    if not repository and not connection.url:
         raise click.UsageError("give --repository (started here) or --url (already served)")
     from tft.fsutil import check_output_file
 
@@ -386,15 +389,16 @@ def verify_command(checkpoint, model, repository, url, export_dir, data, data_di
         artifact = record.get("artifact")
         if export_dir is None and Path(record.get("export", "")).is_dir():
             export_dir = record["export"]
-    kwargs = dict(checkpoint=checkpoint, model=model, export_dir=export_dir, artifact=artifact, data=data,
-                  data_dir=data_dir, also=tuple(also), device=device)
     if also and not export_dir:
         raise click.UsageError("--also needs the export folder (--export, or a repository that records it)")
-    if url:
-        report = verify(url=url, **kwargs)
+    opts = VerifyOptions(checkpoint, model, connection, export_dir=export_dir, artifact=artifact, data=data,
+                         data_dir=data_dir, also=tuple(also), device=device)
+    if connection.url:
+        report = verify(opts)
     else:
         with TritonServer(repository, Ports.free()) as server:
-            report = verify(url=server.grpc_url, **kwargs)
+            report = verify(dataclasses.replace(opts, connection=dataclasses.replace(connection,
+                                                                                     url=server.grpc_url)))
     _, md_path = write_report(report, output_dir)
     _summary(report, md_path)
     if not report["passed"]:

@@ -15,6 +15,10 @@ import numpy as np
 # import nothing but numpy and the standard library.
 
 
+# the encoder inputs tft feeds, in the order every stage lists them (a model takes those its tokenizer makes)
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
 def max_chars_for(max_seq_length: int, max_chars: int | None = None) -> int:
     """Characters kept per text before tokenizing, in training, offline prediction and serving alike:
     far more than `max_seq_length` tokens ever need, and a 50 MB line costs no more than this."""

@@ -19,11 +19,13 @@ import json
 import logging
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tft.answers import SERVED_SCORE_ATOL
 from tft.errors import TftError
 from tft.manifest import read_export_manifest, weights_fingerprint
+from tft.serve.client import ClientOptions
 
 log = logging.getLogger("tft")
 MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.99}
@@ -68,80 +70,51 @@ def check_provenance(checkpoint, checkpoint_manifest: dict, what: str, settings:
                                 "checkpoint it came from")
 
 
-def verify(*, checkpoint, url: str, model: str, export_dir=None, artifact: str | None = None, data=None,
-           data_dir=None, also: tuple[str, ...] = (), batch_size: int = 32, concurrency: int = 8,
-           latency_samples: int = 30, max_listed: int = 50, device: str = "auto") -> dict:
+@dataclass
+class VerifyOptions:
+    """What `tft verify` compares: the checkpoint, the served model (`connection`: the gRPC options, once) and the
+    export served, on a labelled split (the dev split by default)."""
+
+    checkpoint: str | Path
+    model: str
+    connection: ClientOptions = field(default_factory=ClientOptions)
+    export_dir: str | Path | None = None
+    artifact: str | None = None  # the served artifact (default: the one the build told clients)
+    data: str | Path | None = None
+    data_dir: str | Path | None = None
+    also: tuple[str, ...] = ()  # other artifacts of the export, compared offline only
+    batch_size: int = 32
+    concurrency: int = 8
+    latency_samples: int = 30
+    max_listed: int = 50
+    device: str = "auto"  # ONNX Runtime's device for the offline export path
+
+
+def verify(opts: VerifyOptions) -> dict:
     """Run the three paths on the dev split and compare; returns the report (raises on a failed gate)."""
     from tft.answers import shape_of
-    from tft.data.dataset import load_dataset
-    from tft.data.readers import READERS
-    from tft.export.runtime import OrtPredictor
-    from tft.inference import items_from_examples
-    from tft.serve.client import Client
     from tft.train.predict import TorchModel, answer_items
 
-    tm = TorchModel(checkpoint)
-    task, labels = tm.task, tm.labels
+    tm = TorchModel(opts.checkpoint)
     shape = shape_of(tm.settings.kind)
-    if data:
-        source = Path(data)
-        examples = READERS[task.reader](source, task, require_label=True).examples
-    else:
-        ds = load_dataset(task, data_dir or tm.manifest.get("data_dir"), ("dev",), labels=labels)
-        source, examples = ds["dev"].path, ds["dev"].examples
-    if not examples:
-        raise TftError(f"{source}: no labelled examples to verify with")
-    items = items_from_examples(examples, task)
-    gold = shape.gold(examples, labels, tm.settings.word_joiner)
-
-    client = Client(url)
-    info = client.info(model)
-    if info.tft and info.tft.get("task") != tm.manifest["task"]:
-        raise VerificationError(f"{model} at {url} serves task {info.tft.get('task')!r}, the checkpoint is "
-                                f"{tm.manifest['task']!r}")
-    check_provenance(checkpoint, tm.manifest, f"{model} at {url}", info.tft)
-    if export_dir is not None:
-        check_provenance(checkpoint, tm.manifest, str(export_dir), {"weights_sha256": weights_fingerprint(
-            read_export_manifest(export_dir)["checkpoint_manifest"].get("files"))})
-
-    def served(batch):
-        answers, stats = client.infer(model, batch, batch_size=batch_size, concurrency=concurrency)
-        if stats.unanswered:
-            raise VerificationError(f"{stats.unanswered} inputs unanswered by {url}: {stats.first_error}")
-        if stats.failed:
-            raise VerificationError(f"{stats.failed} inputs refused by {url}: {stats.first_error}")
-        return answers
-
-    if artifact is None and info.tft and info.tft.get("artifact"):
-        artifact = info.tft["artifact"]  # the served one, as its build told clients: compared offline on its runtime
+    source, examples, items = _verification_set(tm, opts)
+    served, info = _served_path(tm, opts)
+    artifact = opts.artifact or (info.tft or {}).get("artifact")  # the served one, compared offline on its runtime
     paths = {"pytorch": lambda batch: answer_items(tm, batch, 64)}
-    precision, offline = "fp32", None
-    engine = _engine_artifact(export_dir, artifact) if export_dir else None
-    if engine:  # a TensorRT engine served by Triton's tensorrt backend: no ONNX Runtime twin to compare offline
-        artifact, precision = engine["name"], engine["precision"]
-    elif export_dir:
-        ort = OrtPredictor(export_dir, artifact=artifact, device=device)
-        artifact, precision = ort.artifact["name"], ort.artifact["precision"]
-        offline = ort.artifact.get("runtime", "onnxruntime")  # the same file on its runtime: onnxruntime or openvino
-        paths[offline] = lambda batch: ort.answer_items(batch, 64)
-        for name in also:  # other artifacts of the export, offline only (say int8 next to the served fp32)
-            if name != artifact:
-                extra = OrtPredictor(export_dir, artifact=name, device=device)
-                paths[f"{extra.artifact.get('runtime', 'onnxruntime')}-{name}"] = \
-                    lambda batch, p=extra: p.answer_items(batch, 64)
+    artifact, precision, offline = _offline_paths(opts, artifact, paths)
     paths["served"] = served
-
     report = {"format": "tft.verify/1", "task": tm.manifest["task"], "kind": tm.manifest["kind"],
-              "checkpoint": str(Path(checkpoint).resolve()), "export": str(Path(export_dir).resolve()) if export_dir
-              else None, "artifact": artifact, "precision": precision, "offline": offline,
-              "served": {"url": url, "model": model},
+              "checkpoint": str(Path(opts.checkpoint).resolve()),
+              "export": str(Path(opts.export_dir).resolve()) if opts.export_dir else None, "artifact": artifact,
+              "precision": precision, "offline": offline, "served": {"url": opts.connection.url, "model": opts.model},
               "data": str(source), "examples": len(items), "runs": {}, "agreement": {}}
     answers = {}
+    gold = shape.gold(examples, tm.labels, tm.settings.word_joiner)
     for name, fn in paths.items():
         log.info("verify: %s on %d examples", name, len(items))
-        result, stats = timed(fn, items, latency_samples)
+        result, stats = timed(fn, items, opts.latency_samples)
         answers[name] = [shape.strip(r) for r in result]
-        report["runs"][name] = {"metrics": shape.metric(answers[name], gold, labels), **stats}
+        report["runs"][name] = {"metrics": shape.metric(answers[name], gold, tm.labels), **stats}
     names = list(answers)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
@@ -149,12 +122,76 @@ def verify(*, checkpoint, url: str, model: str, export_dir=None, artifact: str |
     disagreements = [{"id": item.get("id"), "text": item["text"], **({"text_pair": item["text_pair"]}
                       if "text_pair" in item else {}), "pytorch": p, "served": s}
                      for item, p, s in zip(items, answers["pytorch"], answers["served"]) if not shape.same(p, s)]
-    report["disagreements"] = disagreements[:max_listed]
-    report["disagreement_count"] = len(disagreements)
-    report["main_metric"] = tm.manifest["main_metric"]
-    report["gates"] = gates(report, answers, precision, export_dir, shape)
+    report.update(disagreements=disagreements[:opts.max_listed], disagreement_count=len(disagreements),
+                  main_metric=tm.manifest["main_metric"])
+    report["gates"] = gates(report, answers, precision, opts.export_dir, shape)
     report["passed"] = all(g["passed"] for g in report["gates"])
     return report
+
+
+def _verification_set(tm, opts: VerifyOptions) -> tuple:
+    """(the file, its labelled examples, their items): --data, or the checkpoint task's dev split."""
+    from tft.data.dataset import load_dataset
+    from tft.data.readers import READERS
+    from tft.inference import items_from_examples
+
+    if opts.data:
+        source = Path(opts.data)
+        examples = READERS[tm.task.reader](source, tm.task, require_label=True).examples
+    else:
+        ds = load_dataset(tm.task, opts.data_dir or tm.manifest.get("data_dir"), ("dev",), labels=tm.labels)
+        source, examples = ds["dev"].path, ds["dev"].examples
+    if not examples:
+        raise TftError(f"{source}: no labelled examples to verify with")
+    return source, examples, items_from_examples(examples, tm.task)
+
+
+def _served_path(tm, opts: VerifyOptions):
+    """The served model as a path (items -> answers over gRPC), once it is proven to serve this checkpoint."""
+    from tft.serve.client import Client
+
+    url, model = opts.connection.url, opts.model
+    client = Client(options=opts.connection)
+    info = client.info(model)
+    if info.tft and info.tft.get("task") != tm.manifest["task"]:
+        raise VerificationError(f"{model} at {url} serves task {info.tft.get('task')!r}, the checkpoint is "
+                                f"{tm.manifest['task']!r}")
+    check_provenance(opts.checkpoint, tm.manifest, f"{model} at {url}", info.tft)
+    if opts.export_dir is not None:
+        check_provenance(opts.checkpoint, tm.manifest, str(opts.export_dir), {"weights_sha256": weights_fingerprint(
+            read_export_manifest(opts.export_dir)["checkpoint_manifest"].get("files"))})
+
+    def served(batch):
+        answers, stats = client.infer(model, batch, batch_size=opts.batch_size, concurrency=opts.concurrency)
+        if stats.unanswered:
+            raise VerificationError(f"{stats.unanswered} inputs unanswered by {url}: {stats.first_error}")
+        if stats.failed:
+            raise VerificationError(f"{stats.failed} inputs refused by {url}: {stats.first_error}")
+        return answers
+
+    return served, info
+
+
+def _offline_paths(opts: VerifyOptions, artifact: str | None, paths: dict) -> tuple:
+    """Add the served artifact on its own runtime (and --also artifacts) to `paths`; -> (artifact, precision, the
+    offline runtime or None)."""
+    from tft.export.runtime import OrtPredictor
+
+    export_dir = opts.export_dir
+    engine = _engine_artifact(export_dir, artifact) if export_dir else None
+    if engine:  # a TensorRT engine served by Triton's tensorrt backend: no ONNX Runtime twin to compare offline
+        return engine["name"], engine["precision"], None
+    if not export_dir:
+        return artifact, "fp32", None
+    ort = OrtPredictor(export_dir, artifact=artifact, device=opts.device)
+    offline = ort.artifact.get("runtime", "onnxruntime")  # the same file on its runtime: onnxruntime or openvino
+    paths[offline] = lambda batch: ort.answer_items(batch, 64)
+    for name in opts.also:  # other artifacts of the export, offline only (say int8 next to the served fp32)
+        if name != ort.artifact["name"]:
+            extra = OrtPredictor(export_dir, artifact=name, device=opts.device)
+            paths[f"{extra.artifact.get('runtime', 'onnxruntime')}-{name}"] = \
+                lambda batch, p=extra: p.answer_items(batch, 64)
+    return ort.artifact["name"], ort.artifact["precision"], offline
 
 
 def gates(report: dict, answers: dict, precision: str, export_dir, shape) -> list[dict]:
@@ -190,8 +227,12 @@ def _artifact_entry(export_dir, artifact) -> dict | None:
 
 
 def _engine_artifact(export_dir, artifact) -> dict | None:
+    """The artifact, when a native backend serves it as an engine (no offline runtime runs it here)."""
+    from tft.serve.backends import native_backend_of
+
     art = _artifact_entry(export_dir, artifact)
-    return art if art and art.get("runtime") == "tensorrt" else None
+    backend = native_backend_of(art.get("runtime", "onnxruntime")) if art else None
+    return art if backend is not None and backend.engine else None
 
 
 def _export_min_agreement(export_dir, artifact) -> float | None:

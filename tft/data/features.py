@@ -14,7 +14,7 @@ from tokenizers import Tokenizer
 
 from tft.data.readers import TextExample, TokenExample
 from tft.errors import TftError
-from tft.predictions import max_chars_for, split_words
+from tft.predictions import MODEL_INPUTS, max_chars_for, split_words
 from tft.tasks import IGNORE_INDEX, kind_of
 
 
@@ -78,8 +78,8 @@ def mark_words_as_spaced(tokenizer) -> bool:
 
 
 def model_input_names(tokenizer) -> tuple[str, ...]:
-    names = getattr(tokenizer, "model_input_names", None) or ["input_ids", "token_type_ids", "attention_mask"]
-    return tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names)
+    names = getattr(tokenizer, "model_input_names", None) or MODEL_INPUTS
+    return tuple(n for n in MODEL_INPUTS if n in names)
 
 
 def _inputs(enc, names) -> dict:

@@ -23,7 +23,7 @@ from tft.export.config import ExportError, onnx_config_for
 from tft.families import family_of, usable_positions
 from tft.export.options import CANDIDATE_PRECISIONS, ExportConfig
 from tft.export.parity import ParityError, compare, parity_batches, serving_batches
-from tft.predictions import pad_batch
+from tft.predictions import MODEL_INPUTS, pad_batch
 from tft.export.runtime import runner_for
 from tft.export.speed import measure_artifacts, serving_rows, speed_batches
 from tft.fsutil import (atomic_dir, atomic_write_json, check_free_space, check_output_dir, file_sha256, hold,
@@ -87,7 +87,7 @@ def parity_inputs(checkpoint_manifest, tokenizer, hf_config, max_batch, max_len,
     if not examples:
         raise ExportError(f"no examples to check parity on{' in ' + str(parity_data) if parity_data else ''}")
     features = encode(examples, tokenizer, max_len, labels, task.kind, checkpoint_manifest.get("max_chars")).features
-    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in features[0]]
+    names = [n for n in MODEL_INPUTS if n in features[0]]
     canary = items_from_examples(examples[:1], task)[0]
     pad_id, left = tokenizer.pad_token_id or 0, tokenizer.padding_side == "left"
     batches = parity_batches(features, names, max_batch, max_len, hf_config.vocab_size,

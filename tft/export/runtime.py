@@ -119,15 +119,26 @@ class OvModel:
         return np.array(self.request.infer(feed)[0], dtype=np.float32)
 
 
+# an artifact's `runtime` -> how it runs offline (a runtime not here, a TensorRT engine, runs only where it is served)
+OFFLINE_RUNNERS = {
+    "onnxruntime": lambda path, art, device, threads: OrtModel(path, threads=threads, device=device,
+                                                               precision=art["precision"]),
+    "openvino": lambda path, art, device, threads: OvModel(path, art.get("inference_precision", "f32"),
+                                                           threads=threads),
+}
+
+
+def runs_offline(artifact: dict) -> bool:
+    return artifact.get("runtime", "onnxruntime") in OFFLINE_RUNNERS
+
+
 def runner_for(path: str | Path, artifact: dict, device: str | None = "cpu", threads: int | None = None):
     """The runtime an artifact was checked on, from its manifest entry (`runtime`, `precision`,
     `inference_precision`)."""
-    if artifact.get("runtime") == "openvino":
-        return OvModel(path, artifact.get("inference_precision", "f32"), threads=threads)
-    if artifact.get("runtime") == "tensorrt":
-        raise TftError(f"{path}: a TensorRT engine runs on its GPU through `tft verify`, not offline here; choose an "
-                       "ONNX or OpenVINO artifact")
-    return OrtModel(path, threads=threads, device=device, precision=artifact["precision"])
+    if not runs_offline(artifact):
+        raise TftError(f"{path}: a {artifact.get('runtime')} artifact runs where it is served (a TensorRT engine on its "
+                       "GPU, through `tft verify`), not offline here; choose an ONNX or OpenVINO artifact")
+    return OFFLINE_RUNNERS[artifact.get("runtime", "onnxruntime")](path, artifact, device, threads)
 
 
 class OrtPredictor:
@@ -146,7 +157,7 @@ class OrtPredictor:
         art = default_artifact(self.manifest) if artifact is None else next(
             (a for a in self.manifest["artifacts"] if a["name"] == artifact), None)
         if art is None:
-            names = ", ".join(a["name"] for a in self.manifest["artifacts"] if a.get("runtime") != "tensorrt")
+            names = ", ".join(a["name"] for a in self.manifest["artifacts"] if runs_offline(a))
             raise TftError(f"--artifact {artifact!r}: {self.export_dir} has {names}")
         self.artifact = art
         path = check_file(self.export_dir, art["file"], art.get("sha256"))

@@ -36,15 +36,15 @@ AUTO_MIN_BATCH_INVARIANCE = 1.0
 AUTO_PRECISIONS = {"cpu": ("fp32", "int8", "bf16"), "gpu": ("fp32", "fp16")}  # what each device runs fast
 
 
-def target_exclusions(manifest: dict, backend: str, target) -> dict[str, str]:
+def target_exclusions(manifest: dict, backend, target) -> dict[str, str]:
     """Artifacts the target cannot be trusted to run as they were checked: the graph ONNX Runtime fused (its fused
-    operators are its own version's) where the target's ONNX Runtime is another one."""
-    if target is None:
+    operators are its own version's) where the ONNX Runtime that serves it there is another one."""
+    if target is None or not backend.onnxruntime_from:  # a backend that runs no ONNX Runtime
         return {}
     exported_with = manifest.get("versions", {}).get("onnxruntime")
-    if backend == "onnxruntime":
+    if backend.onnxruntime_from == "image":
         serving = target.onnxruntime
-    else:  # the Python backend: the container's pip installs the newest ONNX Runtime for its Python
+    else:  # ONNX Runtime from pip, beside the Python backend's stub: the newest for the container's Python
         import platform
 
         if target.python_minor == ".".join(platform.python_version().split(".")[:2]):
@@ -190,10 +190,10 @@ def tensorrt_partitioned(manifest: dict) -> dict[str, str]:
 
 def pick_artifact(manifest: dict, opts: BuildOptions, target=None) -> dict:
     backend = BACKENDS[opts.backend]
-    if backend.runtime == "tensorrt":
+    if backend.engine:
         wanted = opts.artifact if opts.artifact not in (None, "auto") else backend.default_artifact
         for art in manifest["artifacts"]:
-            if art["name"] == wanted and art.get("runtime") == "tensorrt":
+            if art["name"] == wanted and art.get("runtime") == backend.runtime:
                 built = art.get("tensorrt_version")
                 if opts.tensorrt_version and built and not engine_loads_on(built, opts.tensorrt_version,
                                                                            bool(art.get("version_compatible"))):
@@ -214,9 +214,9 @@ def pick_artifact(manifest: dict, opts: BuildOptions, target=None) -> dict:
                 return art
         raise RepositoryError("the export has no TensorRT engine; run `tft export --trt` on a machine with "
                               "an NVIDIA GPU and TensorRT, or use --backend onnxruntime|python")
-    exclude = {**target_exclusions(manifest, opts.backend, target),
+    exclude = {**target_exclusions(manifest, backend, target),
                **(tensorrt_partitioned(manifest) if opts.ort_tensorrt else {}),
-               **(native_openvino_exclusions(manifest, target) if opts.backend == "openvino" else {})}
+               **(native_openvino_exclusions(manifest, target) if backend.image_openvino else {})}
     if opts.artifact == "auto":
         note = other_cpu(manifest) if not opts.gpu else None
         if note:
@@ -241,7 +241,7 @@ def pick_artifact(manifest: dict, opts: BuildOptions, target=None) -> dict:
                 return art
         names = ", ".join(a["name"] for a in manifest["artifacts"]
                           if a.get("runtime", "onnxruntime") in backend.runtimes)
-        hint = " (export with --openvino)" if backend.runtime == "openvino" else ""
+        hint = f" (export with {backend.export_flag})" if backend.export_flag else ""
         named = f"--artifact {wanted!r}" if opts.artifact else asked
         raise RepositoryError(f"{named}: the export has {names or 'nothing'} for the {opts.backend} backend{hint}")
     try:
@@ -274,7 +274,7 @@ def native_openvino_exclusions(manifest: dict, target) -> dict[str, str]:
     measured = manifest.get("measured_on") or {}
     bf16_here = measured.get("flags") is None or any(f in measured.get("flags", ()) for f in CPU_BF16_FLAGS)
     for art in manifest.get("artifacts", ()):
-        if art.get("runtime") != "openvino":
+        if art.get("runtime") != BACKENDS["openvino"].runtime:  # the IR this backend reads
             continue
         if target is not None and not reads_ir_of(target.openvino, art.get("openvino")):
             out[art["name"]] = (f"written by OpenVINO {art.get('openvino')}; {target.tag}'s openvino backend runs "

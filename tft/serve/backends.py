@@ -29,6 +29,13 @@ class Backend:
     packages: tuple[str, ...] = ()  # what its model.py imports, beyond numpy and tokenizers
     thread_parameter: str = ""  # the model config parameter that sets ONNX Runtime's intra-op threads, if any
     accelerators: tuple[str, ...] = ()  # GPU execution accelerators its config may name (--ort-tensorrt)
+    engine: bool = False  # serves TensorRT engines, each built for one TensorRT version (the image's must load it)
+    onnxruntime_from: str = ""  # whose ONNX Runtime runs its graphs: "image" (the backend's), "pip" (the stub's), ""
+    image_openvino: bool = False  # reads IR with the image's OpenVINO (its version bounds the IR it can read)
+    fixed_parameters: tuple[tuple[str, object], ...] = ()  # config parameters it always gets
+    bf16_parameter: tuple[str, object] | None = None  # the config parameter that asks for bf16, where it has one
+    tf32_switch: str = ""  # on GPUs, how fp32 stays fp32: "accelerator" (use_tf32 from r24.06), "env", "" (no CUDA)
+    export_flag: str = ""  # the `tft export` option that writes its artifacts, when the default export does not
     help: str = ""  # one line for `--help`
 
     def runs_on(self, device: str) -> bool:
@@ -49,19 +56,25 @@ class Backend:
 BACKENDS = {
     "python": Backend("python", "model.onnx", "onnxruntime", backend="python", python_model="model_step.py",
                       also_runs=(("openvino", "model.xml", "model_step.py"),),
-                      ragged=True, device="cpu", packages=("onnxruntime",),
+                      ragged=True, device="cpu", packages=("onnxruntime",), onnxruntime_from="pip",
                       help="ONNX Runtime or OpenVINO inside a Python-backend model (runs on the embedded Triton)"),
     "onnxruntime": Backend("onnxruntime", "model.onnx", "onnxruntime", platform="onnxruntime_onnx",
                            thread_parameter="intra_op_thread_count", accelerators=("tensorrt",),
+                           onnxruntime_from="image", tf32_switch="accelerator",
                            help="Triton's onnxruntime backend (NVIDIA's Triton container)"),
     # Triton's openvino backend (openvino_backend README): IR as model.xml + model.bin, parameters INFERENCE_NUM_THREADS
     # and HINT_BF16 (YES only: it cannot ask OpenVINO for f32, which OpenVINO's CPU plugin does not default to where the
     # CPU has native bf16); x86 -py3 images carry it (server build.py: the standalone OpenVINO per release)
     "openvino": Backend("openvino", "model.xml", "openvino", backend="openvino", device="cpu",
                         default_artifact="openvino-bf16", thread_parameter="INFERENCE_NUM_THREADS",
+                        image_openvino=True, export_flag="--openvino",
+                        # one stream, as export measured it; HINT_BF16 where the artifact was checked in bf16
+                        fixed_parameters=(("PERFORMANCE_HINT", "LATENCY"), ("NUM_STREAMS", 1)),
+                        bf16_parameter=("HINT_BF16", "YES"),
                         help="Triton's openvino backend (NVIDIA's Triton container, x86): an IR from --openvino"),
     "tensorrt": Backend("tensorrt", "model.plan", "tensorrt", platform="tensorrt_plan", device="gpu",
-                        default_artifact="tensorrt-fp16", help="Triton's tensorrt backend: an engine from --trt"),
+                        default_artifact="tensorrt-fp16", engine=True, tf32_switch="env", export_flag="--trt",
+                        help="Triton's tensorrt backend: an engine from --trt"),
 }
 SERVE_DEVICES = ("cpu", "gpu")  # where a model step's instances run (Triton's KIND_CPU / KIND_GPU)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -69,6 +82,11 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 def backend_names() -> tuple[str, ...]:
     return tuple(BACKENDS)
+
+
+def native_backend_of(runtime: str) -> Backend | None:
+    """The native backend whose own runtime an artifact's `runtime` is (None: none has it as its own)."""
+    return next((b for b in BACKENDS.values() if b.runtime == runtime and not b.python_model), None)
 
 
 def backends_help() -> str:
@@ -119,11 +137,11 @@ def ready_budget(records) -> int:
 CUDA_ACCELERATOR_USE_TF32_FROM = "24.06"
 
 
-def tf32_off(backend: str, gpu: bool, ort_tensorrt: bool, precision: str, release: str) -> tuple[dict, dict]:
+def tf32_off(backend: Backend, gpu: bool, ort_tensorrt: bool, precision: str, release: str) -> tuple[dict, dict]:
     """(the `cuda` accelerator's parameters, the container's environment) that keep an fp32 artifact in fp32 on the
-    GPU; both empty where nothing needs turning off (the CPU, fp16, or a backend that is not ONNX Runtime's)."""
-    if not gpu or precision != "fp32" or backend not in ("onnxruntime", "tensorrt"):
+    GPU; both empty where nothing needs turning off (the CPU, fp16, or a backend without CUDA)."""
+    if not gpu or precision != "fp32" or not backend.tf32_switch:
         return {}, {}
-    if backend == "onnxruntime" and not ort_tensorrt and release >= CUDA_ACCELERATOR_USE_TF32_FROM:
+    if backend.tf32_switch == "accelerator" and not ort_tensorrt and release >= CUDA_ACCELERATOR_USE_TF32_FROM:
         return {"use_tf32": "0"}, {}
     return {}, {"NVIDIA_TF32_OVERRIDE": "0"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -251,6 +252,10 @@ def start_command(repository, host, grpc_port, http_port, metrics_port, models, 
             Path(ready_file).unlink(missing_ok=True)
 
 
+CONNECTION_KEYS = ("url", "ssl", "root_certificates", "private_key", "certificate_chain", "headers", "timeout",
+                   "retries")
+
+
 def _client_options(url, ssl, root_certificates, private_key, certificate_chain, headers, timeout, retries):
     from tft.serve.client import ClientOptions
 
@@ -264,26 +269,41 @@ def _client_options(url, ssl, root_certificates, private_key, certificate_chain,
                          certificate_chain=certificate_chain, headers=parsed, timeout=timeout, retries=retries)
 
 
-def client_options(f):
-    """gRPC connection flags shared by `tft infer` and `tft bench`."""
-    for option in reversed([
-        click.option("--url", default="localhost:8001", show_default=True, help="Triton gRPC endpoint."),
-        click.option("--model", required=True, help="Served (ensemble) model name."),
-        click.option("--ssl", is_flag=True, help="Use TLS."),
-        click.option("--root-certificates", type=click.Path(exists=True, dir_okay=False),
-                     help="CA bundle for TLS (implies --ssl)."),
-        click.option("--private-key", type=click.Path(exists=True, dir_okay=False), help="Client key for mutual TLS."),
-        click.option("--certificate-chain", type=click.Path(exists=True, dir_okay=False),
-                     help="Client certificate for mutual TLS."),
-        click.option("-H", "--header", "headers", multiple=True,
-                     help="Extra gRPC metadata, e.g. -H 'authorization: Bearer T' (repeatable)."),
-        click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0, 86400, min_open=True),
-                     help="Seconds per request."),
-        click.option("--retries", default=8, show_default=True, type=click.IntRange(0, 100),
-                     help="Retries of an unavailable server or crashed model, with exponential backoff."),
-    ]):
-        f = option(f)
-    return f
+def connection_options(url_default: str | None = "localhost:8001",
+                       url_help: str = "Triton gRPC endpoint (host:port)."):
+    """The gRPC connection flags of `tft infer`, `tft bench` and `tft verify`, handed to the command as one
+    `connection` (a ClientOptions) beside `model`: the commands never pass the eight values around."""
+
+    def decorate(f):
+        @functools.wraps(f)
+        def command(*args, **kwargs):
+            values = {key: kwargs.pop(key) for key in CONNECTION_KEYS}
+            return f(*args, connection=_client_options(**values), **kwargs)
+
+        for option in reversed([
+            click.option("--url", default=url_default, show_default=url_default is not None, help=url_help),
+            click.option("--model", required=True, help="Served (ensemble) model name."),
+            click.option("--ssl", is_flag=True, help="Use TLS."),
+            click.option("--root-certificates", type=click.Path(exists=True, dir_okay=False),
+                         help="CA bundle for TLS (implies --ssl)."),
+            click.option("--private-key", type=click.Path(exists=True, dir_okay=False),
+                         help="Client key for mutual TLS."),
+            click.option("--certificate-chain", type=click.Path(exists=True, dir_okay=False),
+                         help="Client certificate for mutual TLS."),
+            click.option("-H", "--header", "headers", multiple=True,
+                         help="Extra gRPC metadata, e.g. -H 'authorization: Bearer T' (repeatable)."),
+            click.option("--timeout", default=30.0, show_default=True,
+                         type=click.FloatRange(0, 86400, min_open=True), help="Seconds per request."),
+            click.option("--retries", default=8, show_default=True, type=click.IntRange(0, 100),
+                         help="Retries of an unavailable server or crashed model, with exponential backoff."),
+        ]):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+client_options = connection_options()
 
 
 def _items(info, texts, input_path) -> list[dict]:
@@ -336,8 +356,7 @@ def _text_items(info, texts) -> list[dict]:
               "changed are asked again).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
 @click.pass_context
-def infer_command(ctx, texts, url, model, ssl, root_certificates, private_key, certificate_chain, headers, timeout,
-                  retries, input_path, output, batch_size, concurrency, resume, overwrite):
+def infer_command(ctx, texts, connection, model, input_path, output, batch_size, concurrency, resume, overwrite):
     """Send texts to a served model over gRPC; print or write labels/scores or entities.
 
     \b
@@ -360,8 +379,7 @@ def infer_command(ctx, texts, url, model, ssl, root_certificates, private_key, c
     with contextlib.ExitStack() as held:
         if output is not None:  # one writer per output file
             held.enter_context(hold(output, option="-o", wait_option=None))
-        stats, sent = _infer(ctx, texts, url, model, ssl, root_certificates, private_key, certificate_chain, headers,
-                             timeout, retries, input_path, output, batch_size, concurrency, resume)
+        stats, sent = _infer(ctx, texts, connection, model, input_path, output, batch_size, concurrency, resume)
     rate = f"{stats.throughput:.1f} texts/s" if stats.seconds else ""
     cut = f", {stats.truncated} texts longer than the model reads (answers marked truncated)" if stats.truncated else ""
     click.echo(f"answered {stats.answered} of {sent} inputs in {stats.seconds:.2f}s ({rate}), "
@@ -374,13 +392,11 @@ def infer_command(ctx, texts, url, model, ssl, root_certificates, private_key, c
                        f"first: {stats.first_error}")
 
 
-def _infer(ctx, texts, url, model, ssl, root_certificates, private_key, certificate_chain, headers, timeout, retries,
-           input_path, output, batch_size, concurrency, resume):
+def _infer(ctx, texts, opts, model, input_path, output, batch_size, concurrency, resume):
     """Stream the inputs to the server and the answers to stdout or OUTPUT.partial, in input order."""
     from tft.fsutil import real_output, written_in_place
     from tft.serve.client import Client, OrderedWriter, PartialOutput
 
-    opts = _client_options(url, ssl, root_certificates, private_key, certificate_chain, headers, timeout, retries)
     client = Client(options=opts)
     info = client.info(model)
     source = _item_source(info, texts, input_path)
@@ -426,8 +442,8 @@ def _infer(ctx, texts, url, model, ssl, root_certificates, private_key, certific
 @click.option("--perf-analyzer-data", "pa_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the texts as perf_analyzer --input-data JSON, to measure with Triton's own tool.")
 @click.option("--overwrite", is_flag=True, help="Replace existing --json / --plot / --perf-analyzer-data files.")
-def bench_command(url, model, ssl, root_certificates, private_key, certificate_chain, headers, timeout, retries,
-                  input_path, concurrency, requests, batch_size, warmup, json_out, plot_out, pa_out, overwrite):
+def bench_command(connection, model, input_path, concurrency, requests, batch_size, warmup, json_out, plot_out, pa_out,
+                  overwrite):
     """Throughput and p50/p95/p99 latency of a served model at each concurrency level.
 
     \b
@@ -449,7 +465,7 @@ def bench_command(url, model, ssl, root_certificates, private_key, certificate_c
         raise click.BadParameter(f"{concurrency!r}: expected numbers like 1,4,16", param_hint="--concurrency") from None
     if not levels or min(levels) < 1 or max(levels) > 1024:
         raise click.BadParameter(f"{concurrency!r}: levels from 1 to 1024", param_hint="--concurrency")
-    opts = _client_options(url, ssl, root_certificates, private_key, certificate_chain, headers, timeout, retries)
+    opts, url = connection, connection.url
     info = Client(options=opts).info(model)
     items = _items(info, (), input_path)
     if pa_out:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from tft.errors import TftError
-from tft.serve.backends import VERSION_COMPATIBLE_FLAG, launch_env, launch_flags, ready_budget  # noqa: F401
+from tft.serve.backends import BACKENDS, VERSION_COMPATIBLE_FLAG, launch_env, launch_flags, ready_budget  # noqa: F401
 from tft.serve.targets import DEFAULT_TARGET
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver"
@@ -87,8 +87,9 @@ def thread_note(record: dict, pod_cpus: str) -> str | None:
     """Why a native CPU backend would oversubscribe its pod, or None: Triton's onnxruntime and openvino backends size
     their thread pools from the node's cores, not the pod's CPU limit (tft's Python model step reads the cgroup quota
     itself), and a repository carries its thread count in config.pbtxt, which no manifest can change."""
-    if record.get("backend") in ("onnxruntime", "openvino") and record.get("device", "cpu") == "cpu" \
-            and not record.get("threads"):
+    backend = BACKENDS.get(record.get("backend"))
+    native_threads = backend is not None and backend.thread_parameter and not backend.python_model
+    if native_threads and record.get("device", "cpu") == "cpu" and not record.get("threads"):
         return (f"{record['ensemble']}: the {record['backend']} backend sizes its threads from the node's cores, not "
                 f"the pod's {pod_cpus} CPUs (64 threads on 2 CPUs ran at half the speed of one); rebuild it with "
                 f"`tft serve build --threads {pod_cpus}`")

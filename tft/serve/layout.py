@@ -171,9 +171,9 @@ class Layout:
             c.platform, c.default_model_filename = backend.platform, backend.model_file
         if backend.thread_parameter and self.opts.threads:
             _parameters(c, {backend.thread_parameter: self.opts.threads})
-        if backend.runtime == "openvino":  # one stream, as export measured it; bf16 where the artifact was checked so
-            _parameters(c, {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
-                            **({"HINT_BF16": "YES"} if self.inference_precision == "bf16" else {})})
+        bf16 = [backend.bf16_parameter] if backend.bf16_parameter and self.inference_precision == "bf16" else []
+        if backend.fixed_parameters or bf16:
+            _parameters(c, dict([*backend.fixed_parameters, *bf16]))
         _batching(c, self.opts, wait=True)
         for name in self.inputs:
             _tensor(c.input, name, "TYPE_INT64", [-1], ragged=backend.ragged)
@@ -193,7 +193,7 @@ class Layout:
         from tft.serve.targets import DEFAULT_TARGET, target_of
 
         release = target_of(self.opts.triton_image or DEFAULT_TARGET).tag.split("-", 1)[0]
-        return tf32_off(self.opts.backend, self.opts.gpu, self.opts.ort_tensorrt, self.precision, release)
+        return tf32_off(BACKENDS[self.opts.backend], self.opts.gpu, self.opts.ort_tensorrt, self.precision, release)
 
     def ort_tensorrt_profile(self) -> dict[str, tuple[int, int]]:
         """The one shape range TensorRT builds for inside ONNX Runtime: batch 1..max, length 1..the export's longest.

@@ -91,7 +91,7 @@ def check(opts: BuildOptions) -> None:
         raise RepositoryError(f"--backend {opts.backend} runs on GPUs only: drop --device cpu")
     if opts.gpu_capability is not None:
         parse_capability(opts.gpu_capability)  # a typo is one line before any work
-        if backend.runtime != "tensorrt":
+        if not backend.engine:
             raise RepositoryError("--gpu-capability checks a TensorRT engine: it needs --backend tensorrt")
     if opts.ort_tensorrt and not ("tensorrt" in backend.accelerators and opts.gpu):
         raise RepositoryError("--ort-tensorrt is ONNX Runtime's TensorRT accelerator: it needs --backend onnxruntime "

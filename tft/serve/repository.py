@@ -110,7 +110,7 @@ def validate(export_dir: Path, repository: Path, opts: BuildOptions) -> tuple[di
     target = target_of(opts.triton_image or DEFAULT_TARGET)
     if opts.backend not in target.backends:
         raise RepositoryError(f"--backend {opts.backend}: {target.tag} has no {opts.backend} backend")
-    if BACKENDS[opts.backend].runtime == "tensorrt" and not opts.tensorrt_version:
+    if BACKENDS[opts.backend].engine and not opts.tensorrt_version:
         opts = dataclasses.replace(opts, tensorrt_version=tensorrt_of_image(opts.triton_image or DEFAULT_TARGET))
     opts = opts.for_export(manifest)
     if not NAME_RE.match(opts.name):

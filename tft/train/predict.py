@@ -18,7 +18,7 @@ from tft.head_modules import load_trained
 from tft.inference import TextSettings, read_inputs, task_of
 from tft.inference import answer_items as answer_path
 from tft.manifest import check_tokenizer_files, read_checkpoint_manifest
-from tft.predictions import unpadded
+from tft.predictions import MODEL_INPUTS, unpadded
 
 
 class TorchModel:
@@ -42,7 +42,7 @@ class TorchModel:
     def logits(self, features: list[dict], batch_size: int = 64, progress: bool = False) -> list[np.ndarray]:
         """One array per example: (num_labels,) or, for NER, (seq_len, num_labels) without padding."""
         out = []
-        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in features[0]] if features else []
+        names = [n for n in MODEL_INPUTS if n in features[0]] if features else []
         left, per_token = self.tokenizer.padding_side == "left", self.task.kind.per_token
         for start in tqdm(range(0, len(features), batch_size), desc="predict", disable=not (progress and on_terminal()),
                           leave=False):

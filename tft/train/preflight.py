@@ -30,12 +30,11 @@ import torch
 
 from tft.errors import TftError, first_line
 from tft.families import family_of
-from tft.predictions import pad_batch
+from tft.predictions import MODEL_INPUTS, pad_batch
 from tft.tasks import IGNORE_INDEX
 
 log = logging.getLogger("tft")
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # random weights answer in small logits: rows that agree within this are the same answer (the parity gate's fp32
 # tolerance is 1e-4 on trained models; an untrained one compared with itself in fp32 differs by ~1e-6)
 ATOL = 1e-4
@@ -126,7 +125,7 @@ def accepted_inputs(model) -> tuple[set[str], bool]:
 
 def _reads_token_types(subject: _Subject, features) -> bool:
     """Whether the segment ids change the answer: a forward() that only swallows them in **kwargs does not."""
-    batch = pad_batch(features[:2], ("input_ids", "attention_mask", "token_type_ids"), subject.tokenizer.pad_token_id)
+    batch = pad_batch(features[:2], MODEL_INPUTS, subject.tokenizer.pad_token_id)
     with torch.no_grad():
         subject.model.eval()
         zeros = subject.model(**_tensors({**batch, "token_type_ids": np.zeros_like(batch["input_ids"])})).logits
