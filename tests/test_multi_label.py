@@ -133,6 +133,13 @@ def test_csv_cells_dev_labels_and_options_are_checked_in_one_line(tmp_path):
         run_tft("train", "--task", "afqmc", "--multi-label", "--output-dir", tmp_path / "r"))
     assert "--threshold" in one_line_error(run_tft(*common, "--threshold", "1.5", "--output-dir", tmp_path / "r"))
     assert not (tmp_path / "r").exists()
+    # `tft data check` reads and checks multi-label files as training does
+    write(data / "dev.csv", "text,label\nnoodles,food\nrain,\n")
+    proc = run_tft("data", "check", "--task", "csv", "--multi-label", "--label-separator", ";", "--data-dir", data)
+    assert proc.returncode == 0 and "labels (2): food, sports" in proc.stdout, proc.stderr
+    write(data / "dev.csv", "text,label\nnoodles,food;;sports\n")
+    assert "dev.csv:2: field 'label' has an empty label" in one_line_error(
+        run_tft("data", "check", "--task", "csv", "--multi-label", "--label-separator", ";", "--data-dir", data))
 
 
 def test_the_kind_decides_scores_answers_and_metrics_at_its_threshold():

@@ -38,14 +38,17 @@ def data_group():
 @click.option("--text-field", help="Generic tasks: field/column with the text.")
 @click.option("--text-pair-field", help="Generic tasks: field/column with the second text of a pair.")
 @click.option("--label-field", help="Generic tasks: field/column with the label.")
-def data_check(task_name, data_dir, splits, text_field, text_pair_field, label_field):
+@click.option("--multi-label", is_flag=True, help="Generic tasks: any number of labels per text (as `tft train`).")
+@click.option("--label-separator", help="With --multi-label: what joins the labels in a CSV cell (default ',').")
+def data_check(task_name, data_dir, splits, text_field, text_pair_field, label_field, multi_label, label_separator):
     """Read and validate a task's files; print example counts and labels.
 
     Exits non-zero with `file:line: problem` on the first invalid record.
     """
     from tft.data.dataset import load_dataset, resolve_data_dir
 
-    task = get_task(task_name).with_fields(text_field, text_pair_field, label_field)
+    task = get_task(task_name).with_fields(text_field, text_pair_field, label_field, multi_label=multi_label,
+                                           label_separator=label_separator)
     root = resolve_data_dir(task, data_dir)
     if not splits:
         splits = tuple(s for s in SPLITS if (root / task.files[s]).exists())
