@@ -38,7 +38,7 @@ def test_multi_label_from_the_real_cluener_goes_through_the_pipeline(tmp_path):
     """Issue 29: each real CLUENER sentence labelled with the entity types it mentions (10 types; a sentence may
     mention none or several) goes through `tft pipeline --task jsonl --multi-label` on scratch:tiny (no Chinese
     encoder can be had offline; its [CLS] alone learns nothing here in 6 epochs, a cnn head over its token states
-    reaches 0.78 micro-F1 in 3): served = ONNX Runtime = PyTorch on every dev sentence, the served micro-F1 clearly
+    reaches 0.76 micro-F1 in 2): served = ONNX Runtime = PyTorch on every dev sentence, the served micro-F1 clearly
     above the best constant answer, and sentences answered with several labels."""
     import json
 
@@ -48,7 +48,8 @@ def test_multi_label_from_the_real_cluener_goes_through_the_pipeline(tmp_path):
     data = multi_label_from_ner(real_dataset("cluener"), tmp_path / "data")
     out = tmp_path / "out"
     proc = run_tft("pipeline", "--task", "jsonl", "--multi-label", "--data-dir", data, "--output-dir", out,
-                   "--model", "scratch:tiny", "--head", "cnn", "--epochs", 3, "--batch-size", 32, "--lr", "1e-3",
+                   "--model", "scratch:tiny", "--head", "cnn", "--epochs", 2, "--batch-size", 32, "--lr", "1e-3",
+                   "--max-seq-length", 64,
                    "--no-openvino",
                    timeout=1500)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]

@@ -215,21 +215,63 @@ def test_infer_resume_against_another_model_is_refused(served, afqmc_sample, tmp
 
 # -- answers that say what they are -----------------------------------------------------------------------------
 @pytest.mark.slow
-def test_a_text_longer_than_the_model_reads_is_marked_truncated(served, trained_ner, tmp_path):
-    """Under the character cap but past the model's 128 tokens: the entities stop early, and the answer says so,
-    served and offline alike (it used to lose its tail silently)."""
+def test_a_long_ner_text_is_read_in_windows_served_and_offline_or_cut_and_marked(served, trained_ner, ner_export,
+                                                                                tmp_path):
+    """Under the character cap but past the model's 128 tokens: the text is read in overlapping windows and merged
+    (entities to its end, served = ONNX Runtime = PyTorch, no "truncated"), as the major NER toolkits do; with
+    --no-windows it is cut, and the answer says so (it used to lose its tail silently)."""
     text = "张三在北京大学工作，" * 30  # 300 characters, one token each
     proc = run_tft("infer", "--url", served.url, "--model", "cluener", text, "张三在北京")
     assert proc.returncode == 0, proc.stderr[-2000:]
     long, short = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert long["truncated"] is True and "truncated" not in short
-    assert "1 texts longer than the model reads" in proc.stderr
+    assert "truncated" not in long and "truncated" not in short and "longer than the model reads" not in proc.stderr
+    assert long["entities"] and max(e["end"] for e in long["entities"]) > 250  # the tail is read
     (tmp_path / "in.txt").write_text(text + "\n张三在北京\n", encoding="utf-8")
-    proc = run_tft("predict", "--checkpoint", trained_ner / "best", tmp_path / "in.txt", "-o", tmp_path / "out.jsonl")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    offline = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert offline[0]["truncated"] is True and "truncated" not in offline[1]
-    assert offline[0]["entities"] == long["entities"]
+    answers = {}
+    for name, source, extra in (("pytorch", ("--checkpoint", trained_ner / "best"), ()),
+                                ("onnxruntime", ("--export", ner_export), ()),
+                                ("cut", ("--checkpoint", trained_ner / "best"), ("--no-windows",))):
+        out = tmp_path / f"{name}.jsonl"
+        proc = run_tft("predict", *source, tmp_path / "in.txt", "-o", out, *extra)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        answers[name] = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert answers["pytorch"][0]["entities"] == answers["onnxruntime"][0]["entities"] == long["entities"]
+    cut = answers["cut"][0]
+    assert cut["truncated"] is True and max(e["end"] for e in cut["entities"]) <= 128
+    assert len(cut["entities"]) < len(long["entities"])
+    assert "truncated" not in answers["cut"][1]
+
+
+def test_windows_merge_each_word_from_the_window_it_is_most_central_in():
+    from tft.predictions import word_labels_from_windows
+
+    # words 0-5; window 1 starts inside word 3 (its first token is a later sub-token of word 3: not used)
+    first = ([-1, 0, 1, 2, 3, -1], [0, 1, 1, 1, 1, 0])
+    second = ([-1, 3, 4, 5, -1], [0, 2, 2, 2, 0])
+    assert word_labels_from_windows([first, second]) == {0: 1, 1: 1, 2: 1, 3: 1, 4: 2, 5: 2}
+    # a word in both windows takes the label of the window where it has more context on both sides
+    first = ([-1, 0, 1, 2, 3, 4, -1], [0, 1, 1, 1, 1, 1, 0])
+    second = ([-1, 2, 3, 4, 5, 6, -1], [0, 2, 2, 2, 2, 2, 0])
+    merged = word_labels_from_windows([first, second])
+    assert (merged[1], merged[2], merged[3], merged[4], merged[5]) == (1, 1, 1, 2, 2)
+    assert word_labels_from_windows([first]) == {0: 1, 1: 1, 2: 1, 3: 1, 4: 1}  # one window: the plain rule
+
+
+def test_native_backends_and_no_windows_builds_cut_long_ner_texts(tiny_export, tmp_path):
+    """Only a model step that runs windows reads them (the python backend's): --backend onnxruntime and
+    --no-windows record and configure cutting, which verify then compares offline too."""
+    from tft.serve.layout import Layout
+    from tft.serve.options import BuildOptions
+
+    export = tiny_export(task="cluener", kind="token_classification", labels=("O", "B-name", "I-name"))
+    manifest = json.loads((export / "manifest.json").read_text(encoding="utf-8"))
+    windows = {}
+    for name, opts in (("python", BuildOptions()), ("no-windows", BuildOptions(windows=False)),
+                       ("onnxruntime", BuildOptions(backend="onnxruntime"))):
+        layout = Layout(manifest, opts.for_export(manifest))
+        windows[name] = (layout.windows, layout.tokenizer_settings()["windows"], layout.postprocess_settings()["windows"])
+    assert windows == {"python": (True, True, True), "no-windows": (False, False, False),
+                       "onnxruntime": (False, False, False)}
 
 
 @pytest.mark.slow

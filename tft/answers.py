@@ -116,8 +116,15 @@ class EntitiesShape(AnswerShape):
     outputs = (("ENTITIES", "TYPE_STRING", (1,)),)
 
     def answers(self, logits, features, items, labels, word_joiner):
-        return [{"entities": predictions.entities(item["text"], lg.argmax(-1), feat["word_ids"], word_joiner, labels)}
-                for item, lg, feat in zip(items, logits, features)]
+        out = []
+        for item, lg, feat in zip(items, logits, features):
+            if isinstance(lg, list):  # a text read in overlapping windows (or a text beside one)
+                windows = [(w["word_ids"], x.argmax(-1)) for w, x in zip((feat, *feat.get("windows", ())), lg)]
+                out.append({"entities": predictions.entities_of_windows(item["text"], windows, word_joiner, labels)})
+            else:
+                out.append({"entities": predictions.entities(item["text"], lg.argmax(-1), feat["word_ids"],
+                                                             word_joiner, labels)})
+        return out
 
     def decode(self, arrays, n):
         return [{"entities": json.loads(e)} for e in _strings(arrays["ENTITIES"])[:n]]

@@ -105,6 +105,7 @@ class TextSettings:
     max_chars: int  # characters kept per text before tokenizing
     word_joiner: str
     pair: bool
+    windows: bool = True  # per-token kinds: a text longer than the model reads is read in overlapping windows
 
     @classmethod
     def of(cls, manifest: dict) -> "TextSettings":
@@ -129,8 +130,8 @@ def answer_items(items: list[dict], settings: TextSettings, tokenizer, logits_of
     features = encode_for_inference([i["text"] for i in items],
                                     [i.get("text_pair", "") for i in items] if settings.pair else None,
                                     tokenizer, settings.max_seq_length, settings.kind.per_token,
-                                    settings.word_joiner, settings.max_chars)
-    logits = logits_of(features)
+                                    settings.word_joiner, settings.max_chars, settings.windows)
+    logits = _logits_of_windows(features, logits_of)
     shape = shape_of(settings.kind)
     out = []
     answers = shape.answers(logits, features, items, tuple(labels), settings.word_joiner)
@@ -139,3 +140,18 @@ def answer_items(items: list[dict], settings: TextSettings, tokenizer, logits_of
         cut = feature.get("truncated") or any(len(item.get(k) or "") > settings.max_chars for k in ("text", "text_pair"))
         out.append({**item, **answer, **({"truncated": True} if cut else {})})  # the answer is about the prefix
     return out
+
+
+def _logits_of_windows(features: list[dict], logits_of) -> list:
+    """`logits_of` over every window of every feature: one array per feature, or, where any text was read in windows,
+    one list of arrays (its windows in order) per feature."""
+    flat = [window for feat in features for window in (feat, *feat.get("windows", ()))]
+    logits = logits_of([{k: v for k, v in w.items() if k != "windows"} for w in flat])
+    if len(flat) == len(features):
+        return logits
+    grouped, at = [], 0
+    for feat in features:
+        count = 1 + len(feat.get("windows", ()))
+        grouped.append(list(logits[at:at + count]))
+        at += count
+    return grouped

@@ -416,7 +416,10 @@ def verify_command(checkpoint, connection, model, repository, export_dir, data, 
 @click.option("--device", type=click.Choice(ORT_DEVICES), default="auto", show_default=True,
               help="With --export: ONNX Runtime's device (auto: CUDA when onnxruntime-gpu offers it).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
-def predict_command(input_path, checkpoint, export_dir, artifact, output, batch_size, device, overwrite):
+@click.option("--windows/--no-windows", default=True, show_default=True,
+              help="NER: read a text longer than the model reads in overlapping windows and merge them (as `tft serve "
+                   "build` does on the python backend); --no-windows cuts it (answers marked truncated).")
+def predict_command(input_path, checkpoint, export_dir, artifact, output, batch_size, device, overwrite, windows):
     """Predict labels and scores (classification) or entities with character offsets (NER).
 
     INPUT is a file in the task's format or plain text lines (`.txt`; pairs as `text<TAB>pair`).
@@ -433,9 +436,10 @@ def predict_command(input_path, checkpoint, export_dir, artifact, output, batch_
     if export_dir:
         from tft.export.runtime import predict_file
 
-        n = predict_file(export_dir, input_path, output, batch_size, device=device, artifact=artifact)
+        n = predict_file(export_dir, input_path, output, batch_size, device=device, artifact=artifact,
+                         windows=windows)
     else:
         from tft.train.predict import predict_file
 
-        n = predict_file(checkpoint, input_path, output, batch_size)
+        n = predict_file(checkpoint, input_path, output, batch_size, windows=windows)
     click.echo(f"wrote {n} predictions to {output}")

@@ -88,6 +88,39 @@ def word_labels(token_label_ids, word_ids) -> dict[int, int]:
     return out
 
 
+def window_stride(max_seq_length: int) -> int:
+    """Tokens two consecutive windows of a long per-token text share (the tokenizers' `stride`): a quarter of what a
+    window holds, so each word of the overlap is read with context on both sides in one of them."""
+    return max(1, (int(max_seq_length) - 2) // 4)
+
+
+def word_labels_from_windows(windows) -> dict[int, int]:
+    """Overlapping windows of one text -> the label of each word.
+
+    `windows`: (word ids, token label ids) per window in order, word ids global (the text's words; -1 or None for
+    special and pad tokens). A word takes the label of its first sub-token in the window where that token lies
+    farthest from the window's edges. A window after the first may begin inside a word: its first token is then not
+    the word's first sub-token, and the window before holds the word whole, so that token is not used."""
+    best: dict[int, tuple[int, int]] = {}
+    for index, (word_ids, label_ids) in enumerate(windows):
+        real = [i for i, w in enumerate(word_ids) if w is not None and w >= 0]
+        if not real:
+            continue
+        low, high = real[0], real[-1]
+        seen = set()
+        for i in real:
+            word = int(word_ids[i])
+            if word in seen:
+                continue  # a later sub-token of a word seen in this window
+            seen.add(word)
+            if index > 0 and i == low:
+                continue
+            margin = min(i - low, high - i)
+            if word not in best or margin > best[word][0]:
+                best[word] = (margin, int(label_ids[i]))
+    return {word: label for word, (_, label) in best.items()}
+
+
 def entities_from_words(text: str, per_word: dict[int, int], word_spans, labels) -> list[dict]:
     """BIO over words -> entities with character offsets from the words' spans in `text`."""
     entities, current = [], None
@@ -111,6 +144,12 @@ def entities_from_words(text: str, per_word: dict[int, int], word_spans, labels)
 def entities(text: str, token_label_ids, word_ids, word_joiner: str, labels) -> list[dict]:
     spans = [(s, e) for _, s, e in split_words(text, word_joiner)]
     return entities_from_words(text, word_labels(token_label_ids, word_ids), spans, labels)
+
+
+def entities_of_windows(text: str, windows, word_joiner: str, labels) -> list[dict]:
+    """`entities` over a long text read in overlapping windows: (word ids, token label ids) per window."""
+    spans = [(s, e) for _, s, e in split_words(text, word_joiner)]
+    return entities_from_words(text, word_labels_from_windows(windows), spans, labels)
 
 
 def multi_label(logits: np.ndarray, labels, threshold: float) -> list[dict]:

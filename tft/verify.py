@@ -15,6 +15,7 @@ Gates (any failure -> VerificationError, exit 1):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import statistics
@@ -100,8 +101,11 @@ def verify(opts: VerifyOptions) -> dict:
     source, examples, items = _verification_set(tm, opts)
     served, info = _served_path(tm, opts)
     artifact = opts.artifact or (info.tft or {}).get("artifact")  # the served one, compared offline on its runtime
+    # long per-token texts: read in windows offline where the served build reads them so (older builds: cut)
+    windows = bool((info.tft or {}).get("windows", False))
+    tm.settings = dataclasses.replace(tm.settings, windows=windows)
     paths = {"pytorch": lambda batch: answer_items(tm, batch, 64)}
-    artifact, precision, offline = _offline_paths(opts, artifact, paths)
+    artifact, precision, offline = _offline_paths(opts, artifact, paths, windows)
     paths["served"] = served
     report = {"format": "tft.verify/1", "task": tm.manifest["task"], "kind": tm.manifest["kind"],
               "checkpoint": str(Path(opts.checkpoint).resolve()),
@@ -172,7 +176,7 @@ def _served_path(tm, opts: VerifyOptions):
     return served, info
 
 
-def _offline_paths(opts: VerifyOptions, artifact: str | None, paths: dict) -> tuple:
+def _offline_paths(opts: VerifyOptions, artifact: str | None, paths: dict, windows: bool) -> tuple:
     """Add the served artifact on its own runtime (and --also artifacts) to `paths`; -> (artifact, precision, the
     offline runtime or None)."""
     from tft.export.runtime import OrtPredictor
@@ -184,11 +188,13 @@ def _offline_paths(opts: VerifyOptions, artifact: str | None, paths: dict) -> tu
     if not export_dir:
         return artifact, "fp32", None
     ort = OrtPredictor(export_dir, artifact=artifact, device=opts.device)
+    ort.settings = dataclasses.replace(ort.settings, windows=windows)
     offline = ort.artifact.get("runtime", "onnxruntime")  # the same file on its runtime: onnxruntime or openvino
     paths[offline] = lambda batch: ort.answer_items(batch, 64)
     for name in opts.also:  # other artifacts of the export, offline only (say int8 next to the served fp32)
         if name != ort.artifact["name"]:
             extra = OrtPredictor(export_dir, artifact=name, device=opts.device)
+            extra.settings = dataclasses.replace(extra.settings, windows=windows)
             paths[f"{extra.artifact.get('runtime', 'onnxruntime')}-{name}"] = \
                 lambda batch, p=extra: p.answer_items(batch, 64)
     return ort.artifact["name"], ort.artifact["precision"], offline

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer
 
 from tft.data.readers import TextExample, TokenExample
 from tft.errors import TftError
-from tft.predictions import MODEL_INPUTS, max_chars_for, split_words
+from tft.predictions import MODEL_INPUTS, max_chars_for, split_words, window_stride
 from tft.tasks import IGNORE_INDEX, kind_of
 
 
@@ -29,8 +29,9 @@ class Encoded:
         return len(self.features)
 
 
-def backend_tokenizer(tokenizer, max_length: int) -> Tokenizer:
-    """A private copy of the Rust tokenizer: no padding, truncation at max_length.
+def backend_tokenizer(tokenizer, max_length: int, stride: int = 0) -> Tokenizer:
+    """A private copy of the Rust tokenizer: no padding, truncation at max_length (with `stride`, what is past it comes
+    back as overlapping windows in `overflowing`).
 
     tokenizer.json files may carry their own padding/truncation settings; a copy keeps ours from
     leaking into the caller's object and theirs from leaking into our features.
@@ -40,7 +41,7 @@ def backend_tokenizer(tokenizer, max_length: int) -> Tokenizer:
         raise TftError("a fast (Rust) tokenizer with tokenizer.json is required; this model only has a slow tokenizer")
     tok = Tokenizer.from_str(source.to_str())
     tok.no_padding()
-    tok.enable_truncation(max_length=max_length, strategy="longest_first")
+    tok.enable_truncation(max_length=max_length, stride=stride, strategy="longest_first")
     return tok
 
 
@@ -137,11 +138,15 @@ def encode_tokens(examples: list[TokenExample], tokenizer, max_length: int, labe
 
 
 def encode_for_inference(texts: list[str], pairs: list[str] | None, tokenizer, max_length: int,
-                         token_task: bool, word_joiner: str = " ", max_chars: int | None = None) -> list[dict]:
+                         token_task: bool, word_joiner: str = " ", max_chars: int | None = None,
+                         windows: bool = False) -> list[dict]:
     """Raw texts -> model inputs; NER inputs also carry `word_ids` (-1 for special tokens).
 
-    Texts are cut at max_chars first, exactly as the served tokenizer step does."""
-    tok = backend_tokenizer(tokenizer, max_length)
+    Texts are cut at max_chars first, exactly as the served tokenizer step does. With `windows` (per-token tasks), a
+    text longer than the model reads comes back as overlapping windows: its feature is the first, the others in
+    `windows` (`predictions.window_stride` tokens shared); otherwise its tokens are cut and it is marked truncated."""
+    windows = windows and token_task
+    tok = backend_tokenizer(tokenizer, max_length, window_stride(max_length) if windows else 0)
     names = model_input_names(tokenizer)
     limit = max_chars_for(max_length, max_chars)
     texts = [t[:limit] for t in texts]
@@ -151,12 +156,18 @@ def encode_for_inference(texts: list[str], pairs: list[str] | None, tokenizer, m
         encodings = tok.encode_batch(words, is_pretokenized=True)
     else:
         encodings = tok.encode_batch(list(texts) if pairs is None else list(zip(texts, pairs)))
-    out = []
-    for enc in encodings:
+    def feature(enc):
         feat = _inputs(enc, names)
         if token_task:
             feat["word_ids"] = [-1 if w is None else w for w in enc.word_ids]
-        if enc.overflowing:  # tokens past max_length were cut: the answer is about the text's beginning
+        return feat
+
+    out = []
+    for enc in encodings:
+        feat = feature(enc)
+        if enc.overflowing and windows:  # the rest of the text, read in windows the answer merges
+            feat["windows"] = [feature(more) for more in enc.overflowing]
+        elif enc.overflowing:  # tokens past max_length were cut: the answer is about the text's beginning
             feat["truncated"] = True
         out.append(feat)
     return out

@@ -3,6 +3,7 @@ folder answering raw items: `tft predict --export`, the parity gate, verify's of
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -184,11 +185,12 @@ class OrtPredictor:
 
 
 def predict_file(export_dir, input_path, output_path, batch_size: int = 64, device: str | None = "auto",
-                 artifact: str | None = None) -> int:
+                 artifact: str | None = None, windows: bool = True) -> int:
     from tft.fsutil import atomic_write_text
     from tft.inference import read_inputs
 
     predictor = OrtPredictor(export_dir, artifact=artifact, device=device)
+    predictor.settings = dataclasses.replace(predictor.settings, windows=windows)
     records = predictor.answer_items(read_inputs(input_path, predictor.task), batch_size)
     atomic_write_text(output_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     return len(records)

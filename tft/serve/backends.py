@@ -36,6 +36,7 @@ class Backend:
     bf16_parameter: tuple[str, object] | None = None  # the config parameter that asks for bf16, where it has one
     tf32_switch: str = ""  # on GPUs, how fp32 stays fp32: "accelerator" (use_tf32 from r24.06), "env", "" (no CUDA)
     export_flag: str = ""  # the `tft export` option that writes its artifacts, when the default export does not
+    reads_windows: bool = False  # its model step runs a text's overlapping windows (per-token tasks' long texts)
     help: str = ""  # one line for `--help`
 
     def runs_on(self, device: str) -> bool:
@@ -56,7 +57,7 @@ class Backend:
 BACKENDS = {
     "python": Backend("python", "model.onnx", "onnxruntime", backend="python", python_model="model_step.py",
                       also_runs=(("openvino", "model.xml", "model_step.py"),),
-                      ragged=True, device="cpu", packages=("onnxruntime",), onnxruntime_from="pip",
+                      ragged=True, device="cpu", packages=("onnxruntime",), onnxruntime_from="pip", reads_windows=True,
                       help="ONNX Runtime or OpenVINO inside a Python-backend model (runs on the embedded Triton)"),
     "onnxruntime": Backend("onnxruntime", "model.onnx", "onnxruntime", platform="onnxruntime_onnx",
                            thread_parameter="intra_op_thread_count", accelerators=("tensorrt",),

@@ -20,7 +20,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from tft.answers import shape_of
 from tft.manifest import SERVE_MANIFEST, default_opt_shape, serving_fields, weights_fingerprint
-from tft.predictions import max_chars_for
+from tft.predictions import max_chars_for, window_stride
 from tft.serve.backends import BACKENDS, RepositoryError
 from tft.serve.options import BuildOptions
 from tft.tasks import kind_from
@@ -115,10 +115,17 @@ class Layout:
         """The ensemble's outputs: what the kind's answer shape serves."""
         return [(name, dtype, list(dims)) for name, dtype, dims in self.shape.outputs]
 
+    @property
+    def windows(self) -> bool:
+        """Per-token tasks whose model step reads windows: a text longer than the model reads goes in overlapping
+        windows (the tokenizer lays them side by side in one row, the model step runs them, the postprocess merges
+        them as `tft predict` does); elsewhere it is cut and marked truncated."""
+        return self.token_task and BACKENDS[self.opts.backend].reads_windows and self.opts.windows
+
     # -- per-version settings (step.json beside each Python-backend model.py) --------------------------
     def tokenizer_settings(self) -> dict:
         max_len = self.manifest["max_seq_length"]
-        return {"max_seq_length": max_len,
+        return {"max_seq_length": max_len, "windows": self.windows, "window_stride": window_stride(max_len),
                 "max_chars": max_chars_for(max_len, self.opts.max_chars or self.fields["max_chars"]),
                 "token_task": self.token_task, "pair_task": self.pair_task,
                 "word_joiner": self.fields["word_joiner"],
@@ -135,7 +142,8 @@ class Layout:
         return {"onnx_file": self.model_file, "model_file": self.model_file, "runtime": self.runtime,
                 "inference_precision": self.inference_precision, "token_task": self.token_task,
                 "intra_op_threads": self.opts.threads, "pad_token_id": self.manifest["pad_token_id"],
-                "padding_side": self.padding_side}
+                "padding_side": self.padding_side, "windows": self.windows,
+                "max_seq_length": self.manifest["max_seq_length"]}
 
     @property
     def padding_side(self) -> str:
@@ -145,7 +153,8 @@ class Layout:
     def postprocess_settings(self) -> dict:
         # the answer shape names the postprocess function; the kind's parameters (a threshold) travel with it
         return {"labels": self.labels, "token_task": self.token_task, "answer": self.shape.name,
-                "kind_params": self.kind.params()}
+                "kind_params": self.kind.params(), "windows": self.windows,
+                "max_seq_length": self.manifest["max_seq_length"]}
 
     # -- configs (what Triton needs: backend, tensors, batching, instances) -----------------------------
     def tokenizer_config(self):

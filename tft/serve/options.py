@@ -22,6 +22,7 @@ class BuildOptions:
     artifact: str | None = None  # export artifact for the model step (default: fp32); "auto": the fastest that passed
     threads: int = 0  # ONNX Runtime intra-op threads per instance (0: its default)
     max_chars: int = 0  # cap per text before tokenizing (0: the export's, or 32 x max_seq_length, at least 4096)
+    windows: bool = True  # NER: texts longer than the model reads go in overlapping windows (backends that read them)
     device: str | None = None  # cpu | gpu; None: gpu for tensorrt, cpu otherwise
     ort_tensorrt: bool = False  # onnxruntime on GPUs: TensorRT as its execution accelerator
     ort_tensorrt_workspace: int = 1 << 30
@@ -56,6 +57,9 @@ RULES = {
     "threads": Rule(int, "ONNX Runtime threads per model instance (0: its default).", low=0, high=1024),
     "max_chars": Rule(int, "Cap on characters per text, applied before tokenizing.  [default: the export's, or 32 x "
                            "max_seq_length, >= 4096]", low=0),
+    "windows": Rule(bool, "NER: read a text longer than the model reads in overlapping windows and merge them, as "
+                          "`tft predict` does (the python backend; native backends cut it, answers marked truncated); "
+                          "--no-windows cuts it everywhere."),
     "device": Rule(str, "Where the model step runs: gpu puts onnxruntime/tensorrt instances on GPUs (KIND_GPU). "
                         "Default: gpu for tensorrt, cpu otherwise.", choices=SERVE_DEVICES),
     "ort_tensorrt": Rule(bool, "With --backend onnxruntime --device gpu: TensorRT as ONNX Runtime's accelerator "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -75,8 +76,9 @@ def answer_items(tm: TorchModel, items: list[dict], batch_size: int = 64, progre
                        tm.labels)
 
 
-def predict_file(checkpoint, input_path, output_path, batch_size: int = 64) -> int:
+def predict_file(checkpoint, input_path, output_path, batch_size: int = 64, windows: bool = True) -> int:
     tm = TorchModel(checkpoint)
+    tm.settings = dataclasses.replace(tm.settings, windows=windows)
     items = read_inputs(input_path, tm.task)
     records = answer_items(tm, items, batch_size, progress=True)
     atomic_write_text(output_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))

@@ -72,12 +72,27 @@ class TritonPythonModel:
         self.pad_id = int(settings.get("pad_token_id", 0))
         # requests padded on the left (XLNet) stay right-aligned in the merged batch, as the tokenizer step made them
         self.left = settings.get("padding_side", "right") == "left"
+        # a per-token text read in windows: its row holds them side by side, each in a slot of max_seq_length
+        self.slot = int(settings["max_seq_length"]) if settings.get("windows") else 0
+
+    def _windows_as_rows(self, arrays):
+        """A request whose rows hold windows -> one row per window (the slots; empty ones left out), and how to put
+        the logits back: (arrays, None) for a plain request."""
+        width = arrays["input_ids"].shape[1]
+        if not self.slot or width <= self.slot:
+            return arrays, None
+        n, slots = arrays["input_ids"].shape[0], width // self.slot
+        flat = {name: a.reshape(n * slots, self.slot) for name, a in arrays.items()}
+        used = np.flatnonzero(flat["attention_mask"].any(axis=1))
+        return {name: a[used] for name, a in flat.items()}, (n, slots, used)
 
     def execute(self, requests):
-        per_request = []
+        per_request, layouts = [], []
         for request in requests:
-            per_request.append({name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
-                                for name in self.input_names})
+            arrays, layout = self._windows_as_rows({name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+                                                    for name in self.input_names})
+            per_request.append(arrays)
+            layouts.append(layout)
         rows = sum(r["input_ids"].shape[0] for r in per_request)
         width = max(r["input_ids"].shape[1] for r in per_request)
         feed = {}
@@ -100,11 +115,16 @@ class TritonPythonModel:
             error = pb_utils.TritonError(f"{self.runtime}: {e}")
             return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
         responses, row = [], 0
-        for r in per_request:
+        for r, layout in zip(per_request, layouts):
             n, length = r["input_ids"].shape
             first = width - length if self.left else 0
             out = logits[row:row + n, first:first + length] if self.token_task else logits[row:row + n]
             row += n
+            if layout is not None:  # the windows back side by side in their texts' rows
+                texts, slots, used = layout
+                full = np.zeros((texts * slots, self.slot, out.shape[-1]), dtype=np.float32)
+                full[used] = out  # each window row is a whole slot wide
+                out = full.reshape(texts, slots * self.slot, out.shape[-1])
             responses.append(pb_utils.InferenceResponse(
                 output_tensors=[pb_utils.Tensor(self.output_name, np.ascontiguousarray(out))]))
         return responses

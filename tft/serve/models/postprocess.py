@@ -14,7 +14,8 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tft_predictions.py lies beside this file
-from tft_predictions import classify, entities_from_words, multi_label, word_labels  # noqa: E402
+from tft_predictions import (classify, entities_from_words, multi_label, word_labels,  # noqa: E402
+                             word_labels_from_windows)
 
 
 def words_from_offsets(offsets):
@@ -36,6 +37,8 @@ class TritonPythonModel:
         here = Path(args["model_repository"]) / args["model_version"]
         settings = json.loads((here / "step.json").read_text(encoding="utf-8"))  # this version's own
         self.labels = settings["labels"]
+        # a per-token text read in windows: its row holds them side by side, each in a slot of max_seq_length
+        self.slot = int(settings["max_seq_length"]) if settings.get("windows") else 0
         self.params = settings.get("kind_params") or {}
         # the answer shape (tft/answers.py) names the function; repositories built before it said token_task only
         answer = settings.get("answer") or ("entities" if settings["token_task"] else "label")
@@ -62,15 +65,32 @@ class TritonPythonModel:
         texts = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
         offsets = pb_utils.get_input_tensor_by_name(request, "OFFSETS").as_numpy()
         out = []
+        length = min(logits.shape[1], offsets.shape[1])
+        windowed = bool(self.slot) and length > self.slot
         for row, raw in enumerate(texts):
             text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
-            length = min(logits.shape[1], offsets.shape[1])
-            word_ids, spans = words_from_offsets(offsets[row, :length])
-            # a word's label is its first sub-token's, as in training and `tft predict`
-            per_word = word_labels(logits[row, :length].argmax(-1), word_ids)
+            if windowed:  # merged as `tft predict` merges them: each word from the window it is most central in
+                per_word, spans = self._merge_windows(logits[row, :length], offsets[row, :length])
+            else:
+                word_ids, spans = words_from_offsets(offsets[row, :length])
+                # a word's label is its first sub-token's, as in training and `tft predict`
+                per_word = word_labels(logits[row, :length].argmax(-1), word_ids)
             ents = entities_from_words(text, per_word, spans, self.labels)
             out.append([json.dumps(ents, ensure_ascii=False).encode("utf-8")])
         return [pb_utils.Tensor("ENTITIES", np.array(out, dtype=np.object_))]
+
+    def _merge_windows(self, logits, offsets):
+        """One row of windows side by side -> (label per word, the words' spans): words numbered by their spans in
+        the text, the same word in two windows being one."""
+        spans = sorted({(int(s), int(e)) for s, e in offsets if s >= 0})
+        index = {span: i for i, span in enumerate(spans)}
+        labels = logits.argmax(-1)
+        windows = []
+        for first in range(0, len(offsets), self.slot):
+            window = offsets[first:first + self.slot]
+            windows.append(([index[(int(s), int(e))] if s >= 0 else -1 for s, e in window],
+                            labels[first:first + self.slot]))
+        return word_labels_from_windows(windows), spans
 
     def execute(self, requests):
         responses = []

@@ -44,7 +44,10 @@ class TritonPythonModel:
         self.outputs = [o["name"] for o in config["output"]]
         self.tokenizer = Tokenizer.from_file(str(here / "tokenizer.json"))
         self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_length=self.max_seq_length, strategy="longest_first")
+        # per-token tasks: a text longer than the model reads comes back as overlapping windows (tft predict's)
+        self.windows = bool(settings.get("windows")) and self.token_task
+        self.tokenizer.enable_truncation(max_length=self.max_seq_length, strategy="longest_first",
+                                         stride=int(settings.get("window_stride", 0)) if self.windows else 0)
         self.pad_id = int(settings.get("pad_token_id", 0))
         # models that read their last token (XLNet) are padded on the left, as in training
         self.left = settings.get("padding_side", "right") == "left"
@@ -101,28 +104,43 @@ class TritonPythonModel:
                 continue
             start, count, capped = item
             encs = encodings[start:start + count]
-            width = max(len(e.ids) for e in encs)
+            arrays = self._arrays(encs, capped, spans[start:start + count] if spans is not None else None)
+            responses.append(pb_utils.InferenceResponse(
+                output_tensors=[pb_utils.Tensor(name, arrays[name]) for name in self.outputs]))
+        return responses
+
+    def _arrays(self, encs, capped, spans):
+        """One request's rows. A text read in windows has them side by side in its row, each in a slot of
+        max_seq_length columns (the model step runs each slot as a row, the postprocess merges them)."""
+        count = len(encs)
+        rows = [[e, *e.overflowing] if self.windows else [e] for e in encs]
+        slots = max(len(r) for r in rows)
+        if slots > 1:
+            slot = self.max_seq_length
+        else:
+            slot = max(len(e.ids) for e in encs)
             # bucket lengths for fixed-shape backends, never past the longest the model takes
-            width = min(-(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of, max(width, self.max_seq_length))
-            arrays = {
-                "input_ids": np.full((count, width), self.pad_id, dtype=np.int64),
-                "attention_mask": np.zeros((count, width), dtype=np.int64),
-                "token_type_ids": np.zeros((count, width), dtype=np.int64),
-                "OFFSETS": np.full((count, width, 2), -1, dtype=np.int64),
-                # cut before the model read it: past max_chars, or tokens past max_seq_length
-                "TRUNCATED": np.array([[bool(c or e.overflowing)] for c, e in zip(capped, encs)], dtype=bool),
-            }
-            for row, enc in enumerate(encs):
+            slot = min(-(-slot // self.pad_to_multiple_of) * self.pad_to_multiple_of, max(slot, self.max_seq_length))
+        width = slot * slots
+        arrays = {
+            "input_ids": np.full((count, width), self.pad_id, dtype=np.int64),
+            "attention_mask": np.zeros((count, width), dtype=np.int64),
+            "token_type_ids": np.zeros((count, width), dtype=np.int64),
+            "OFFSETS": np.full((count, width, 2), -1, dtype=np.int64),
+            # cut before the model read it: past max_chars, or tokens past max_seq_length (not read in windows)
+            "TRUNCATED": np.array([[bool(c or (e.overflowing and not self.windows))] for c, e in zip(capped, encs)],
+                                  dtype=bool),
+        }
+        for row, windows in enumerate(rows):
+            for k, enc in enumerate(windows):
                 n = len(enc.ids)
-                first = width - n if self.left else 0
+                first = k * slot + (slot - n if self.left else 0)
                 arrays["input_ids"][row, first:first + n] = enc.ids
                 arrays["attention_mask"][row, first:first + n] = enc.attention_mask
                 arrays["token_type_ids"][row, first:first + n] = enc.type_ids
                 if spans is not None:
-                    words = spans[start + row]
+                    words = spans[row]
                     for col, wid in enumerate(enc.word_ids):
                         if wid is not None:  # a token's offsets are its word's span in the original text
                             arrays["OFFSETS"][row, first + col] = words[wid][1:]
-            responses.append(pb_utils.InferenceResponse(
-                output_tensors=[pb_utils.Tensor(name, arrays[name]) for name in self.outputs]))
-        return responses
+        return arrays
