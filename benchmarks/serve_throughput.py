@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def offline_throughput(export_dir: Path, items: list[dict], threads: int, batch: int, repeats: int = 3) -> float:
-    """`tft predict --onnx`'s own path (OrtPredictor: tokenize, pad, run, answers), best of `repeats` passes."""
-    from tft.export.runtime import OrtPredictor
+    """`tft predict --onnx`'s own path (ExportPredictor: tokenize, pad, run, answers), best of `repeats` passes."""
+    from tft.export.runtime import ExportPredictor
 
-    predictor = OrtPredictor(export_dir, threads=threads)
+    predictor = ExportPredictor(export_dir, threads=threads)
     predictor.answer_items(items, batch)  # warm-up
     best = float("inf")
     for _ in range(repeats):

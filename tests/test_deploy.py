@@ -289,7 +289,7 @@ def test_a_repository_answers_from_an_environment_holding_only_its_recorded_pack
     same answers as ONNX Runtime offline."""
     import venv
 
-    from tft.export.runtime import OrtPredictor
+    from tft.export.runtime import ExportPredictor
     from tft.serve.client import Client
 
     repo = tmp_path / "repo"
@@ -311,7 +311,7 @@ def test_a_repository_answers_from_an_environment_holding_only_its_recorded_pack
         items = [{"text": r["sentence1"], "text_pair": r["sentence2"]} for r in rows]
         served, stats = Client(server.url).infer("ce", items, batch_size=8)
         assert stats.answered == 64
-        offline = OrtPredictor(pair_export).answer_items(items)
+        offline = ExportPredictor(pair_export).answer_items(items)
         assert [a["label"] for a in served] == [o["label"] for o in offline]
         assert max(abs(a["score"] - o["score"]) for a, o in zip(served, offline)) < 1e-4
     finally:

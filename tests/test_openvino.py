@@ -157,7 +157,7 @@ def test_the_speed_benchmark_interleaves_warms_and_records_median_and_spread():
 def test_openvino_artifacts_pass_the_gate_are_ranked_and_served_as_checked(trained_pair, tmp_path):
     from tft.cpus import bf16_native
     from tft.export.openvino import down_projections
-    from tft.export.runtime import OrtPredictor
+    from tft.export.runtime import ExportPredictor
 
     export = tmp_path / "export"
     proc = run_tft("export", "--checkpoint", trained_pair / "best", "--output-dir", export, "--openvino",
@@ -180,8 +180,8 @@ def test_openvino_artifacts_pass_the_gate_are_ranked_and_served_as_checked(train
 
     # offline, the IR answers as its manifest entry says it was checked
     items = [{"text": "今天天气", "text_pair": "天气今天"}, {"text": "花呗", "text_pair": "借呗怎么还"}]
-    onnx = OrtPredictor(export, artifact="fp32").answer_items(items)
-    ov = OrtPredictor(export, artifact="openvino-fp32").answer_items(items)
+    onnx = ExportPredictor(export, artifact="fp32").answer_items(items)
+    ov = ExportPredictor(export, artifact="openvino-fp32").answer_items(items)
     assert [a["label"] for a in ov] == [a["label"] for a in onnx]
     assert all(abs(a["score"] - b["score"]) < 1e-4 for a, b in zip(ov, onnx))
     texts = tmp_path / "pairs.txt"

@@ -340,7 +340,7 @@ def test_reading_any_jsonl_gives_examples_or_a_data_error(tmp_path_factory, line
 def test_ten_thousand_requests_at_concurrency_64_real_texts(served, pair_export, ner_export):
     """Real AFQMC pairs and CLUENER sentences (or synthetic ones where ../shared is absent), one text per
     request: zero errors, answers equal offline ONNX Runtime, server memory steady."""
-    from tft.export.runtime import OrtPredictor
+    from tft.export.runtime import ExportPredictor
     from tft.serve.client import Client
 
     afqmc, cluener = SHARED_DATASETS / "afqmc" / "dev.json", SHARED_DATASETS / "cluener" / "dev.json"
@@ -361,7 +361,7 @@ def test_ten_thousand_requests_at_concurrency_64_real_texts(served, pair_export,
             memory.append(_rss_kb(_server_tree(served)))
             jobs[model][start:start + 1000] = [{**i, **a} for i, a in zip(items[start:start + 1000], answers)]
     print(f"\nload: 10,000 requests answered in {time.perf_counter() - started:.1f}s, 0 errors")
-    offline = {"afqmc": OrtPredictor(pair_export), "cluener": OrtPredictor(ner_export)}
+    offline = {"afqmc": ExportPredictor(pair_export), "cluener": ExportPredictor(ner_export)}
     for model, items in jobs.items():
         expected = offline[model].answer_items([{k: i[k] for k in ("text", "text_pair") if k in i} for i in items])
         key = "label" if model == "afqmc" else "entities"

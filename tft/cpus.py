@@ -87,6 +87,7 @@ def bf16_native(flags: set[str] | None = None) -> bool:
 
 def cpu_record(flags: set[str] | None = None, cpuinfo: str | None = None) -> dict:
     """The CPU a speed was measured on: its model name, the flags that matter for speed, and the CPUs given."""
+    cpuinfo = _cpuinfo(cpuinfo)  # read once, for the flags and the model name
     flags = cpu_flags(cpuinfo) if flags is None else flags
     return {"model": cpu_model(cpuinfo), "flags": sorted(f for f in SPEED_FLAGS if f in flags),
             "cpus": available_cpus()}

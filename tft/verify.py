@@ -179,7 +179,7 @@ def _served_path(tm, opts: VerifyOptions):
 def _offline_paths(opts: VerifyOptions, artifact: str | None, paths: dict, windows: bool) -> tuple:
     """Add the served artifact on its own runtime (and --also artifacts) to `paths`; -> (artifact, precision, the
     offline runtime or None)."""
-    from tft.export.runtime import OrtPredictor
+    from tft.export.runtime import ExportPredictor
 
     export_dir = opts.export_dir
     engine = _engine_artifact(export_dir, artifact) if export_dir else None
@@ -187,13 +187,13 @@ def _offline_paths(opts: VerifyOptions, artifact: str | None, paths: dict, windo
         return engine["name"], engine["precision"], None
     if not export_dir:
         return artifact, "fp32", None
-    ort = OrtPredictor(export_dir, artifact=artifact, device=opts.device)
+    ort = ExportPredictor(export_dir, artifact=artifact, device=opts.device)
     ort.settings = dataclasses.replace(ort.settings, windows=windows)
     offline = ort.artifact.get("runtime", "onnxruntime")  # the same file on its runtime: onnxruntime or openvino
     paths[offline] = lambda batch: ort.answer_items(batch, 64)
     for name in opts.also:  # other artifacts of the export, offline only (say int8 next to the served fp32)
         if name != ort.artifact["name"]:
-            extra = OrtPredictor(export_dir, artifact=name, device=opts.device)
+            extra = ExportPredictor(export_dir, artifact=name, device=opts.device)
             extra.settings = dataclasses.replace(extra.settings, windows=windows)
             paths[f"{extra.artifact.get('runtime', 'onnxruntime')}-{name}"] = \
                 lambda batch, p=extra: p.answer_items(batch, 64)

@@ -142,7 +142,7 @@ def runner_for(path: str | Path, artifact: dict, device: str | None = "cpu", thr
     return OFFLINE_RUNNERS[artifact.get("runtime", "onnxruntime")](path, artifact, device, threads)
 
 
-class OrtPredictor:
+class ExportPredictor:
     """An export folder ready to answer raw items the way `tft predict --export` does, on the runtime of the chosen
     artifact (ONNX Runtime or OpenVINO)."""
 
@@ -189,7 +189,7 @@ def predict_file(export_dir, input_path, output_path, batch_size: int = 64, devi
     from tft.fsutil import atomic_write_text
     from tft.inference import read_inputs
 
-    predictor = OrtPredictor(export_dir, artifact=artifact, device=device)
+    predictor = ExportPredictor(export_dir, artifact=artifact, device=device)
     predictor.settings = dataclasses.replace(predictor.settings, windows=windows)
     records = predictor.answer_items(read_inputs(input_path, predictor.task), batch_size)
     atomic_write_text(output_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))

@@ -139,7 +139,7 @@ class Layout:
         return BACKENDS[self.opts.backend].files_for(self.runtime)[0]
 
     def model_settings(self) -> dict:
-        return {"onnx_file": self.model_file, "model_file": self.model_file, "runtime": self.runtime,
+        return {"model_file": self.model_file, "runtime": self.runtime,
                 "inference_precision": self.inference_precision, "token_task": self.token_task,
                 "intra_op_threads": self.opts.threads, "pad_token_id": self.manifest["pad_token_id"],
                 "padding_side": self.padding_side, "windows": self.windows,

@@ -46,7 +46,7 @@ class TritonPythonModel:
         settings = json.loads((here / "step.json").read_text(encoding="utf-8"))  # this version's own
         # the build's --threads, else the CPUs the container is given (its cgroup quota), not the node's cores
         threads = int(settings.get("intra_op_threads") or 0) or available_cpus()
-        model_file = str(here / settings.get("model_file", settings.get("onnx_file", "model.onnx")))
+        model_file = str(here / settings["model_file"])  # step.json and this file are written together by each build
         self.runtime = settings.get("runtime", "onnxruntime")
         if self.runtime == "openvino":
             import openvino as ov
