@@ -254,3 +254,23 @@ def test_nncf_int8_is_static_and_gated(trained_pair, tmp_path):
     else:
         assert [r["name"] for r in manifest["rejected"]] == ["openvino-int8"]
         assert not (out / "model.int8.xml").exists()
+
+
+def test_offline_and_served_openvino_compile_with_the_same_settings():
+    """OvModel (export's gate, tft predict, verify) and the served Python model step compile an IR with the same
+    OpenVINO settings: the model step runs inside Triton without tft, so it holds its own copy; this keeps the two
+    equal (an IR checked with one setting and served with another would serve what was not checked)."""
+    import ast
+
+    from helpers import REPO
+
+    def settings(path, owner):
+        tree = ast.parse((REPO / path).read_text(encoding="utf-8"))
+        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "compile_model"]
+        assert len(calls) == 1, (path, owner)
+        config = calls[0].args[2]
+        return {k.value: v.value if isinstance(v, ast.Constant) else "computed" for k, v in zip(config.keys, config.values)}
+
+    assert settings("tft/export/runtime.py", "OvModel") == settings("tft/serve/models/model_step.py", "model step") == {
+        "INFERENCE_NUM_THREADS": "computed", "INFERENCE_PRECISION_HINT": "computed", "NUM_STREAMS": "1",
+        "PERFORMANCE_HINT": "LATENCY"}
