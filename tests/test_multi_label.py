@@ -129,6 +129,8 @@ def test_csv_cells_dev_labels_and_options_are_checked_in_one_line(tmp_path):
     assert "dev.csv:2: unknown label 'travel'; expected one of food, sports" in msg
     assert "--threshold applies to multi-label tasks: add --multi-label" in one_line_error(
         run_tft("train", "--task", "csv", "--data-dir", data, "--threshold", "0.3", "--output-dir", tmp_path / "r"))
+    assert "--tune-thresholds applies to multi-label tasks: add --multi-label" in one_line_error(
+        run_tft("train", "--task", "csv", "--data-dir", data, "--tune-thresholds", "--output-dir", tmp_path / "r"))
     assert "--multi-label apply to the generic 'csv' and 'jsonl' tasks" in one_line_error(
         run_tft("train", "--task", "afqmc", "--multi-label", "--output-dir", tmp_path / "r"))
     assert "--threshold" in one_line_error(run_tft(*common, "--threshold", "1.5", "--output-dir", tmp_path / "r"))
@@ -159,6 +161,32 @@ def test_the_kind_decides_scores_answers_and_metrics_at_its_threshold():
         {"micro_f1": 2 / 3, "macro_f1": 1 / 3, "exact_match": 0.5})
     shape = shape_of(kind)
     assert shape.same({"labels": ["b", "a"]}, {"labels": ["a", "b"]}) and not shape.same({"labels": []}, {"labels": ["a"]})
+
+
+def test_thresholds_tuned_per_label_on_dev_are_recorded_and_used_everywhere():
+    """--tune-thresholds: each label's threshold is the grid value with its best dev F1 (ties nearest the global
+    one); the kind records them (kind_params) and its decisions, metric and answers, offline and served, use them."""
+    from tft.answers import shape_of
+    from tft.predictions import multi_label
+    from tft.tasks import MULTI_LABEL, kind_from, kind_of
+
+    rng = np.random.default_rng(0)
+    gold = rng.random((400, 2)) < 0.4
+    # label a: positives score 0.25-0.45, negatives 0.0-0.2 (0.5 answers none); label b: separable at 0.5 already
+    scores = np.where(gold, np.c_[rng.uniform(0.25, 0.45, 400), rng.uniform(0.6, 0.9, 400)],
+                      np.c_[rng.uniform(0.0, 0.2, 400), rng.uniform(0.1, 0.4, 400)])
+    logits = np.log(scores / (1 - scores))
+    plain = kind_of(MULTI_LABEL).with_params({"tune": True})
+    tuned = plain.tuned(logits, gold.astype(float), ("a", "b"))
+    assert tuned.thresholds[0] in (0.25, 0.2) and tuned.thresholds[1] == 0.5 and not tuned.tune
+    assert plain.metrics(logits, gold.astype(float), ("a", "b"))["macro_f1"] < 0.6
+    assert tuned.metrics(logits, gold.astype(float), ("a", "b"))["macro_f1"] == 1.0
+    again = kind_from({"kind": MULTI_LABEL, "kind_params": tuned.params()})
+    assert again.thresholds == tuned.thresholds and again.decisions(logits) == tuned.decisions(logits)
+    assert kind_of(MULTI_LABEL).tuned(logits, gold.astype(float), ("a", "b")) == kind_of(MULTI_LABEL)  # not asked
+    row = np.array([[np.log(0.3 / 0.7), np.log(0.3 / 0.7)]])
+    assert multi_label(row, ("a", "b"), [0.25, 0.5])[0]["labels"] == ["a"]  # the served step's function
+    assert shape_of(again).answers(list(row), [{}], [{}], ("a", "b"), " ")[0]["labels"] == ["a"]
 
 
 # --- end to end ----------------------------------------------------------------------------------------------
@@ -222,14 +250,19 @@ def test_a_cnn_head_and_an_xlnet_model_learn_and_export_multi_label(variant, tmp
     data = write_topics(tmp_path / "data", "csv", separator="|")
     model = ("scratch:tiny" if variant == "cnn" else
              str(tiny.build("xlnet", [r["text"] for r in topic_rows(480, 1)], tmp_path / "xlnet")))
-    extra = ("--head", "cnn") if variant == "cnn" else ()
+    extra = ("--head", "cnn", "--tune-thresholds") if variant == "cnn" else ()
     run = tmp_path / "run"
     proc = run_tft("train", "--task", "csv", "--multi-label", "--label-separator", "|", "--data-dir", data,
                    "--model", model, "--output-dir", run, "--epochs", 8, "--batch-size", 16, "--lr", "1e-3",
                    "--no-plot", *extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = read_json(run / "best" / "tft.json")
-    assert manifest["kind_params"] == {"threshold": 0.5, "separator": "|"}
+    params = manifest["kind_params"]
+    assert {k: params[k] for k in ("threshold", "separator")} == {"threshold": 0.5, "separator": "|"}
+    if variant == "cnn":  # tuned on dev: one threshold per label, recorded; `tft eval` below judges with them
+        assert len(params["thresholds"]) == 3 and "tuned on dev" in proc.stderr
+    else:
+        assert "thresholds" not in params
     gold = [set(r["label"]) for r in topic_rows(120, 2)]
     assert manifest["metrics"]["micro_f1"] > best_constant_micro_f1(gold, ("food", "sports", "travel")) + 0.1, manifest
     proc = run_tft("export", "--checkpoint", run / "best", "--output-dir", tmp_path / "export")

@@ -170,7 +170,7 @@ class LabelsShape(AnswerShape):
 
     def for_kind(self, kind):
         bound = LabelsShape()
-        bound.threshold = getattr(kind, "threshold", self.threshold)
+        bound.threshold = getattr(kind, "cutoffs", self.threshold)
         return bound
 
     def answers(self, logits, features, items, labels, word_joiner):

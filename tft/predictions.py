@@ -152,13 +152,14 @@ def entities_of_windows(text: str, windows, word_joiner: str, labels) -> list[di
     return entities_from_words(text, word_labels_from_windows(windows), spans, labels)
 
 
-def multi_label(logits: np.ndarray, labels, threshold: float) -> list[dict]:
-    """Multi-label rows: sigmoid scores; the labels at or over the threshold, highest score first (none is an
-    answer); every label's score, rounded as the served answer carries it."""
+def multi_label(logits: np.ndarray, labels, threshold) -> list[dict]:
+    """Multi-label rows: sigmoid scores; the labels at or over the threshold (one number, or one per label), highest
+    score first (none is an answer); every label's score."""
     scores = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    cutoffs = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (len(labels),))
     out = []
     for row in scores:
-        chosen = sorted((i for i in range(len(labels)) if row[i] >= threshold), key=lambda i: -row[i])
+        chosen = sorted((i for i in range(len(labels)) if row[i] >= cutoffs[i]), key=lambda i: -row[i])
         out.append({"labels": [labels[i] for i in chosen],
                     "scores": {label: float(row[i]) for i, label in enumerate(labels)}})
     return out

@@ -82,6 +82,10 @@ class Kind:
     def with_params(self, params: dict) -> "Kind":
         return self
 
+    def tuned(self, logits: np.ndarray, label_ids: np.ndarray, labels) -> "Kind":
+        """This kind with parameters tuned on dev logits (multi-label's per-label thresholds); most tune nothing."""
+        return self
+
     # --- data -------------------------------------------------------------------------------------------------
     def read_label(self, value, site: LabelSite, seen: dict | None = None):
         """A label as a file holds it -> the example's label; a bad one raises at its file, line and field."""
@@ -210,14 +214,41 @@ class MultiLabel(Kind):
     answer: str = "labels"
     threshold: float = 0.5  # a label is answered when its score reaches it; recorded in the checkpoint manifest
     separator: str | None = None  # CSV/TSV cells: the labels joined by it (JSON files: a list)
+    thresholds: tuple[float, ...] | None = None  # per label, in label order, where tuned on dev (else `threshold`)
+    tune: bool = False  # --tune-thresholds: choose `thresholds` on the dev split after training
     problem_type = "multi_label_classification"
 
     def params(self):
-        return {"threshold": self.threshold, "separator": self.separator}
+        out = {"threshold": self.threshold, "separator": self.separator}
+        return {**out, "thresholds": list(self.thresholds)} if self.thresholds else out
 
     def with_params(self, params):
+        thresholds = params.get("thresholds")
         return dataclasses.replace(self, threshold=float(params.get("threshold", self.threshold)),
-                                   separator=params.get("separator", self.separator))
+                                   separator=params.get("separator", self.separator),
+                                   thresholds=tuple(float(t) for t in thresholds) if thresholds else self.thresholds,
+                                   tune=bool(params.get("tune", self.tune)))
+
+    @property
+    def cutoffs(self):
+        """The decision threshold of each label (one number where none were tuned)."""
+        return np.asarray(self.thresholds) if self.thresholds else self.threshold
+
+    def tuned(self, logits, label_ids, labels):
+        """Per label, the threshold of a 0.05-step grid that gives that label's best F1 on these (dev) rows; ties go
+        to the one nearest the global threshold. Tuned and judged on the same split, its dev figure is optimistic."""
+        if not self.tune or not len(logits):
+            return self
+        scores, gold = self.scores(np.asarray(logits, dtype=np.float64)), np.asarray(label_ids) > 0.5
+        grid = np.round(np.arange(0.05, 0.951, 0.05), 2)
+        chosen = []
+        for j in range(scores.shape[1]):
+            def f1(t):
+                hit = scores[:, j] >= t
+                tp = float((hit & gold[:, j]).sum())
+                return 2 * tp / (hit.sum() + gold[:, j].sum()) if hit.sum() + gold[:, j].sum() else 0.0
+            chosen.append(float(max(grid, key=lambda t: (f1(t), -abs(t - self.threshold)))))
+        return dataclasses.replace(self, thresholds=tuple(chosen), tune=False)
 
     def read_label(self, value, site, seen=None):
         if isinstance(value, str) and self.separator is not None:
@@ -260,7 +291,7 @@ class MultiLabel(Kind):
         return 1.0 / (1.0 + np.exp(-logits))
 
     def decisions(self, logits):
-        return [tuple(row) for row in (self.scores(logits) >= self.threshold).tolist()]
+        return [tuple(row) for row in (self.scores(logits) >= self.cutoffs).tolist()]
 
 
 KIND_SPECS = {
@@ -338,10 +369,11 @@ class Task:
         return is_pair(self.kind, self.text_pair_field)
 
     def with_fields(self, text_field=None, text_pair_field=None, label_field=None, multi_label=False,
-                    label_separator=None, threshold=None) -> "Task":
+                    label_separator=None, threshold=None, tune_thresholds=False) -> "Task":
         """Generic tasks only: the user names the fields of their own files, and makes them multi-label."""
-        if not multi_label and (label_separator is not None or threshold is not None):
-            given = "--label-separator" if label_separator is not None else "--threshold"
+        if not multi_label and (label_separator is not None or threshold is not None or tune_thresholds):
+            given = ("--label-separator" if label_separator is not None else "--threshold" if threshold is not None
+                     else "--tune-thresholds")
             raise TaskError(f"{given} applies to multi-label tasks: add --multi-label")
         if not self.configurable:
             if text_field or text_pair_field or label_field or multi_label:
@@ -363,7 +395,8 @@ class Task:
                 raise TaskError("--label-separator: give the character(s) that join labels in a cell, e.g. ','")
             separator = label_separator or ("," if self.reader != "json" else None)
             changes.update(kind=KIND_SPECS[MULTI_LABEL].with_params({"threshold": threshold or 0.5,
-                                                                     "separator": separator}),
+                                                                     "separator": separator,
+                                                                     "tune": tune_thresholds}),
                            metrics=("micro_f1", "macro_f1", "exact_match"), main_metric="micro_f1")
         return dataclasses.replace(self, **changes)
 

@@ -65,6 +65,7 @@ class TrainConfig:
     multi_label: bool = False  # generic tasks: any number of labels per text (a JSON list, or joined in a CSV cell)
     label_separator: str | None = None  # multi-label CSV/TSV cells: the labels joined by it (default ",")
     threshold: float | None = None  # multi-label: a label is answered when its score reaches it (default 0.5)
+    tune_thresholds: bool = False  # multi-label: per-label thresholds chosen on dev after training
     group_by_length: bool = True
     pad_to_max_length: bool = False  # the seed scripts' way; kept for benchmarks
     compile: bool = False
@@ -85,7 +86,8 @@ class TrainConfig:
     def task_options(self) -> dict:
         """What the user said about their own files and kind (generic tasks): `Task.with_fields` takes them."""
         return {"text_field": self.text_field, "text_pair_field": self.text_pair_field, "label_field": self.label_field,
-                "multi_label": self.multi_label, "label_separator": self.label_separator, "threshold": self.threshold}
+                "multi_label": self.multi_label, "label_separator": self.label_separator, "threshold": self.threshold,
+                "tune_thresholds": self.tune_thresholds}
 
     def to_yaml(self, path: Path) -> None:
         from tft.fsutil import atomic_write_text
@@ -151,6 +153,9 @@ RULES: dict[str, Rule] = {
     "label_separator": Rule(str, "With --multi-label: what joins the labels in a CSV cell (default ',')."),
     "threshold": Rule(float, "With --multi-label: a label is answered when its score reaches this (default 0.5).",
                       low=0.0, high=1.0, above=True, below=True),
+    "tune_thresholds": Rule(bool, "With --multi-label: after training, choose each label's threshold on the dev split "
+                                  "(its best F1) and record them; the dev figure is then optimistic: judge on test.",
+                            flag=True),
     "group_by_length": Rule(bool, "Batch similar lengths together."),
     "pad_to_max_length": Rule(bool, "Pad every example to --max-seq-length (slow; for comparison).", flag=True),
     "compile": Rule(bool, "torch.compile the model.", flag=True),

@@ -12,6 +12,7 @@ Several nodes (run on each, node rank 0..M-1):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -462,6 +463,14 @@ class TrainRecipe:
             logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
             dev = task_metrics.compute(self.task.kind, self.labels, np.asarray(logits), np.asarray(out.label_ids),
                                        report=True)
+            tuned = self.task.kind.tuned(np.asarray(logits), np.asarray(out.label_ids), self.labels)
+            if tuned is not self.task.kind:  # parameters chosen on dev (multi-label thresholds): recorded, and used
+                self.task = dataclasses.replace(self.task, kind=tuned)
+                before, dev = dev, task_metrics.compute(tuned, self.labels, np.asarray(logits),
+                                                        np.asarray(out.label_ids), report=True)
+                log.info("tuned on dev: %s; dev %s %.4f -> %.4f (tuned on the split it is judged on: judge on test)",
+                         tuned.params(), self.task.main_metric, before.get(self.task.main_metric, 0.0),
+                         dev.get(self.task.main_metric, 0.0))
             self.final_metrics["dev"] = dev
         return self.final_metrics
 

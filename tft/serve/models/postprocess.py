@@ -54,7 +54,8 @@ class TritonPythonModel:
 
     def _labels(self, request):
         logits = pb_utils.get_input_tensor_by_name(request, "logits").as_numpy()
-        answers = multi_label(logits, self.labels, float(self.params["threshold"]))
+        # per-label thresholds where training tuned them on dev, else the one threshold
+        answers = multi_label(logits, self.labels, self.params.get("thresholds") or float(self.params["threshold"]))
         labels = [[json.dumps(a["labels"], ensure_ascii=False).encode("utf-8")] for a in answers]
         scores = [[json.dumps(a["scores"], ensure_ascii=False).encode("utf-8")] for a in answers]
         return [pb_utils.Tensor("LABELS", np.array(labels, dtype=np.object_)),
