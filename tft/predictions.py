@@ -69,6 +69,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
 def classify(logits: np.ndarray, labels) -> list[dict]:
     """One {label, score} per row; regression (no labels) returns the raw value as score."""
     logits = np.asarray(logits, dtype=np.float32)
@@ -155,7 +159,7 @@ def entities_of_windows(text: str, windows, word_joiner: str, labels) -> list[di
 def multi_label(logits: np.ndarray, labels, threshold) -> list[dict]:
     """Multi-label rows: sigmoid scores; the labels at or over the threshold (one number, or one per label), highest
     score first (none is an answer); every label's score."""
-    scores = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    scores = sigmoid(logits.astype(np.float64))
     cutoffs = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (len(labels),))
     out = []
     for row in scores:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tft import predictions
 from tft.errors import DataError, TaskError
 
 SEQUENCE = "sequence_classification"
@@ -39,11 +40,17 @@ class LabelSite:
         raise DataError(self.path, f"field '{self.field}' {message}", self.line)
 
 
+def _one_value(value, site: LabelSite):
+    """A single-label kind's label is one value: not a bool, null, list or object."""
+    if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+        site.bad(f"has an invalid label {json.dumps(value)}")
+    return value
+
+
 def class_label(value, site: LabelSite, seen: dict | None = None) -> str:
     """One class label, one way in every reader: "1", 1 and 1.0 (also "1.0") are the same class. Two spellings of one
     number in a file ("01" and "1") are refused at the second (`seen` keeps the first of each)."""
-    if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
-        site.bad(f"has an invalid label {json.dumps(value)}")
+    _one_value(value, site)
     if isinstance(value, float):
         if not value.is_integer():
             site.bad(f"has a non-integer class label {value}")
@@ -124,8 +131,7 @@ class Kind:
     # --- answers ----------------------------------------------------------------------------------------------
     def scores(self, logits: np.ndarray) -> np.ndarray:
         """What served scores are made of: class probabilities."""
-        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        return shifted / shifted.sum(axis=-1, keepdims=True)
+        return predictions.softmax(logits)
 
     def decisions(self, logits: np.ndarray) -> list:
         """One comparable decision per row (per token for per-token kinds): the parity gate's and verify's agreement
@@ -142,10 +148,8 @@ class Regression(Kind):
     problem_type = "regression"
 
     def read_label(self, value, site, seen=None):
-        if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
-            site.bad(f"has an invalid label {json.dumps(value)}")
         try:
-            return float(value)
+            return float(_one_value(value, site))
         except ValueError:
             site.bad(f"must be a number for a regression task, got {value!r}")
 
@@ -288,7 +292,7 @@ class MultiLabel(Kind):
                                    label_ids > 0.5)
 
     def scores(self, logits):
-        return 1.0 / (1.0 + np.exp(-logits))
+        return predictions.sigmoid(logits)
 
     def decisions(self, logits):
         return [tuple(row) for row in (self.scores(logits) >= self.cutoffs).tolist()]
