@@ -118,12 +118,9 @@ class EntitiesShape(AnswerShape):
     def answers(self, logits, features, items, labels, word_joiner):
         out = []
         for item, lg, feat in zip(items, logits, features):
-            if isinstance(lg, list):  # a text read in overlapping windows (or a text beside one)
-                windows = [(w["word_ids"], x.argmax(-1)) for w, x in zip((feat, *feat.get("windows", ())), lg)]
-                out.append({"entities": predictions.entities_of_windows(item["text"], windows, word_joiner, labels)})
-            else:
-                out.append({"entities": predictions.entities(item["text"], lg.argmax(-1), feat["word_ids"],
-                                                             word_joiner, labels)})
+            per_window = lg if isinstance(lg, list) else [lg]  # a list: a text read in overlapping windows
+            windows = [(w["word_ids"], x.argmax(-1)) for w, x in zip((feat, *feat.get("windows", ())), per_window)]
+            out.append({"entities": predictions.entities_of_windows(item["text"], windows, word_joiner, labels)})
         return out
 
     def decode(self, arrays, n):

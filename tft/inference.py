@@ -145,10 +145,12 @@ def answer_items(items: list[dict], settings: TextSettings, tokenizer, logits_of
 def _logits_of_windows(features: list[dict], logits_of) -> list:
     """`logits_of` over every window of every feature: one array per feature, or, where any text was read in windows,
     one list of arrays (its windows in order) per feature."""
-    flat = [window for feat in features for window in (feat, *feat.get("windows", ()))]
-    logits = logits_of([{k: v for k, v in w.items() if k != "windows"} for w in flat])
-    if len(flat) == len(features):
-        return logits
+    if not any("windows" in feat for feat in features):
+        return logits_of(features)
+    # the runners read inputs by name; the first window is the feature without its list of the others
+    flat = [window for feat in features
+            for window in ({k: v for k, v in feat.items() if k != "windows"}, *feat.get("windows", ()))]
+    logits = logits_of(flat)
     grouped, at = [], 0
     for feat in features:
         count = 1 + len(feat.get("windows", ()))

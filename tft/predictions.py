@@ -84,12 +84,9 @@ def classify(logits: np.ndarray, labels) -> list[dict]:
 
 
 def word_labels(token_label_ids, word_ids) -> dict[int, int]:
-    """Label of each word = label of its first sub-token (as in training)."""
-    out: dict[int, int] = {}
-    for label_id, wid in zip(token_label_ids, word_ids):
-        if wid is not None and wid >= 0 and wid not in out:
-            out[int(wid)] = int(label_id)
-    return out
+    """Label of each word = label of its first sub-token (as in training): one window's case of
+    `word_labels_from_windows`."""
+    return word_labels_from_windows([(word_ids, token_label_ids)])
 
 
 def window_stride(max_seq_length: int) -> int:

@@ -14,22 +14,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tft_predictions.py lies beside this file
-from tft_predictions import (classify, entities_from_words, multi_label, word_labels,  # noqa: E402
-                             word_labels_from_windows)
-
-
-def words_from_offsets(offsets):
-    """Token offsets (each token carries its word's span, -1 for special tokens) -> word ids and spans."""
-    word_ids, spans, previous = [], [], None
-    for start, end in offsets:
-        if start < 0:
-            word_ids.append(-1)
-            continue
-        if (start, end) != previous:
-            spans.append((int(start), int(end)))
-            previous = (start, end)
-        word_ids.append(len(spans) - 1)
-    return word_ids, spans
+from tft_predictions import classify, entities_from_words, multi_label, word_labels_from_windows  # noqa: E402
 
 
 class TritonPythonModel:
@@ -67,30 +52,27 @@ class TritonPythonModel:
         offsets = pb_utils.get_input_tensor_by_name(request, "OFFSETS").as_numpy()
         out = []
         length = min(logits.shape[1], offsets.shape[1])
-        windowed = bool(self.slot) and length > self.slot
+        # rows of windows side by side (slots of max_seq_length), or one window per row
+        slot = self.slot if self.slot and length > self.slot else length
         for row, raw in enumerate(texts):
             text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
-            if windowed:  # merged as `tft predict` merges them: each word from the window it is most central in
-                per_word, spans = self._merge_windows(logits[row, :length], offsets[row, :length])
-            else:
-                word_ids, spans = words_from_offsets(offsets[row, :length])
-                # a word's label is its first sub-token's, as in training and `tft predict`
-                per_word = word_labels(logits[row, :length].argmax(-1), word_ids)
+            per_word, spans = self._word_labels(logits[row, :length], offsets[row, :length], slot)
             ents = entities_from_words(text, per_word, spans, self.labels)
             out.append([json.dumps(ents, ensure_ascii=False).encode("utf-8")])
         return [pb_utils.Tensor("ENTITIES", np.array(out, dtype=np.object_))]
 
-    def _merge_windows(self, logits, offsets):
-        """One row of windows side by side -> (label per word, the words' spans): words numbered by their spans in
-        the text, the same word in two windows being one."""
+    @staticmethod
+    def _word_labels(logits, offsets, slot):
+        """One row of `slot`-wide windows (tokens carry their word's span, -1 for special and pad tokens) -> (label
+        per word, the words' spans), as `tft predict` reads them: a word's label is its first sub-token's, in the
+        window where it has the most context; words are numbered by their spans, the same word in two windows one."""
         spans = sorted({(int(s), int(e)) for s, e in offsets if s >= 0})
         index = {span: i for i, span in enumerate(spans)}
         labels = logits.argmax(-1)
         windows = []
-        for first in range(0, len(offsets), self.slot):
-            window = offsets[first:first + self.slot]
-            windows.append(([index[(int(s), int(e))] if s >= 0 else -1 for s, e in window],
-                            labels[first:first + self.slot]))
+        for first in range(0, len(offsets), slot):
+            window = offsets[first:first + slot]
+            windows.append(([index[(int(s), int(e))] if s >= 0 else -1 for s, e in window], labels[first:first + slot]))
         return word_labels_from_windows(windows), spans
 
     def execute(self, requests):
