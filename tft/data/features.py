@@ -182,10 +182,12 @@ def encode(examples: list, tokenizer, max_length: int, labels: tuple[str, ...], 
     return encode_texts(examples, tokenizer, max_length, label2id, kind, max_chars)
 
 
-def make_collator(tokenizer, token_task: bool):
-    """Dynamic padding per batch with transformers' own collators."""
+def make_collator(tokenizer, token_task: bool, pad_to_multiple_of: int | None = None):
+    """Dynamic padding per batch with transformers' own collators (each batch's length rounded up to a multiple of
+    `pad_to_multiple_of` where given)."""
     from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
 
     if token_task:
-        return DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE_INDEX)
-    return DataCollatorWithPadding(tokenizer)
+        return DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE_INDEX,
+                                                  pad_to_multiple_of=pad_to_multiple_of)
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
