@@ -11,8 +11,8 @@ saving inside the timed loop (the HF Trainer in fp32, its default):
   * `tft train --precision fp32`, and `tft train` with its defaults (dynamic padding, length grouping and
     `--precision auto`: bf16 where the CPU has AVX512_BF16 or AMX).
 Then the dev accuracy of each on the whole dev split. Runs alternate, so drift on the machine hits all; each way
-runs in a process of its own, so what one sets for its process (tft tunes glibc's allocator for training) never
-reaches another.
+runs in a process of its own, so nothing one way sets up for its process (thread pools, kernel caches) helps
+another. On a machine whose speed moves between runs, benchmarks/train_step.py compares steps interleaved.
 """
 
 from __future__ import annotations

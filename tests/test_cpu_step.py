@@ -1,5 +1,5 @@
 """A CPU training step's speed-ups (tft/train/cpu_step.py): NumPy-drawn dropout masks that are still dropout, and
-glibc's thresholds that keep a large gradient's memory between steps."""
+gradient clipping that is still PyTorch's."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from tft.train import cpu_step
-from tft.train.cpu_step import FastCpuDropout, allocator_choice, fast_dropout_wanted, rounded_probability
+from tft.train.cpu_step import FastCpuDropout, fast_dropout_wanted, rounded_probability
 
 
 def test_the_probability_is_rounded_to_a_16_bit_level_or_left_to_pytorch():
@@ -91,43 +91,6 @@ def test_where_each_speed_up_applies():
     assert not fast_dropout_wanted(cuda=True, compiled=False, asked=True)  # CUDA's fused dropout is fast already
     assert not fast_dropout_wanted(cuda=False, compiled=True, asked=True)  # a compiled graph draws its own numbers
     assert not fast_dropout_wanted(cuda=False, compiled=False, asked=False)  # --no-fast-dropout
-
-    assert allocator_choice({}, cuda=False) is None
-    assert allocator_choice({}, cuda=True) == "a GPU run"
-    assert "jemalloc" in allocator_choice({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"}, cuda=False)
-    assert "tuned" in allocator_choice({"MALLOC_ARENA_MAX": "2"}, cuda=False)
-    assert "tuned" in allocator_choice({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"}, cuda=False)
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_raised_thresholds_stop_a_large_gradient_from_page_faulting_each_step():
-    """The observable effect: allocating and freeing a word-embedding-sized tensor (47 MB) again and again costs
-    thousands of page faults each time under glibc's defaults, and (once the heap has grown to its working size)
-    none after `keep_freed_memory`."""
-    script = textwrap.dedent("""
-        import resource, sys, torch
-        from tft.train.cpu_step import keep_freed_memory
-        if sys.argv[1] == "tuned":
-            assert keep_freed_memory()
-        def step():  # a gradient that size, and a small tensor that outlives it, as in a training step
-            big = torch.zeros(30522 * 384)
-            small = torch.ones(1000)
-            del big
-            return small
-        for _ in range(20):  # the heap grows to its working size first: faults in either case
-            step()
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(10):
-            step()
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-    """)
-    faults = {}
-    for way in ("default", "tuned"):
-        proc = subprocess.run([sys.executable, "-c", script, way], capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        faults[way] = int(proc.stdout.split()[-1])
-    assert faults["default"] > 10 * 5000, faults  # 47 MB is 11,500 pages of 4 KB (fewer with huge pages)
-    assert faults["tuned"] < faults["default"] / 4, faults  # (the heap may still grow once or twice)
 
 
 @pytest.mark.parametrize("scale", [1e-4, 10.0])  # nothing clipped; clipped

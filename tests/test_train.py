@@ -395,7 +395,6 @@ def test_cpu_training_says_its_step_speed_ups_and_the_same_seed_gives_the_same_w
         proc = run_tft("train", *common, *extra, "--output-dir", tmp_path / name)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert ("dropout: masks drawn by NumPy" in proc.stderr) == (name != "torch")
-        assert "large tensors reuse freed heap memory" in proc.stderr
         runs[name] = load_file(tmp_path / name / "best" / "model.safetensors")
     assert all(np.array_equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
     assert any(not np.allclose(runs["a"][k], runs["torch"][k]) for k in runs["a"])

@@ -386,10 +386,6 @@ class TrainRecipe:
         if not cuda and "OMP_NUM_THREADS" not in os.environ:  # the user's own setting wins
             # torch sizes its pool from the machine's cores; a pod limited to 2 CPUs of a large node then spins
             torch.set_num_threads(min(torch.get_num_threads(), available_cpus()))
-        if not cuda:
-            from tft.train.cpu_step import tune_cpu_allocator
-
-            log.info("%s", tune_cpu_allocator(cuda=cuda))
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(self.output_dir / "tensorboard")
         if cfg.compile and not cuda and not cfg.pad_to_max_length:
             # measured (MiniLM, SST-2, AMD EPYC AVX2): 4.7 samples/s cold and 30.3 warm against 58-60 eager, because
