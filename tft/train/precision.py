@@ -51,15 +51,16 @@ def training_attention(precision: str, *, cuda: bool) -> str | None:
     return "eager" if precision == "bf16" and not cuda else None
 
 
-def padding_multiple(precision: str, max_seq_length: int) -> int | None:
+def padding_multiple(precision: str, max_seq_length: int, *, cuda: bool) -> int | None:
     """What each batch's padded length is rounded up to in training, or None for the longest text in it.
 
-    In bf16 and fp16 a multiple of 8: on a CPU oneDNN compiles its bf16 matmul kernels for each new shape (MiniLM-L6,
-    AMX Xeon: 17 kernels, 1.85 ms each, about 32 ms for every new batch length; per-batch padding meets dozens), and
-    fewer lengths trained SST-2 at 6-9% more samples/s (a multiple of 16 lost 20%: more padding); on a GPU tensor cores
-    want multiples of 8 (transformers' run_glue.py pads so in fp16). Only where --max-seq-length is itself a multiple,
-    so rounding never passes it (nor, then, the model's positions).
+    On a GPU in bf16 and fp16 a multiple of 8: tensor cores want multiples of 8 (transformers' run_glue.py pads so in
+    fp16). Not on a CPU: oneDNN builds its bf16 matmul kernels per shape (17 for MiniLM-L6, about 32 ms for every new
+    batch length), but padding to 8 added 19% tokens to SST-2's short batches, and MiniLM's steps over a run's
+    batches took as long as unpadded ones on the first pass and 10% longer on later ones (benchmarks/train_step.py,
+    AMX Xeon). Only where --max-seq-length is itself a multiple, so rounding never passes it (nor the model's
+    positions).
     """
-    if precision not in ("bf16", "fp16") or max_seq_length % PAD_MULTIPLE:
+    if not cuda or precision not in ("bf16", "fp16") or max_seq_length % PAD_MULTIPLE:
         return None
     return PAD_MULTIPLE

@@ -105,10 +105,10 @@ class TrainRecipe:
         else:
             from tft.train.precision import padding_multiple
 
-            multiple = padding_multiple(self.precision_name, cfg.max_seq_length)
+            multiple = padding_multiple(self.precision_name, cfg.max_seq_length, cuda=torch.cuda.is_available())
             collator = make_collator(self.tokenizer, self.task.is_token_task, multiple)
             if multiple:
-                log.info("batches padded to a multiple of %d tokens (%s kernels are built per shape)", multiple,
+                log.info("batches padded to a multiple of %d tokens (%s on tensor cores)", multiple,
                          self.precision_name)
         self.train_set = FeatureDataset(self._features(self.data["train"], train_examples, cfg.limit_train))
         self.dev_set = (FeatureDataset(self._features(self.data["dev"], dev_examples, cfg.limit_eval))
