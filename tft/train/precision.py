@@ -2,9 +2,9 @@
 
 bf16 on GPUs that have it (Ampere and newer) and on CPUs with AVX-512 BF16 or AMX (PyTorch's CPU autocast
 runs bf16 matmuls there); fp16 with loss scaling on older GPUs; fp32 otherwise. It is the default: with native bf16
-(and eager attention on the CPU, `training_attention`) it trained MiniLM SST-2 at 1.30-1.60x the Hugging Face
-Trainer's best fp32 on an AMX Xeon (median 1.47x) and 1.9-2.2x fp32 on a Zen 5 EPYC, within 0.2 point of its dev
-accuracy (docs/benchmarks.md).
+(and eager attention on the CPU, `training_attention`, and tft/train/cpu_step.py's dropout and clipping) it trained
+MiniLM SST-2 at 1.62x the Hugging Face Trainer's best fp32 on an AMX Xeon (median of five runs; 1.69x over a run's
+steps interleaved) at the same dev accuracy, and 1.9-2.2x fp32 on a Zen 5 EPYC (docs/benchmarks.md).
 """
 
 from __future__ import annotations
