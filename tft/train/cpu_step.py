@@ -39,28 +39,27 @@ def fast_dropout_wanted(*, cuda: bool, compiled: bool, asked: bool) -> bool:
     return asked and not cuda and not compiled
 
 
-def rounded_probability(p: float) -> float | None:
-    """The dropout probability a 16-bit mask gives for `p`, or None where it cannot stand for it (0 and 1 are exact
-    in PyTorch's own; a p under half a level would round to no dropout at all)."""
+def mask_level(p: float) -> int | None:
+    """The 16-bit level at or over which a mask number keeps its element, for dropout probability `p`; None where a
+    16-bit mask cannot stand for `p` (0 and 1 are exact in PyTorch's own; a p under half a level would round to no
+    dropout at all; a p outside [0, 1] is PyTorch's to refuse)."""
     level = round(p * MASK_LEVELS)
-    if level <= 0 or level >= MASK_LEVELS:
-        return None
-    return level / MASK_LEVELS
+    return level if 0 < level < MASK_LEVELS else None
 
 
-def keep_mask(shape: torch.Size, p: float) -> torch.Tensor:
-    """A bool tensor: True where an element is kept, each with probability 1 - rounded_probability(p)."""
+def keep_mask(shape: torch.Size, level: int) -> torch.Tensor:
+    """A bool tensor: True where an element is kept, each with probability 1 - level / MASK_LEVELS (the dropout
+    probability rounded to 1/65536)."""
     seed = int(torch.randint(0, 1 << 62, (1,)).item())  # from PyTorch's generator: --seed and resume fix it
     numbers = np.random.Generator(np.random.SFC64(seed)).integers(0, MASK_LEVELS, int(np.prod(shape, dtype=np.int64)),
                                                                   dtype=np.uint16)
-    return torch.from_numpy(numbers >= round(p * MASK_LEVELS)).view(shape)
+    return torch.from_numpy(numbers >= level).view(shape)
 
 
-def dropout(x: torch.Tensor, p: float, inplace: bool = False) -> torch.Tensor:
-    """Dropout in training with a NumPy-drawn mask (autograd keeps the scaled mask for the backward, as PyTorch's
-    dropout does)."""
-    rounded = rounded_probability(p)
-    noise = keep_mask(x.shape, p).to(x.dtype).mul_(1.0 / (1.0 - rounded))
+def dropout(x: torch.Tensor, level: int, inplace: bool = False) -> torch.Tensor:
+    """Dropout in training with a NumPy-drawn mask at `mask_level`'s level, scaled by the rounded probability's
+    1 / (1 - p) (autograd keeps the scaled mask for the backward, as PyTorch's dropout does)."""
+    noise = keep_mask(x.shape, level).to(x.dtype).mul_(MASK_LEVELS / (MASK_LEVELS - level))
     return x.mul_(noise) if inplace else x * noise
 
 
@@ -73,10 +72,10 @@ class FastCpuDropout(TorchFunctionMode):
         if func is torch.nn.functional.dropout:
             names = ("input", "p", "training", "inplace")
             call = {**dict(zip(names, args)), **kwargs}
-            x, p = call["input"], call.get("p", 0.5)
+            x, level = call["input"], mask_level(call.get("p", 0.5))
             if (call.get("training", True) and isinstance(x, torch.Tensor) and x.device.type == "cpu"
-                    and x.is_floating_point() and 0.0 <= p <= 1.0 and rounded_probability(p) is not None):
-                return dropout(x, p, inplace=call.get("inplace", False))
+                    and x.is_floating_point() and level is not None):
+                return dropout(x, level, inplace=call.get("inplace", False))
         return func(*args, **kwargs)
 
 
@@ -116,8 +115,8 @@ def trainer_class(*, cuda: bool):
 
         def _clip_grad_norm(self, model):
             grads = [p.grad for p in model.parameters() if p.grad is not None]
-            if fast_clip_applies(grads, distributed_type=str(getattr(self.accelerator.distributed_type, "value",
-                                                                         self.accelerator.distributed_type)),
+            # accelerate's DistributedType is a str enum: compared by its value
+            if fast_clip_applies(grads, distributed_type=self.accelerator.distributed_type,
                                  scaler=getattr(self.accelerator, "scaler", None)):
                 return clip_grad_norm(model.parameters(), self.args.max_grad_norm)
             return super()._clip_grad_norm(model)
