@@ -133,6 +133,31 @@ if _workers() > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers())))
 
 
+def _guard_the_test_process() -> None:
+    """A test worker that dies says so. A PID read a while ago (a stub that has since died) may by now be a thread
+    of this very process: Linux's kill() takes a thread's ID and signals its whole process, and a worker killed
+    that way vanishes without a word ("node down: Not properly terminated"). So a kill aimed at one of this
+    process's own threads fails the test that sent it, and a SIGTERM or SIGHUP from anywhere dumps every thread's
+    stack to stderr before the worker ends as the signal says."""
+    import faulthandler
+    import signal
+    import sys
+
+    real_kill = os.kill
+
+    def kill(pid: int, sig: int) -> None:
+        if sig and pid > 0 and os.path.exists(f"/proc/{os.getpid()}/task/{pid}"):
+            raise AssertionError(f"os.kill({pid}, {sig}): {pid} is a thread of this test process (a reused PID)")
+        real_kill(pid, sig)
+
+    os.kill = kill
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        faulthandler.register(sig, file=sys.__stderr__, all_threads=True, chain=True)
+
+
+_guard_the_test_process()
+
+
 def once_per_run(tmp_path_factory, name: str, build):
     """A session fixture's folder, built once for the whole run: under xdist the first worker to ask builds it
     (the others wait on a lock and reuse it); a build that failed fails in that worker and is a skip pointing at

@@ -27,14 +27,22 @@ log = logging.getLogger("tft")
 
 
 def _die_with_parent(parent: int):
-    """preexec_fn: the child gets SIGTERM when the process that started it dies, even by SIGKILL."""
-    def set_death_signal():
-        import ctypes
+    """preexec_fn: the child gets SIGTERM when the process that started it dies, even by SIGKILL.
 
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except OSError:  # not Linux: the stop() paths still apply
-            return
+    The function runs in the forked child before exec, where only one thread of a multithreaded parent (a training
+    run's OpenMP pool, gRPC's threads, the health loop) lives on: the library is loaded and prctl looked up here, in
+    the parent, so the child only calls it (dlopen or an import there could wait on a lock that a vanished thread
+    held, and the parent would wait on the child for ever)."""
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: the stop() paths still apply
+        return None
+    pdeathsig, sigterm = 1, int(signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    def set_death_signal():
+        prctl(pdeathsig, sigterm)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
 
