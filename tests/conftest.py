@@ -185,6 +185,39 @@ def once_per_run(tmp_path_factory, name: str, build):
         return result
 
 
+# A worker that dies mid-test: xdist's file scheduler (--dist loadfile) gives the dead worker's unfinished file,
+# the test it died in included, to a new worker, so that test runs again and reports its own result; the death is
+# then said once, as a rerun, and counts as a failure only when the same test takes a second worker down with it
+# (then it is not run a third time: xdist would go on until its worker restarts run out).
+_CRASHES: dict[str, int] = {}
+
+
+def pytest_handlecrashitem(crashitem, report, sched):
+    _CRASHES[crashitem] = _CRASHES.get(crashitem, 0) + 1
+    requeued = {scope: unit for scope, unit in getattr(sched, "workqueue", {}).items()
+                if isinstance(unit, dict) and unit.get(crashitem) is False}
+    if not requeued:
+        return
+    if _CRASHES[crashitem] == 1:
+        report.outcome = "rerun"
+        report.longrepr = f"{report.longrepr}; run again on a new worker, whose result counts"
+        return
+    for scope, unit in requeued.items():
+        unit[crashitem] = True
+        if all(unit.values()):
+            del sched.workqueue[scope]
+
+
+def pytest_report_teststatus(report, config):
+    if report.outcome == "rerun":
+        return "rerun", "R", ("RERUN", {"yellow": True})
+
+
+def pytest_terminal_summary(terminalreporter):
+    for report in terminalreporter.stats.get("rerun", []):
+        terminalreporter.write_line(f"RERUN {report.longrepr}", yellow=True)
+
+
 _REPORTED_FIXTURE_ERRORS: set[int] = set()
 
 

@@ -86,7 +86,7 @@ class ServeProcess:
         import subprocess
         import sys
 
-        from tft.serve.server import Ports
+        from tft.serve.server import Ports, _die_with_parent
 
         self.ports = Ports.free()
         self.ready_file = workdir / "ready.json"
@@ -97,8 +97,11 @@ class ServeProcess:
                "--grpc-port", str(self.ports.grpc), "--http-port", str(self.ports.http),
                "--metrics-port", str(self.ports.metrics), "--ready-file", str(self.ready_file),
                "--health-interval", str(health_interval), "--log-file", str(self.triton_log), *extra]
+        # a test worker that dies takes its server along (SIGTERM: it stops Triton), so the rerun of its file on a
+        # new worker meets no server of the dead one's
         self.process = subprocess.Popen(cmd, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                                        preexec_fn=_die_with_parent(os.getpid()))
 
     def wait_ready(self, timeout: float = 180.0) -> "ServeProcess":
         import time

@@ -213,6 +213,7 @@ def matrix(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # the first case's setup builds the whole matrix
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_family_learns_exports_serves_and_verifies(matrix, case):
     result = matrix[case]

@@ -97,8 +97,12 @@ def child(job):
 
 gc.freeze()  # the preloaded objects stay out of every collection, so a child does not copy their pages
 put(os.environ["TFT_ZYGOTE_READY"], str(os.getpid()))
-running, pending, open_ = {}, b"", True
+running, pending, open_, parent = {}, b"", True, os.getppid()
 while open_ or running:
+    if os.getppid() != parent:  # the test worker died: its commands go with it (they are ours, not yet reaped)
+        for pid in running:
+            os.kill(pid, 9)
+        os._exit(1)
     if open_ and select.select([0], [], [], 0.02)[0]:
         chunk = os.read(0, 65536)
         open_ = bool(chunk)
