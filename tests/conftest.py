@@ -185,27 +185,24 @@ def once_per_run(tmp_path_factory, name: str, build):
         return result
 
 
-# A worker that dies mid-test: xdist's file scheduler (--dist loadfile) gives the dead worker's unfinished file,
-# the test it died in included, to a new worker, so that test runs again and reports its own result; the death is
-# then said once, as a rerun, and counts as a failure only when the same test takes a second worker down with it
-# (then it is not run a third time: xdist would go on until its worker restarts run out).
-_CRASHES: dict[str, int] = {}
+# A worker that dies mid-test (tests/scheduling.py): its file is run on by a new worker, the test it died in
+# included, whose own result counts; the death is said at once and again in the summary, as a rerun, and counts as
+# a failure only when the same test takes a second worker down with it.
+def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist", None) == "loadfile":
+        from scheduling import CrashSafeLoadFileScheduling
+
+        return CrashSafeLoadFileScheduling(config, log)
+    return None
 
 
 def pytest_handlecrashitem(crashitem, report, sched):
-    _CRASHES[crashitem] = _CRASHES.get(crashitem, 0) + 1
-    requeued = {scope: unit for scope, unit in getattr(sched, "workqueue", {}).items()
-                if isinstance(unit, dict) and unit.get(crashitem) is False}
-    if not requeued:
-        return
-    if _CRASHES[crashitem] == 1:
+    if getattr(sched, "crashes", {}).get(crashitem) == 1:
         report.outcome = "rerun"
         report.longrepr = f"{report.longrepr}; run again on a new worker, whose result counts"
-        return
-    for scope, unit in requeued.items():
-        unit[crashitem] = True
-        if all(unit.values()):
-            del sched.workqueue[scope]
+    terminal = sched.config.pluginmanager.get_plugin("terminalreporter")
+    if terminal is not None:
+        terminal.write_line(f"\n{report.longrepr}", yellow=True)
 
 
 def pytest_report_teststatus(report, config):
