@@ -151,7 +151,9 @@ def _guard_the_test_process() -> None:
         real_kill(pid, sig)
 
     os.kill = kill
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    # every other signal whose default ends a process without a core, but SIGALRM (pytest-timeout's) and SIGINT
+    # (pytest's own KeyboardInterrupt)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGVTALRM, signal.SIGPROF):
         faulthandler.register(sig, file=sys.__stderr__, all_threads=True, chain=True)
 
 
@@ -196,7 +198,20 @@ def pytest_xdist_make_scheduler(config, log):
     return None
 
 
+def _how_it_ended(node) -> str:
+    """The dead worker's exit as its process reports it (execnet's Popen of it): a signal or an exit status."""
+    import signal
+    import subprocess
+
+    try:
+        code = node.gateway._io.popen.wait(timeout=10)
+    except (AttributeError, subprocess.TimeoutExpired):
+        return "its exit is unknown"
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+
+
 def pytest_handlecrashitem(crashitem, report, sched):
+    report.longrepr = f"{report.longrepr} ({_how_it_ended(report.node)})"
     if getattr(sched, "crashes", {}).get(crashitem) == 1:
         report.outcome = "rerun"
         report.longrepr = f"{report.longrepr}; run again on a new worker, whose result counts"

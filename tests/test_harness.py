@@ -54,7 +54,8 @@ def test_a_test_whose_worker_died_once_is_run_again_and_its_own_result_counts(tm
     proc = run_suite(tmp_path, DIES_ONCE.replace("RESULT", "True"))
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "15 passed, 1 rerun" in summary(proc), proc.stdout[-3000:]
-    assert "RERUN worker 'gw" in proc.stdout and "test_dies.py::test_dies_once'; run again on a new worker" in proc.stdout
+    assert "RERUN worker 'gw" in proc.stdout
+    assert "test_dies.py::test_dies_once' (killed by SIGKILL); run again on a new worker" in proc.stdout
     assert proc.stdout.count("node down: Not properly terminated") == 1
 
 
