@@ -137,8 +137,8 @@ def _guard_the_test_process() -> None:
     """A test worker that dies says so. A PID read a while ago (a stub that has since died) may by now be a thread
     of this very process: Linux's kill() takes a thread's ID and signals its whole process, and a worker killed
     that way vanishes without a word ("node down: Not properly terminated"). So a kill aimed at one of this
-    process's own threads fails the test that sent it, and a SIGTERM or SIGHUP from anywhere dumps every thread's
-    stack to stderr before the worker ends as the signal says."""
+    process's own threads fails the test that sent it, and a catchable signal that would end it (SIGTERM, SIGHUP and
+    the like, from anywhere) dumps every thread's stack to stderr before the worker ends as the signal says."""
     import faulthandler
     import signal
     import sys
@@ -207,7 +207,12 @@ def _how_it_ended(node) -> str:
         code = node.gateway._io.popen.wait(timeout=10)
     except (AttributeError, subprocess.TimeoutExpired):
         return "its exit is unknown"
-    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+    if code >= 0:
+        return f"exit status {code}"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
 
 
 def pytest_handlecrashitem(crashitem, report, sched):
