@@ -33,9 +33,7 @@ class CrashSafeLoadFileScheduling(LoadFileScheduling):
         crashitem = next(nodeid for unit in unfinished.values() for nodeid, done in unit.items() if not done)
         self.crashes[crashitem] += 1
         if self.crashes[crashitem] > 1:
-            for unit in unfinished.values():
-                if crashitem in unit:
-                    unit[crashitem] = True
+            unfinished[self._split_scope(crashitem)][crashitem] = True
             unfinished = {scope: unit for scope, unit in unfinished.items() if not all(unit.values())}
         self.workqueue.update(unfinished)
         for other in self.assigned_work:

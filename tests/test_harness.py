@@ -33,7 +33,7 @@ EARLIER = "\n".join(f"def test_earlier_{i}():\n    pass\n" for i in range(3))
 
 
 def run_suite(tmp_path: Path, body: str) -> subprocess.CompletedProcess:
-    """The harness's conftest over two files, one of them `body`, as `make test` runs them."""
+    """The harness's conftest over four files that pass and then `body`, as `make test` runs them."""
     (tmp_path / "conftest.py").write_text((TESTS / "conftest.py").read_text(encoding="utf-8"), encoding="utf-8")
     for i in range(4):
         (tmp_path / f"test_a_{i}.py").write_text(EARLIER, encoding="utf-8")
