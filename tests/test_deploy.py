@@ -38,11 +38,11 @@ VALUE_SETS = {
 }
 
 
-# Helm's Go SDK runs in a child process of its own, never in the test worker: a Go runtime loaded there took the
-# worker down without a word about one clean-clone run in four (its fatal output goes to the stderr pytest
-# captures, and the process is gone); the run that named the test had it in
-# test_every_rendered_object_is_valid_kubernetes[gpu], the worker's second render. A child that dies fails its test
-# with what it printed.
+# Helm's Go SDK runs in a child process of its own, never in the test worker. A test worker died without a word
+# about one clean-clone run in four; the one run that named the test had it in
+# test_every_rendered_object_is_valid_kubernetes[gpu], the worker's second render, and a Go runtime's fatal output
+# would go to the stderr pytest captures, then be lost with the process. A child that dies fails its test with what
+# it printed.
 _HELM = r"""
 import json, sys
 import helm_python
